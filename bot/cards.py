@@ -1,0 +1,122 @@
+"""DM cards: the message asking someone to approve or fill a form, and its resolved state.
+
+Buttons carry the task reference as their value; the action ids are fixed so the
+interactivity handler routes them: ``flowbot_approve``, ``flowbot_decline``, ``flowbot_open``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bot import texts
+from bot.blocks import button, context, escape, facts_blocks, header, section
+from engine.forms.templates import format_value
+
+ACTION_APPROVE = "flowbot_approve"
+ACTION_DECLINE = "flowbot_decline"
+ACTION_OPEN = "flowbot_open"
+#: block_id of the buttons row of a card.
+ACTIONS_BLOCK = "flowbot_task"
+#: Facts shown on a card at most: a DM is a summary, the form shows the rest.
+MAX_CARD_FACTS = 20
+
+Facts = Mapping[str, Any] | Sequence[tuple[str, Any]]
+
+
+def _fact_pairs(facts: Facts | None) -> list[tuple[str, Any]]:
+    if not facts:
+        return []
+    return list(facts.items()) if isinstance(facts, Mapping) else list(facts)
+
+
+def _body(text: str | None, facts: Facts | None, note: str | None) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if text:
+        blocks.append(section(text))
+    pairs = _fact_pairs(facts)
+    shown = [(label, escape(format_value(value))) for label, value in pairs[:MAX_CARD_FACTS]]
+    blocks += facts_blocks(shown)
+    if len(pairs) > MAX_CARD_FACTS:
+        blocks.append(context(texts.MORE_FACTS.format(n=len(pairs) - MAX_CARD_FACTS)))
+    if note:
+        blocks.append(context(note))
+    return blocks
+
+
+def approval_message_blocks(
+    title: str,
+    facts: Facts | None,
+    *,
+    task_ref: str,
+    text: str | None = None,
+    note: str | None = None,
+    approve_label: str = texts.APPROVE,
+    decline_label: str = texts.DECLINE,
+    open_label: str | None = None,
+) -> list[dict[str, Any]]:
+    """An approval DM: title, optional mrkdwn ``text``, the facts, an optional context
+    ``note`` (e.g. ``texts.from_workflow(...)``) and Approve / Decline (/ Open) buttons."""
+    buttons = [
+        button(approve_label, ACTION_APPROVE, task_ref, style="primary"),
+        button(decline_label, ACTION_DECLINE, task_ref, style="danger"),
+    ]
+    if open_label:
+        buttons.append(button(open_label, ACTION_OPEN, task_ref))
+    return [
+        header(title),
+        *_body(text, facts, note),
+        {"type": "actions", "block_id": ACTIONS_BLOCK, "elements": buttons},
+    ]
+
+
+def assignment_message_blocks(
+    title: str,
+    *,
+    task_ref: str,
+    text: str | None = None,
+    facts: Facts | None = None,
+    note: str | None = None,
+    open_label: str = texts.OPEN_FORM,
+) -> list[dict[str, Any]]:
+    """A DM telling someone a form waits for them: what is asked (``text``), key facts and
+    an Open button that opens the modal."""
+    return [
+        header(title),
+        *_body(text, facts, note),
+        {
+            "type": "actions",
+            "block_id": ACTIONS_BLOCK,
+            "elements": [button(open_label, ACTION_OPEN, task_ref, style="primary")],
+        },
+    ]
+
+
+def resolved_message_blocks(
+    title: str,
+    outcome_text: str,
+    *,
+    text: str | None = None,
+    facts: Facts | None = None,
+) -> list[dict[str, Any]]:
+    """The card updated in place once resolved: no buttons, the outcome (mrkdwn, e.g.
+    ``texts.approved_by(user, at)``) in their place."""
+    return [header(title), *_body(text, facts, None), section(outcome_text)]
+
+
+def payload_facts(
+    payload: Mapping[str, Any], keys: Sequence[str] | None = None, *, limit: int = 8
+) -> list[tuple[str, str]]:
+    """Key facts of a payload for a card: the given ``keys``, or the first ``limit`` scalar
+    values, labelled from their keys ("manager_email" → "Manager email")."""
+    chosen = (
+        list(keys)
+        if keys is not None
+        else [k for k, v in payload.items() if v is not None and not isinstance(v, dict | list)][
+            :limit
+        ]
+    )
+    return [
+        (k.replace("_", " ").strip().capitalize() or k, format_value(payload.get(k)))
+        for k in chosen
+    ]

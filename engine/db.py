@@ -1,0 +1,177 @@
+"""The connector: the only module that talks to the database driver.
+
+Everything else gets a ``Database`` and runs the named statements of ``engine.queries`` through
+it. Driver errors are translated at this boundary into ``engine.errors.DatabaseError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import TextClause, event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from engine import queries
+from engine.embedded import sqlalchemy_url
+from engine.errors import DatabaseError, SchemaNotReady
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "flowbot_tasks"
+
+Row = Mapping[str, Any]
+
+
+@contextlib.contextmanager
+def wrap_exceptions() -> Any:
+    """Turn driver and SQLAlchemy errors into flowbot's DatabaseError."""
+    try:
+        yield
+    except (sqlalchemy.exc.DBAPIError, OSError) as exc:
+        raise DatabaseError(str(getattr(exc, "orig", None) or exc)) from exc
+
+
+def _json_codecs(dbapi_connection: Any, _record: Any) -> None:
+    """JSON in and out as Python values: queries pass dicts and lists, rows hold them.
+
+    (SQLAlchemy's own codec expects pre-serialised strings from its JSON type, which plain
+    ``text()`` statements do not have.)
+    """
+
+    async def setup(conn: Any) -> None:
+        for typename in ("json", "jsonb"):
+            await conn.set_type_codec(
+                typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
+            )
+
+    dbapi_connection.run_async(setup)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class Tx:
+    """One open connection (usually inside a transaction) with small query helpers."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def execute(self, query: TextClause, params: Mapping[str, Any] | None = None) -> int:
+        """Run a statement; return the number of rows it touched."""
+        with wrap_exceptions():
+            result = await self.conn.execute(query, dict(params or {}))
+        return result.rowcount
+
+    async def fetch_all(self, query: TextClause, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Run a query and return every row as a mapping."""
+        with wrap_exceptions():
+            result = await self.conn.execute(query, dict(params or {}))
+            return [dict(r) for r in result.mappings().all()]
+
+    async def fetch_one(self, query: TextClause, params: Mapping[str, Any] | None = None) -> Row | None:
+        """Run a query and return its first row, or None."""
+        with wrap_exceptions():
+            result = await self.conn.execute(query, dict(params or {}))
+            row = result.mappings().first()
+        return dict(row) if row is not None else None
+
+    async def fetch_value(self, query: TextClause, params: Mapping[str, Any] | None = None) -> Any:
+        """Run a query and return the first column of its first row, or None."""
+        with wrap_exceptions():
+            result = await self.conn.execute(query, dict(params or {}))
+            return result.scalar()
+
+    async def notify(self) -> None:
+        """Wake the workers once this transaction commits (one NOTIFY per transaction)."""
+        await self.execute(queries.NOTIFY, {"channel": NOTIFY_CHANNEL})
+
+
+class Database:
+    """A pool of connections to one Postgres database."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = sqlalchemy_url(url)
+        self.engine: AsyncEngine = create_async_engine(
+            self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+        )
+        event.listen(self.engine.sync_engine, "connect", _json_codecs)
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """A transaction: committed when the block ends, rolled back if it raises."""
+        with wrap_exceptions():
+            async with self.engine.begin() as conn:
+                yield Tx(conn)
+
+    async def fetch_all(self, query: TextClause, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Run one read query in its own transaction."""
+        async with self.transaction() as tx:
+            return await tx.fetch_all(query, params)
+
+    async def fetch_one(self, query: TextClause, params: Mapping[str, Any] | None = None) -> Row | None:
+        """Run one read query in its own transaction and return its first row."""
+        async with self.transaction() as tx:
+            return await tx.fetch_one(query, params)
+
+    async def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            async with self.transaction() as tx:
+                await tx.fetch_value(queries.PING)
+            return True
+        except DatabaseError:
+            return False
+
+    async def check_schema(self, expected_heads: Sequence[str]) -> None:
+        """Refuse to run on a database that is not migrated to this flowbot's revision."""
+        try:
+            async with self.transaction() as tx:
+                rows = await tx.fetch_all(queries.SCHEMA_VERSION)
+        except DatabaseError as exc:
+            if "alembic_version" in str(exc):
+                raise SchemaNotReady(
+                    "the database has no flowbot schema: run `flowbot migrate`"
+                ) from None
+            raise
+        current = sorted(r["version_num"] for r in rows)
+        if current != sorted(expected_heads):
+            raise SchemaNotReady(
+                f"the database schema is at {current or 'nothing'}, this flowbot needs "
+                f"{sorted(expected_heads)}: run `flowbot migrate`"
+            )
+
+    @contextlib.asynccontextmanager
+    async def listen(
+        self, channel: str, callback: Callable[[str], Awaitable[None] | None]
+    ) -> AsyncIterator[None]:
+        """LISTEN on a channel for the duration of the block, on a dedicated connection."""
+        with wrap_exceptions():
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+
+                def _on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+                    result = callback(payload)
+                    if result is not None:
+                        # Listener callbacks must not block the driver; coroutines are scheduled.
+                        import asyncio
+
+                        asyncio.ensure_future(result)
+
+                await driver.add_listener(channel, _on_notify)
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(Exception):
+                        await driver.remove_listener(channel, _on_notify)

@@ -1,0 +1,75 @@
+"""The one error tree of flowbot: every error the engine raises on purpose is a FlowbotError."""
+
+from __future__ import annotations
+
+
+class FlowbotError(Exception):
+    """Raised for any error flowbot reports on purpose (the root of the tree)."""
+
+
+# --- configuration and startup -------------------------------------------------------------
+
+
+class ConfigError(FlowbotError):
+    """Raised when the environment or command line configures flowbot wrongly."""
+
+
+class DatabaseError(FlowbotError):
+    """Raised when the database cannot be reached or answers with an error."""
+
+
+class SchemaNotReady(DatabaseError):
+    """Raised when the database schema is missing or older than this flowbot (run `flowbot migrate`)."""
+
+
+# --- workflow definitions --------------------------------------------------------------------
+
+
+class WorkflowError(FlowbotError):
+    """Raised when a workflow definition is invalid; the message names file and line."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+        super().__init__(f"{where}{message}")
+
+
+class WorkflowLoadError(FlowbotError):
+    """Raised when one or more workflows fail validation; holds every WorkflowError found."""
+
+    def __init__(self, errors: list[WorkflowError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+class UnknownWorkflow(FlowbotError):
+    """Raised when a workflow name does not match any loaded workflow."""
+
+
+class UnknownStage(FlowbotError):
+    """Raised when a stage name does not match any stage of the workflow."""
+
+
+# --- running stages --------------------------------------------------------------------------
+
+
+class PayloadError(FlowbotError):
+    """Raised when a task payload is not a JSON object or is over the size limit."""
+
+
+class TaskNotFound(FlowbotError):
+    """Raised when a task id does not exist."""
+
+
+class RunNotFound(FlowbotError):
+    """Raised when a run id does not exist."""
+
+
+class TaskStateError(FlowbotError):
+    """Raised when a task is not in the status an operation needs (e.g. already completed)."""
+
+
+class LeaseLost(FlowbotError):
+    """Raised when a worker finishes a task whose lease another worker has taken over."""

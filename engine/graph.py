@@ -1,0 +1,46 @@
+"""A workflow as data: nodes, edges and metadata (the API and `flowbot workflows --json`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.workflow import Stage, StageKind, Workflow
+
+
+def _node(stage: Stage) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "id": stage.name,
+        "kind": stage.kind.value,
+        "module": f"{stage.module_name}.py",
+        "start": stage.is_start,
+        "file": stage.where.file,
+        "line": stage.where.line,
+    }
+    if stage.kind is StageKind.SCRIPT:
+        node["max_attempts"] = stage.max_attempts
+    if stage.join:
+        node["join"] = stage.join
+    if stage.kind is StageKind.FORM:
+        node["assignee"] = stage.assignee if isinstance(stage.assignee, str | list | None) else repr(stage.assignee)
+    if stage.kind is StageKind.HOOK:
+        node["path"] = f"/hooks/{stage.path}"
+        node["methods"] = list(stage.methods)
+        node["auth"] = stage.auth.describe() if hasattr(stage.auth, "describe") else None
+    if stage.kind is StageKind.JOB:
+        node["schedule"] = stage.schedule
+        node["timezone"] = stage.timezone
+    return node
+
+
+def export(wf: Workflow) -> dict[str, Any]:
+    """``{"name", "title", "description", "nodes": [...], "edges": [...]}``."""
+    return {
+        "name": wf.name,
+        "title": wf.title,
+        "description": wf.description,
+        "nodes": [_node(s) for s in wf.stages.values()],
+        "edges": [
+            {"source": t.source_name, "target": t.target_name, "on": list(t.on) if t.on else None}
+            for t in wf.transitions
+        ],
+    }

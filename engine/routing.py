@@ -1,0 +1,102 @@
+"""Routing: where the tasks a stage sent go, decided by their type.
+
+Pure functions, no database: a send goes to every outgoing transition whose ``on`` matches its
+type; a send no transition takes is unrouted (recorded on the run, never dropped silently).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import assignees
+from engine.context import Send, Task
+from engine.workflow import Stage, StageKind
+
+
+@dataclass
+class NewTask:
+    """A task to create at ``stage``."""
+
+    stage: Stage
+    type: str
+    payload: dict[str, Any]
+    source_task_id: int | None = None
+    assignee: dict[str, Any] | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class Arrival:
+    """A task delivered to a join stage (kept until all its incoming transitions delivered)."""
+
+    stage: Stage
+    source: Stage
+    type: str
+    payload: dict[str, Any]
+    source_task_id: int | None = None
+
+
+@dataclass
+class Routes:
+    """The result of routing one stage's sends."""
+
+    tasks: list[NewTask] = field(default_factory=list)
+    arrivals: list[Arrival] = field(default_factory=list)
+    unrouted: list[dict[str, Any]] = field(default_factory=list)
+
+
+def new_task(stage: Stage, type: str, payload: dict[str, Any], *, source_task_id: int | None = None,
+             run_id: str | None = None) -> NewTask:
+    """A task for ``stage``; for a form, its assignee rule is evaluated against the payload."""
+    assignee = None
+    if stage.kind is StageKind.FORM and stage.assignee is not None:
+        assignee = assignees.evaluate(stage.assignee, Task(None, type, payload, run_id, stage.name))
+    return NewTask(stage, type, payload, source_task_id, assignee, run_id)
+
+
+def route(source: Stage, sends: list[Send], *, source_task_id: int | None = None) -> Routes:
+    """Route every send of ``source``; raises AssigneeError when a form's rule cannot apply."""
+    routes = Routes()
+    outgoing = source.outgoing
+    for send in sends:
+        matched = False
+        for t in outgoing:
+            if not t.matches(send.type):
+                continue
+            matched = True
+            target = t.target
+            assert isinstance(target, Stage)
+            if target.join == "all":
+                routes.arrivals.append(Arrival(target, source, send.type, send.payload, source_task_id))
+            else:
+                routes.tasks.append(
+                    new_task(target, send.type, send.payload, source_task_id=source_task_id, run_id=send.run_id)
+                )
+        if not matched:
+            routes.unrouted.append(
+                {"stage": source.name, "type": send.type, "task_id": source_task_id,
+                 "payload_keys": sorted(send.payload)[:20], "run_id": send.run_id}
+            )
+    return routes
+
+
+def merge_arrivals(stage: Stage, arrivals: list[dict[str, Any]]) -> NewTask | None:
+    """The joined task once every incoming transition of ``stage`` delivered, else None.
+
+    Payloads merge in the order the transitions were declared (later ones win on a shared key).
+    """
+    by_source = {a["source_stage"]: a for a in arrivals}
+    order = []
+    for t in stage.incoming:
+        if t.source_name not in order:
+            order.append(t.source_name)
+    if not all(name in by_source for name in order):
+        return None
+    payload: dict[str, Any] = {}
+    types = []
+    for name in order:
+        payload.update(by_source[name]["payload"])
+        types.append(by_source[name]["type"])
+    task_type = types[0] if len(set(types)) == 1 else "joined"
+    return new_task(stage, task_type, payload)

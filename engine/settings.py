@@ -1,0 +1,95 @@
+"""One typed settings object, read from the environment at the entry point and passed down."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+#: Largest JSON payload a task may carry (bytes of its JSON text).
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+#: Largest HTTP request body flowbot reads (API and hooks).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about one flowbot process."""
+
+    database_url: str | None = None
+    home: Path = Path(".flowbot")
+    stages_dir: Path = Path("stages")
+    port: int = 8080
+    host: str = "0.0.0.0"
+    api_token: str | None = None
+    lease_seconds: int = 30
+    concurrency: int = 16
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    poll_interval: float = 5.0
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from the environment (``os.environ`` by default)."""
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            home=Path(env.get("FLOWBOT_HOME") or ".flowbot"),
+            stages_dir=Path(env.get("FLOWBOT_STAGES") or "stages"),
+            port=_int(env, "PORT", 8080),
+            api_token=env.get("FLOWBOT_API_TOKEN") or None,
+            lease_seconds=_int(env, "FLOWBOT_LEASE_SECONDS", 30),
+            concurrency=_int(env, "FLOWBOT_CONCURRENCY", 16),
+            max_payload_bytes=_int(env, "FLOWBOT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
+            max_body_bytes=_int(env, "FLOWBOT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
+            slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+            slack_app_token=env.get("SLACK_APP_TOKEN") or None,
+            slack_api_url=env.get("SLACK_API_URL") or None,
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some fields changed (command-line flags override the environment)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def slack_enabled(self) -> bool:
+        """Whether Slack is configured (a bot token plus a signing secret or an app token)."""
+        return bool(self.slack_bot_token and (self.slack_signing_secret or self.slack_app_token))
+
+    def resolve_api_token(self, *, create: bool = True) -> str | None:
+        """The API bearer token: from the environment, else generated once into the home dir."""
+        if self.api_token:
+            return self.api_token
+        path = self.home / "api_token"
+        if path.exists():
+            return path.read_text().strip()
+        if not create:
+            return None
+        self.home.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+        return token

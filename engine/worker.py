@@ -1,0 +1,203 @@
+"""Workers: claim script tasks, run their stages, commit the results in batches.
+
+One worker is one asyncio loop with ``concurrency`` task slots. It claims as many tasks as it has
+free slots (one query), runs them concurrently, and commits whatever finished while the previous
+commit was in flight in one transaction: under load, claims and completions batch themselves;
+under light load each task commits on its own at once. LISTEN/NOTIFY wakes idle workers; a slow
+poll is the fallback for a lost notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from engine.db import NOTIFY_CHANNEL, Row
+from engine.errors import DatabaseError
+from engine.runner import run_script
+from engine.store import Failed, Finished, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerOptions:
+    """How one worker behaves."""
+
+    concurrency: int = 16
+    #: Most tasks claimed in one query.
+    claim_batch: int = 100
+    poll_interval: float = 5.0
+    #: How long shutdown waits for running stages before releasing their tasks.
+    shutdown_grace: float = 20.0
+    reap_interval: float = 5.0
+    max_payload_bytes: int = 256 * 1024
+    workflows: tuple[str, ...] | None = None
+
+
+def worker_id() -> str:
+    """A unique, readable id: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs script tasks until told to stop."""
+
+    def __init__(self, store: Store, options: WorkerOptions | None = None, *, name: str | None = None) -> None:
+        self.store = store
+        self.options = options or WorkerOptions()
+        self.id = name or worker_id()
+        self._wake = asyncio.Event()
+        self._results: list[Finished | Failed] = []
+        self._result_ready = asyncio.Event()
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._pending_commit: set[int] = set()
+        self._slot_free = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="stage")
+        self.completed = 0
+        self.failed = 0
+
+    @property
+    def busy(self) -> int:
+        """Tasks claimed and not yet committed."""
+        return len(self._running) + len(self._pending_commit)
+
+    def wake(self, _payload: str = "") -> None:
+        """Something new may be claimable (NOTIFY arrived)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then shut down gracefully (never losing a task)."""
+        log.info("worker started", extra={"action": "worker_start", "worker": self.id})
+        flusher = asyncio.create_task(self._flush_loop())
+        side = [asyncio.create_task(self._heartbeat_loop(stop)), asyncio.create_task(self._reap_loop(stop))]
+        try:
+            async with self.store.db.listen(NOTIFY_CHANNEL, self.wake):
+                await self._claim_loop(stop)
+        finally:
+            await self._shutdown(flusher, side)
+        log.info("worker stopped", extra={"action": "worker_stop", "worker": self.id})
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self.options.concurrency - self.busy
+                if free <= 0:
+                    await self._wait_any(self._slot_free.wait(), stopping)
+                    self._slot_free.clear()
+                    continue
+                self._wake.clear()
+                try:
+                    rows = await self.store.claim(self.id, min(free, self.options.claim_batch), self.options.workflows)
+                except DatabaseError as exc:
+                    log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
+                    rows = []
+                    await asyncio.sleep(1)
+                for row in rows:
+                    self._running[row["id"]] = asyncio.create_task(self._execute(row))
+                if len(rows) < free:
+                    # Drained: sleep until a NOTIFY, the poll interval, or stop.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), self.options.poll_interval)
+        finally:
+            stopping.cancel()
+
+    @staticmethod
+    async def _wait_any(*aws: Any) -> None:
+        """Wait until the first of ``aws`` is done; cancel the waiters this call created."""
+        tasks = [asyncio.ensure_future(a) for a in aws]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t, a in zip(tasks, aws, strict=True):
+                if t is not a and not t.done():
+                    t.cancel()
+
+    async def _execute(self, row: Row) -> None:
+        stage = self.store.stage_of(row)
+        result = await run_script(stage, row, max_payload_bytes=self.options.max_payload_bytes,
+                                  executor=self._executor)
+        self._running.pop(row["id"], None)
+        self._pending_commit.add(row["id"])
+        self._results.append(result)
+        self._result_ready.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._result_ready.wait()
+            self._result_ready.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit every result gathered so far in one transaction (retried on database errors)."""
+        while self._results:
+            batch, self._results = self._results, []
+            finished = [r for r in batch if isinstance(r, Finished)]
+            failed = [r for r in batch if isinstance(r, Failed)]
+            for attempt in range(5):
+                try:
+                    result = await self.store.commit(self.id, finished, failed)
+                    break
+                except DatabaseError as exc:
+                    log.warning("commit failed (attempt %d): %s", attempt + 1, exc, extra={"action": "commit_error"})
+                    await asyncio.sleep(min(0.2 * 2**attempt, 5))
+            else:
+                # The leases will expire and the tasks run again: nothing is lost.
+                log.error("giving up committing %d results", len(batch), extra={"action": "commit_gave_up"})
+                result = None
+            if result is not None:
+                self.completed += len(result.completed)
+                self.failed += len(failed)
+                for lost in result.lost:
+                    log.warning("lease of task %s was lost before completion; its result is dropped",
+                                lost, extra={"action": "lease_lost", "task_id": lost})
+            for r in batch:
+                self._pending_commit.discard(r.task["id"])
+            self._slot_free.set()
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        # Renew well before the shortest lease runs out.
+        while not stop.is_set():
+            await asyncio.sleep(max(1.0, self.store.lease_seconds / 3))
+            ids = list(self._running)
+            if not ids:
+                continue
+            try:
+                await self.store.heartbeat(self.id, ids)
+            except DatabaseError as exc:
+                log.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat_error"})
+
+    async def _reap_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                moved = await self.store.reap_expired(actor=self.id)
+                if moved:
+                    log.info("%d expired leases reverted", len(moved), extra={"action": "reaped"})
+            except DatabaseError as exc:
+                log.warning("reaper failed: %s", exc, extra={"action": "reap_error"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.options.reap_interval)
+
+    async def _shutdown(self, flusher: asyncio.Task[None], side: list[asyncio.Task[None]]) -> None:
+        for t in side:
+            t.cancel()
+        running = list(self._running.values())
+        if running:
+            _done, not_done = await asyncio.wait(running, timeout=self.options.shutdown_grace)
+            for t in not_done:
+                t.cancel()
+        await self.flush()
+        flusher.cancel()
+        leftover = list(self._running)
+        if leftover:
+            n = await self.store.release(self.id, leftover)
+            log.info("released %d unfinished tasks", n, extra={"action": "released"})
+        self._executor.shutdown(wait=False, cancel_futures=True)

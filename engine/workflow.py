@@ -1,0 +1,276 @@
+"""The authoring API: a ``Workflow`` is stages connected by typed transitions.
+
+Declaring records where each stage and transition was written (file and line) so that
+validation, which happens when workflows load (``engine.loader``), can point at it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+#: A hook must say how it authenticates; ``auth=None`` is an explicit "no authentication".
+_REQUIRED: Any = object()
+
+
+class StageKind(str, enum.Enum):
+    """What starts a stage: a task (script, form), an HTTP request (hook), a clock (job)."""
+
+    SCRIPT = "script"
+    FORM = "form"
+    HOOK = "hook"
+    JOB = "job"
+
+
+@dataclass(frozen=True)
+class Where:
+    """A place in a workflow file."""
+
+    file: str
+    line: int
+
+
+def _caller(depth: int = 2) -> Where:
+    frame = sys._getframe(depth)
+    return Where(frame.f_code.co_filename, frame.f_lineno)
+
+
+@dataclass(eq=False)
+class Stage:
+    """One step of a workflow; its code lives in its own module next to ``workflow.py``."""
+
+    workflow: Workflow
+    name: str
+    kind: StageKind
+    module_name: str
+    where: Where
+    max_attempts: int = 3
+    lease: int | None = None
+    join: str | None = None
+    assignee: Any = None
+    path: str | None = None
+    auth: Any = None
+    methods: tuple[str, ...] = ("POST",)
+    schedule: str | None = None
+    timezone: str = "UTC"
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Filled in by the loader: the imported stage module.
+    module: ModuleType | None = None
+
+    @property
+    def key(self) -> str:
+        """``workflow/stage``: unique across all loaded workflows."""
+        return f"{self.workflow.name}/{self.name}"
+
+    def entry(self, name: str = "run") -> Callable[..., Any]:
+        """The stage module's function ``name`` (validated at load)."""
+        assert self.module is not None, f"stage {self.key} is not loaded"
+        fn: Callable[..., Any] = getattr(self.module, name)
+        return fn
+
+    @property
+    def incoming(self) -> list[Transition]:
+        """Transitions that deliver tasks to this stage."""
+        return [t for t in self.workflow.transitions if t.target is self]
+
+    @property
+    def outgoing(self) -> list[Transition]:
+        """Transitions tasks sent by this stage may take."""
+        return [t for t in self.workflow.transitions if t.source is self]
+
+    @property
+    def is_start(self) -> bool:
+        """A stage nothing flows into: a hook, a job, or a script/form started by hand."""
+        return not self.incoming
+
+    def __repr__(self) -> str:
+        return f"<Stage {self.key} ({self.kind.value})>"
+
+
+@dataclass(eq=False)
+class Transition:
+    """An arrow from one stage to another, taken by sent tasks whose type matches ``on``."""
+
+    source: Stage | str
+    target: Stage | str
+    on: tuple[str, ...] | None
+    where: Where
+
+    def matches(self, task_type: str) -> bool:
+        """Whether a task of this type takes this transition (``on=None`` takes every type)."""
+        return self.on is None or task_type in self.on
+
+    @property
+    def source_name(self) -> str:
+        return self.source if isinstance(self.source, str) else self.source.name
+
+    @property
+    def target_name(self) -> str:
+        return self.target if isinstance(self.target, str) else self.target.name
+
+
+class Workflow:
+    """A named process: stages plus the transitions between them.
+
+    >>> workflow = Workflow("expense", title="Expense approval")
+    >>> review = workflow.form("review", assignee="{manager_email}")
+    """
+
+    def __init__(self, name: str, *, title: str | None = None, description: str = "") -> None:
+        self.name = name
+        self.title = title or name.replace("-", " ").replace("_", " ").capitalize()
+        self.description = description
+        self.stages: dict[str, Stage] = {}
+        self.transitions: list[Transition] = []
+        self.where = _caller()
+        #: Problems found while declaring (duplicate names...), reported by the loader.
+        self.declaration_errors: list[tuple[str, Where]] = []
+        #: Filled in by the loader: the workflow's package directory.
+        self.package_dir: str | None = None
+
+    # -- declaring stages ---------------------------------------------------------------------
+
+    def _add(self, name: str, kind: StageKind, module: str | None, **kw: Any) -> Stage:
+        where = _caller(3)
+        stage = Stage(
+            workflow=self,
+            name=name,
+            kind=kind,
+            module_name=module or name.replace("-", "_"),
+            where=where,
+            **kw,
+        )
+        if name in self.stages:
+            first = self.stages[name].where
+            self.declaration_errors.append(
+                (f'duplicate stage name "{name}" (first declared at line {first.line})', where)
+            )
+        else:
+            self.stages[name] = stage
+        return stage
+
+    def script(
+        self,
+        name: str,
+        *,
+        module: str | None = None,
+        max_attempts: int = 3,
+        lease: int | None = None,
+        join: str | None = None,
+    ) -> Stage:
+        """A stage that runs ``run(task, ctx)`` when a task arrives."""
+        return self._add(
+            name, StageKind.SCRIPT, module, max_attempts=max_attempts, lease=lease, join=join
+        )
+
+    def form(
+        self,
+        name: str,
+        *,
+        assignee: Any = None,
+        module: str | None = None,
+        join: str | None = None,
+        max_attempts: int = 3,
+        **options: Any,
+    ) -> Stage:
+        """A stage a person completes: ``form(task)`` builds the Form, ``run(task, answers, ctx)``
+        handles the answers. Without ``assignee`` it is a start form (nothing flows into it)."""
+        return self._add(
+            name,
+            StageKind.FORM,
+            module,
+            assignee=assignee,
+            join=join,
+            max_attempts=max_attempts,
+            options=options,
+        )
+
+    def hook(
+        self,
+        name: str,
+        *,
+        path: str | None = None,
+        auth: Any = _REQUIRED,
+        methods: Sequence[str] = ("POST",),
+        module: str | None = None,
+        **options: Any,
+    ) -> Stage:
+        """A stage served at ``/hooks/<path>``: ``run(request, ctx)`` returns the response."""
+        stage = self._add(
+            name,
+            StageKind.HOOK,
+            module,
+            path=(path or name).strip("/"),
+            auth=auth,
+            methods=tuple(m.upper() for m in methods),
+            options=options,
+        )
+        if auth is _REQUIRED:
+            self.declaration_errors.append(
+                (
+                    f'hook "{name}" must declare auth= (a BearerAuth, HmacAuth, GitHubAuth, '
+                    "StripeAuth or SlackAuth), or auth=None to accept unauthenticated requests",
+                    stage.where,
+                )
+            )
+            stage.auth = None
+        return stage
+
+    def job(
+        self,
+        name: str,
+        *,
+        schedule: str,
+        timezone: str = "UTC",
+        module: str | None = None,
+        **options: Any,
+    ) -> Stage:
+        """A stage run by the clock: ``run(ctx)`` on a cron or hourly/daily/weekly/monthly schedule."""
+        return self._add(
+            name,
+            StageKind.JOB,
+            module,
+            schedule=schedule,
+            timezone=timezone,
+            options=options,
+        )
+
+    # -- connecting them ----------------------------------------------------------------------
+
+    def transition(
+        self, source: Stage | str, target: Stage | str, *, on: str | Sequence[str] | None = None
+    ) -> Transition:
+        """Route tasks sent by ``source`` to ``target`` when their type matches ``on``."""
+        on_tuple = (on,) if isinstance(on, str) else (tuple(on) if on is not None else None)
+        t = Transition(source=source, target=target, on=on_tuple, where=_caller())
+        self.transitions.append(t)
+        return t
+
+    # -- reading it ---------------------------------------------------------------------------
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name`` (raises UnknownStage)."""
+        from engine.errors import UnknownStage
+
+        try:
+            return self.stages[name]
+        except KeyError:
+            raise UnknownStage(f'workflow "{self.name}" has no stage "{name}"') from None
+
+    def start_stages(self) -> list[Stage]:
+        """Scripts and forms nothing flows into: where a manual run begins."""
+        return [
+            s
+            for s in self.stages.values()
+            if s.is_start and s.kind in (StageKind.SCRIPT, StageKind.FORM)
+        ]
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name} ({len(self.stages)} stages)>"
