@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy.exc
@@ -54,6 +54,14 @@ def _json_codecs(dbapi_connection: Any, _record: Any) -> None:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def jsonb_array(values: Iterable[Any]) -> list[str | None]:
+    """A ``jsonb[]`` parameter: each element serialised (queries cast ``text[]`` to ``jsonb[]``).
+
+    Passing nested Python lists straight to an array parameter would make them array dimensions.
+    """
+    return [None if v is None else _dumps(v) for v in values]
 
 
 class Tx:

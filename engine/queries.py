@@ -27,7 +27,7 @@ INSERT_RUNS = text(
     """
     INSERT INTO runs (workflow, trigger, context, status, created_at, updated_at)
     SELECT w, t, c, 'running', CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-    FROM unnest(CAST(:workflows AS text[]), CAST(:triggers AS jsonb[]), CAST(:contexts AS jsonb[]))
+    FROM unnest(CAST(:workflows AS text[]), CAST(CAST(:triggers AS text[]) AS jsonb[]), CAST(CAST(:contexts AS text[]) AS jsonb[]))
          WITH ORDINALITY AS x(w, t, c, ord)
     ORDER BY ord
     RETURNING id
@@ -45,7 +45,7 @@ PATCH_RUN_CONTEXTS = text(
     UPDATE runs r
     SET context = (r.context - ARRAY(SELECT jsonb_array_elements_text(u.deleted))) || u.patch,
         updated_at = CAST(:now AS timestamptz)
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:patches AS jsonb[]), CAST(:deleted AS jsonb[]))
+    FROM unnest(CAST(:ids AS uuid[]), CAST(CAST(:patches AS text[]) AS jsonb[]), CAST(CAST(:deleted AS text[]) AS jsonb[]))
          AS u(id, patch, deleted)
     WHERE r.id = u.id
     """
@@ -55,7 +55,7 @@ PATCH_RUN_CONTEXTS = text(
 APPEND_UNROUTED = text(
     """
     UPDATE runs r SET unrouted = r.unrouted || u.items, updated_at = CAST(:now AS timestamptz)
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:items AS jsonb[])) AS u(id, items)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(CAST(:items AS text[]) AS jsonb[])) AS u(id, items)
     WHERE r.id = u.id
     """
 )
@@ -156,9 +156,9 @@ INSERT_TASKS = text(
         SELECT run_id, workflow, stage, kind, type, payload, 'pending', max_attempts,
                lease_seconds, source_task_id, assignee, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
         FROM unnest(CAST(:run_ids AS uuid[]), CAST(:workflows AS text[]), CAST(:stages AS text[]),
-                    CAST(:kinds AS text[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
+                    CAST(:kinds AS text[]), CAST(:types AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]),
                     CAST(:max_attempts AS int[]), CAST(:leases AS int[]),
-                    CAST(:sources AS bigint[]), CAST(:assignees AS jsonb[]))
+                    CAST(:sources AS bigint[]), CAST(CAST(:assignees AS text[]) AS jsonb[]))
              AS x(run_id, workflow, stage, kind, type, payload, max_attempts, lease_seconds,
                   source_task_id, assignee)
         RETURNING id, run_id, workflow, stage, kind, type
@@ -228,7 +228,7 @@ COMPLETE_TASKS = text(
         UPDATE tasks t
         SET status = 'completed', locked_by = NULL, locked_until = NULL, finished_at = CAST(:now AS timestamptz),
             log = t.log || u.log, completed_by = :actor
-        FROM unnest(CAST(:ids AS bigint[]), CAST(:logs AS jsonb[])) AS u(id, log)
+        FROM unnest(CAST(:ids AS bigint[]), CAST(CAST(:logs AS text[]) AS jsonb[])) AS u(id, log)
         WHERE t.id = u.id AND t.status = :from_status
           AND (CAST(:worker AS text) IS NULL OR t.locked_by = :worker)
         RETURNING t.id, t.run_id
@@ -246,7 +246,7 @@ RETRY_OR_FAIL_TASKS = text(
     """
     WITH u AS (
         SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[]),
-                             CAST(:logs AS jsonb[]), CAST(:delays AS float8[]))
+                             CAST(CAST(:logs AS text[]) AS jsonb[]), CAST(:delays AS float8[]))
                AS u(id, error, log, delay)
     ), moved AS (
         UPDATE tasks t
@@ -363,7 +363,7 @@ INSERT_OUTBOX = text(
     """
     INSERT INTO outbox (kind, payload, task_id, run_id, available_at, created_at)
     SELECT k, p, t, r, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-    FROM unnest(CAST(:kinds AS text[]), CAST(:payloads AS jsonb[]), CAST(:task_ids AS bigint[]),
+    FROM unnest(CAST(:kinds AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:task_ids AS bigint[]),
                 CAST(:run_ids AS uuid[])) AS x(k, p, t, r)
     """
 )

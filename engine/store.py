@@ -15,7 +15,7 @@ from typing import Any
 
 from engine import queries
 from engine.context import Outcome
-from engine.db import Database, Row, Tx
+from engine.db import Database, Row, Tx, jsonb_array
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, route
 from engine.workflow import Stage, StageKind
@@ -111,8 +111,8 @@ class Store:
                            now: dt.datetime) -> list[str]:
         rows = await tx.fetch_all(
             queries.INSERT_RUNS,
-            {"workflows": [r[0] for r in runs], "triggers": [r[1] for r in runs],
-             "contexts": [r[2] for r in runs], "now": now},
+            {"workflows": [r[0] for r in runs], "triggers": jsonb_array(r[1] for r in runs),
+             "contexts": jsonb_array(r[2] for r in runs), "now": now},
         )
         return [str(r["id"]) for r in rows]
 
@@ -128,11 +128,11 @@ class Store:
                 "stages": [t.stage.name for t in tasks],
                 "kinds": [t.stage.kind.value for t in tasks],
                 "types": [t.type for t in tasks],
-                "payloads": [t.payload for t in tasks],
+                "payloads": jsonb_array(t.payload for t in tasks),
                 "max_attempts": [t.stage.max_attempts for t in tasks],
                 "leases": [t.stage.lease or self.lease_seconds for t in tasks],
                 "sources": [t.source_task_id for t in tasks],
-                "assignees": [t.assignee for t in tasks],
+                "assignees": jsonb_array(t.assignee for t in tasks),
                 "now": now,
                 "actor": actor,
             },
@@ -156,7 +156,7 @@ class Store:
             return
         await tx.execute(
             queries.INSERT_OUTBOX,
-            {"kinds": [e[0] for e in effects], "payloads": [e[1] for e in effects],
+            {"kinds": [e[0] for e in effects], "payloads": jsonb_array(e[1] for e in effects),
              "task_ids": [e[2] for e in effects],
              "run_ids": [uuid.UUID(e[3]) if e[3] else None for e in effects], "now": now},
         )
@@ -228,7 +228,7 @@ class Store:
                 moved = await tx.fetch_all(
                     queries.RETRY_OR_FAIL_TASKS,
                     {"ids": [f.task["id"] for f in failed], "errors": [f.error for f in failed],
-                     "logs": [f.log for f in failed], "delays": [f.delay for f in failed],
+                     "logs": jsonb_array(f.log for f in failed), "delays": [f.delay for f in failed],
                      "worker": worker, "now": now},
                 )
                 await self._fail_runs(tx, moved, now)
@@ -237,7 +237,7 @@ class Store:
             if finished:
                 done = await tx.fetch_all(
                     queries.COMPLETE_TASKS,
-                    {"ids": [f.task["id"] for f in finished], "logs": [f.outcome.log for f in finished],
+                    {"ids": [f.task["id"] for f in finished], "logs": jsonb_array(f.outcome.log for f in finished),
                      "worker": worker, "actor": actor or worker or "engine",
                      "from_status": from_status, "now": now},
                 )
@@ -280,11 +280,11 @@ class Store:
         if patches:
             await tx.execute(
                 queries.PATCH_RUN_CONTEXTS,
-                {"ids": list(patches), "patches": [p for p, _ in patches.values()],
-                 "deleted": [sorted(d) for _, d in patches.values()], "now": now},
+                {"ids": list(patches), "patches": jsonb_array(p for p, _ in patches.values()),
+                 "deleted": jsonb_array(sorted(d) for _, d in patches.values()), "now": now},
             )
         if unrouted:
-            await tx.execute(queries.APPEND_UNROUTED, {"ids": list(unrouted), "items": list(unrouted.values()), "now": now})
+            await tx.execute(queries.APPEND_UNROUTED, {"ids": list(unrouted), "items": jsonb_array(unrouted.values()), "now": now})
         await self.add_effects(tx, effects, now)
 
     async def _join(self, tx: Tx, arrivals: list[tuple[str, Arrival]], now: dt.datetime) -> list[NewTask]:
