@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from engine.store import Clock, Store, utcnow
 
 log = logging.getLogger(__name__)
 
-Part = Callable[[asyncio.Event], Awaitable[None]]
+Part = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass

@@ -77,7 +77,7 @@ async def serve(app: App, stop: asyncio.Event, *, host: str | None = None, port:
     bound = runner.addresses[0][1] if runner.addresses else port
     log.info("http listening on %s", bound, extra={"action": "http_listen", "port": bound})
     if ready:
-        ready(int(bound))
+        ready(int(bound or 0))
     try:
         await stop.wait()
     finally:

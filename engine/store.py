@@ -221,7 +221,8 @@ class Store:
         """Complete and fail tasks in one transaction, with everything the finished ones sent."""
         now = self.clock()
         result = CommitResult()
-        run_ids = sorted({str(f.task["run_id"]) for f in (*finished, *failed)})
+        items: list[Finished | Failed] = [*finished, *failed]
+        run_ids = sorted({str(f.task["run_id"]) for f in items})
         async with self.db.transaction() as tx:
             await tx.execute(queries.LOCK_RUNS, {"ids": run_ids})
             if failed:
@@ -254,7 +255,7 @@ class Store:
         arrivals: list[tuple[str, Arrival]] = []
         patches: dict[str, tuple[dict[str, Any], set[str]]] = {}
         unrouted: dict[str, list[dict[str, Any]]] = {}
-        effects = []
+        effects: list[tuple[str, dict[str, Any], int | None, str | None]] = []
         for f in finished:
             run_id = str(f.task["run_id"])
             for t in f.routes.tasks:
@@ -297,7 +298,7 @@ class Store:
                  "type": a.type, "payload": a.payload, "source_task_id": a.source_task_id, "now": now},
             )
             got = await tx.fetch_all(queries.JOIN_ARRIVALS, {"run_id": uuid.UUID(run_id), "stage": a.stage.name})
-            task = merge_arrivals(a.stage, got)
+            task = merge_arrivals(a.stage, [dict(g) for g in got])
             if task is not None:
                 task.run_id = run_id
                 await tx.execute(queries.CLEAR_JOIN, {"run_id": uuid.UUID(run_id), "stage": a.stage.name})
