@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bot import texts
+from bot import messages as texts
 from bot.blocks import button, context, escape, facts_blocks, header, section
 from engine.forms.templates import format_value
 

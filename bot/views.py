@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bot import texts
+from bot import messages as texts
 from bot.blocks import clip, context, display_blocks, escape, option, plain_text, section
 from bot.cards import (
     approval_message_blocks,

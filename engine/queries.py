@@ -415,3 +415,309 @@ OUTBOX_FAILED = text(
 
 # -- name: append_task_log -- add lines to a task's log (e.g. a delivery error of its effects).
 APPEND_TASK_LOG = text("UPDATE tasks SET log = log || :lines WHERE id = :id")
+
+# ---------------------------------------------------------------------------------------------
+# People and forms
+# ---------------------------------------------------------------------------------------------
+
+# -- name: task_completer -- who completed a task (the winner a losing submitter is told about).
+TASK_COMPLETER = text("SELECT status, completed_by, finished_at FROM tasks WHERE id = :id")
+
+# -- name: insert_form_session -- a person opened a form (a task's, or a start form).
+INSERT_FORM_SESSION = text(
+    """
+    INSERT INTO form_sessions (task_id, workflow, stage, purpose, user_id, payload, page, answers,
+                               created_at, expires_at)
+    VALUES (:task_id, :workflow, :stage, :purpose, :user_id, :payload, :page, CAST('{}' AS jsonb),
+            CAST(:now AS timestamptz), CAST(:now AS timestamptz) + make_interval(secs => :ttl))
+    RETURNING id
+    """
+)
+
+# -- name: get_form_session -- one unexpired form session.
+GET_FORM_SESSION = text(
+    "SELECT * FROM form_sessions WHERE id = CAST(:id AS uuid) AND expires_at > CAST(:now AS timestamptz)"
+)
+
+# -- name: save_form_session -- the answers so far and the page shown next.
+SAVE_FORM_SESSION = text(
+    """
+    UPDATE form_sessions SET answers = answers || :answers, page = :page,
+                             view_id = COALESCE(:view_id, view_id)
+    WHERE id = CAST(:id AS uuid)
+    """
+)
+
+# -- name: delete_form_session -- the form was submitted (or abandoned).
+DELETE_FORM_SESSION = text("DELETE FROM form_sessions WHERE id = CAST(:id AS uuid)")
+
+# -- name: delete_expired_form_sessions -- forget abandoned forms.
+DELETE_EXPIRED_FORM_SESSIONS = text("DELETE FROM form_sessions WHERE expires_at <= CAST(:now AS timestamptz)")
+
+# -- name: insert_completed_task -- a start form submitted: the run's first task, already done.
+INSERT_COMPLETED_TASK = text(
+    """
+    WITH new AS (
+        INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
+                           lease_seconds, assignee, completed_by, available_at, created_at,
+                           started_at, finished_at, log)
+        VALUES (:run_id, :workflow, :stage, 'form', :type, :payload, 'completed', 1, 30,
+                :assignee, :actor, CAST(:now AS timestamptz), CAST(:now AS timestamptz),
+                CAST(:now AS timestamptz), CAST(:now AS timestamptz), :log)
+        RETURNING id, run_id
+    ), ev AS (
+        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
+        SELECT id, NULL, 'completed', :actor, 'start form submitted', CAST(:now AS timestamptz) FROM new
+    )
+    SELECT id, run_id FROM new
+    """
+)
+
+# -- name: pending_form_tasks_for -- form tasks waiting on given assignees (user ids or emails).
+PENDING_FORM_TASKS_FOR = text(
+    """
+    SELECT id, run_id, workflow, stage, type, payload, assignee, created_at FROM tasks
+    WHERE status = 'pending' AND kind = 'form'
+      AND (assignee -> 'users' ?| CAST(:who AS text[]))
+    ORDER BY created_at, id
+    LIMIT :limit
+    """
+)
+
+# -- name: record_slack_message -- a card about a task was posted (keeps channel and ts).
+RECORD_SLACK_MESSAGE = text(
+    """
+    INSERT INTO slack_task_messages (task_id, recipient, channel, ts, kind, created_at)
+    VALUES (:task_id, :recipient, :channel, :ts, :kind, CAST(:now AS timestamptz))
+    ON CONFLICT (task_id, recipient) DO UPDATE SET channel = EXCLUDED.channel, ts = EXCLUDED.ts,
+                                                   kind = EXCLUDED.kind
+    """
+)
+
+# -- name: slack_messages_for_task -- every card posted about a task.
+SLACK_MESSAGES_FOR_TASK = text(
+    "SELECT recipient, channel, ts, kind FROM slack_task_messages WHERE task_id = :task_id ORDER BY created_at"
+)
+
+# -- name: get_slack_user -- a cached email → Slack user id.
+GET_SLACK_USER = text("SELECT user_id FROM slack_users WHERE email = :email")
+
+# -- name: put_slack_user -- cache an email → Slack user id.
+PUT_SLACK_USER = text(
+    """
+    INSERT INTO slack_users (email, user_id, updated_at) VALUES (:email, :user_id, CAST(:now AS timestamptz))
+    ON CONFLICT (email) DO UPDATE SET user_id = EXCLUDED.user_id, updated_at = EXCLUDED.updated_at
+    """
+)
+
+# ---------------------------------------------------------------------------------------------
+# Slash commands and App Home
+# ---------------------------------------------------------------------------------------------
+
+# -- name: my_pending_form_tasks -- form tasks waiting on one Slack user: assigned to their id or
+# -- to an email cached for it, or a team task whose card was sent to them.
+MY_PENDING_FORM_TASKS = text(
+    """
+    SELECT t.id, t.run_id, t.workflow, t.stage, t.type, t.payload, t.assignee, t.created_at
+    FROM tasks t
+    WHERE t.status = 'pending' AND t.kind = 'form'
+      AND (
+        EXISTS (SELECT 1 FROM jsonb_array_elements_text(
+                    CASE WHEN jsonb_typeof(t.assignee -> 'users') = 'array' THEN t.assignee -> 'users'
+                         ELSE '[]'::jsonb END) AS u(who)
+                WHERE u.who = :user
+                   OR lower(u.who) IN (SELECT email FROM slack_users WHERE user_id = :user))
+        OR EXISTS (SELECT 1 FROM slack_task_messages m WHERE m.task_id = t.id AND m.recipient = :user)
+      )
+    ORDER BY t.created_at, t.id
+    LIMIT :limit
+    """
+)
+
+# -- name: my_recent_runs -- runs a Slack user started, or took part in, newest first.
+MY_RECENT_RUNS = text(
+    """
+    SELECT r.id, r.workflow, r.status, r.error, r.created_at, r.updated_at, r.finished_at
+    FROM runs r
+    WHERE r.trigger ->> 'user' = :user
+       OR r.id IN (SELECT t.run_id FROM tasks t WHERE t.completed_by = :user)
+       OR r.id IN (SELECT t.run_id FROM tasks t JOIN slack_task_messages m ON m.task_id = t.id
+                   WHERE m.recipient = :user)
+    ORDER BY r.created_at DESC, r.id
+    LIMIT :limit
+    """
+)
+
+# -- name: form_tasks_waiting_since -- pending tasks of one form stage created before :before
+# -- that have no outbox row of :kind yet (the reminder / escalation not done).
+FORM_TASKS_WAITING_SINCE = text(
+    """
+    SELECT t.id, t.run_id, t.workflow, t.stage, t.payload, t.assignee, t.created_at
+    FROM tasks t
+    WHERE t.status = 'pending' AND t.kind = 'form' AND t.workflow = :workflow AND t.stage = :stage
+      AND t.created_at <= CAST(:before AS timestamptz)
+      AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.task_id = t.id AND o.kind = :kind)
+    ORDER BY t.created_at, t.id
+    LIMIT :limit
+    """
+)
+
+# -- name: lock_reminders -- one process at a time sends reminders (released at commit).
+LOCK_REMINDERS = text("SELECT pg_advisory_xact_lock(hashtext('flowbot.reminders'))")
+
+# -- name: add_task_event -- record a change made on behalf of a person (reassignment...).
+ADD_TASK_EVENT = text(
+    """
+    INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
+    VALUES (:id, :status, :status, :actor, :reason, CAST(:now AS timestamptz))
+    """
+)
+
+# -- name: delete_slack_messages -- forget a task's cards (it was reassigned: new cards follow).
+DELETE_SLACK_MESSAGES = text("DELETE FROM slack_task_messages WHERE task_id = :task_id")
+
+# ---------------------------------------------------------------------------------------------
+# Triggers: fan-out (runs started by hooks and jobs)
+# ---------------------------------------------------------------------------------------------
+
+# -- name: start_runs_with_tasks -- one new run per send and its first task(s), in one statement:
+# -- runs get ids here (a materialised CTE), tasks join them by send number. Chunked by the caller.
+START_RUNS_WITH_TASKS = text(
+    """
+    WITH r AS MATERIALIZED (
+        SELECT ord::int AS send_no, gen_random_uuid() AS id, status
+        FROM unnest(CAST(:run_statuses AS text[])) WITH ORDINALITY AS s(status, ord)
+    ), new_runs AS (
+        INSERT INTO runs (id, workflow, trigger, context, status, created_at, updated_at)
+        SELECT id, :workflow, CAST(:trigger AS jsonb), CAST(:context AS jsonb), status,
+               CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+        FROM r
+    ), new_tasks AS (
+        INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
+                           lease_seconds, assignee, available_at, created_at)
+        SELECT r.id, :workflow, x.stage, x.kind, x.type, x.payload, 'pending', x.max_attempts,
+               x.lease_seconds, x.assignee, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+        FROM unnest(CAST(:send_nos AS int[]), CAST(:stages AS text[]), CAST(:kinds AS text[]),
+                    CAST(:types AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]),
+                    CAST(:max_attempts AS int[]), CAST(:leases AS int[]),
+                    CAST(CAST(:assignees AS text[]) AS jsonb[]))
+             AS x(send_no, stage, kind, type, payload, max_attempts, lease_seconds, assignee)
+        JOIN r ON r.send_no = x.send_no
+        RETURNING id, run_id, kind
+    ), ev AS (
+        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
+        SELECT id, NULL, 'pending', :actor, 'created', CAST(:now AS timestamptz) FROM new_tasks
+    )
+    SELECT (SELECT array_agg(id ORDER BY send_no) FROM r) AS run_ids,
+           (SELECT count(*) FROM new_tasks) AS tasks,
+           (SELECT array_agg(id ORDER BY id) FROM new_tasks WHERE kind = 'form') AS form_task_ids,
+           (SELECT array_agg(run_id ORDER BY id) FROM new_tasks WHERE kind = 'form') AS form_run_ids
+    """
+)
+
+# -- name: runs_workflows -- which of these runs exist, and their workflow (sends naming a run).
+RUNS_WORKFLOWS = text("SELECT id, workflow FROM runs WHERE id = ANY(CAST(:ids AS uuid[]))")
+
+# ---------------------------------------------------------------------------------------------
+# Hooks
+# ---------------------------------------------------------------------------------------------
+
+# -- name: find_hook_delivery -- an earlier delivery with this id (a redelivery replays it).
+FIND_HOOK_DELIVERY = text(
+    """
+    SELECT id, status, response_headers, response_body, run_ids, created_at FROM hook_deliveries
+    WHERE hook = :hook AND delivery_id = :delivery_id
+    """
+)
+
+# -- name: insert_hook_delivery -- record a delivery with its response; a concurrent twin with the
+# -- same delivery id waits on the unique index and gets nothing back (it then replays ours).
+INSERT_HOOK_DELIVERY = text(
+    """
+    INSERT INTO hook_deliveries (hook, delivery_id, method, status, response_headers, response_body,
+                                 run_ids, unrouted, log, created_at)
+    VALUES (:hook, :delivery_id, :method, :status, :headers, :body, :run_ids, :unrouted, :log,
+            CAST(:now AS timestamptz))
+    ON CONFLICT (hook, delivery_id) WHERE delivery_id IS NOT NULL DO NOTHING
+    RETURNING id
+    """
+)
+
+# ---------------------------------------------------------------------------------------------
+# Jobs
+# ---------------------------------------------------------------------------------------------
+
+# -- name: claim_job_fire -- one scheduler wins (job, fire_time); the others get no row. The
+# -- winner's transaction stays open while the job runs, so a peer waiting here takes over if
+# -- the winner dies before committing.
+CLAIM_JOB_FIRE = text(
+    """
+    INSERT INTO job_fires (job, fire_time, manual, status, owner, started_at)
+    VALUES (:job, CAST(:fire_time AS timestamptz), :manual, 'fired', :owner, CAST(:now AS timestamptz))
+    ON CONFLICT (job, fire_time) DO NOTHING
+    RETURNING id
+    """
+)
+
+# -- name: finish_job_fire -- the job ran (or raised): what it produced, committed with its runs.
+FINISH_JOB_FIRE = text(
+    """
+    UPDATE job_fires SET status = :status, error = :error, finished_at = CAST(:now AS timestamptz),
+                         runs_created = :runs_created, log = :log, unrouted = :unrouted
+    WHERE id = :id
+    """
+)
+
+# -- name: skip_job_fire -- a missed fire outside its grace period: recorded, not run.
+SKIP_JOB_FIRE = text(
+    """
+    INSERT INTO job_fires (job, fire_time, status, reason, owner, started_at, finished_at)
+    VALUES (:job, CAST(:fire_time AS timestamptz), 'skipped', :reason, :owner, CAST(:now AS timestamptz),
+            CAST(:now AS timestamptz))
+    ON CONFLICT (job, fire_time) DO NOTHING
+    RETURNING id
+    """
+)
+
+# -- name: job_fire_at -- the row of one (job, fire_time), if any scheduler recorded it.
+JOB_FIRE_AT = text(
+    "SELECT * FROM job_fires WHERE job = :job AND fire_time = CAST(:fire_time AS timestamptz)"
+)
+
+# -- name: job_known_before -- whether a job has any recorded fire before an instant (a job
+# -- deployed after its last fire time has nothing to catch up).
+JOB_KNOWN_BEFORE = text(
+    "SELECT EXISTS (SELECT 1 FROM job_fires WHERE job = :job AND fire_time < CAST(:before AS timestamptz))"
+)
+
+# -- name: last_job_fires -- the latest fire of every job (for `flowbot jobs`).
+LAST_JOB_FIRES = text(
+    """
+    SELECT DISTINCT ON (job) job, fire_time, manual, status, reason, runs_created, error, finished_at
+    FROM job_fires ORDER BY job, fire_time DESC
+    """
+)
+
+# -- name: runs_by_workflow_status -- runs created in a window, counted by workflow and status.
+RUNS_BY_WORKFLOW_STATUS = text(
+    """
+    SELECT workflow, status, count(*) AS n FROM runs
+    WHERE created_at >= CAST(:since AS timestamptz) AND created_at < CAST(:until AS timestamptz)
+    GROUP BY workflow, status ORDER BY workflow, status
+    """
+)
+
+# -- name: slowest_steps -- stages whose tasks finished in a window, slowest (longest run) first.
+SLOWEST_STEPS = text(
+    """
+    SELECT workflow, stage, count(*) AS n,
+           EXTRACT(EPOCH FROM avg(finished_at - started_at)) AS avg_seconds,
+           EXTRACT(EPOCH FROM max(finished_at - started_at)) AS max_seconds
+    FROM tasks
+    WHERE finished_at >= CAST(:since AS timestamptz) AND finished_at < CAST(:until AS timestamptz)
+      AND started_at IS NOT NULL AND status = 'completed'
+    GROUP BY workflow, stage
+    ORDER BY max_seconds DESC, workflow, stage
+    LIMIT :limit
+    """
+)

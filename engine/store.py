@@ -14,13 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import queries
-from engine.context import Outcome
+from engine.context import Outcome, Send
 from engine.db import Database, Row, Tx, jsonb_array
+from engine.errors import RunNotFound
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, route
 from engine.workflow import Stage, StageKind
 
 Clock = Callable[[], dt.datetime]
+
+#: Sends per statement when a hook or job starts many runs (all in one transaction).
+FANOUT_CHUNK = 20_000
 
 
 def utcnow() -> dt.datetime:
@@ -45,6 +49,16 @@ class Failed:
     error: str
     log: list[dict[str, Any]]
     delay: float
+
+
+@dataclass
+class Started:
+    """What ``Store.start_runs`` did: runs started or joined (in send order), tasks created,
+    sends no transition took."""
+
+    run_ids: list[str] = field(default_factory=list)
+    tasks: int = 0
+    unrouted: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +120,134 @@ class Store:
         run_ids = sorted({str(t.run_id) for t in routes.tasks})
         await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": run_ids, "now": now})
         return run_ids
+
+    async def start_runs(self, tx: Tx, stage: Stage, sends: Sequence[Send], *, trigger: dict[str, Any],
+                         now: dt.datetime, context: dict[str, Any] | None = None,
+                         actor: str | None = None, chunk: int = FANOUT_CHUNK) -> Started:
+        """Start one run per send of a hook or job (or add the send to the run it names).
+
+        Fresh runs and their first tasks go in one statement per ``chunk`` sends, all inside
+        ``tx``: 100,000 sends commit together with the job run or hook delivery, or not at all.
+        A send no transition takes starts nothing and is returned as unrouted.
+        """
+        actor = actor or f"{stage.kind.value}:{stage.key}"
+        started = Started()
+        fresh = [s for s in sends if s.run_id is None]
+        named = [s for s in sends if s.run_id is not None]
+        if fresh:
+            await self._start_fresh(tx, stage, fresh, trigger, context or {}, now, actor, chunk, started)
+        if named:
+            await self._send_to_named(tx, stage, named, trigger, now, started)
+        return started
+
+    async def _start_fresh(self, tx: Tx, stage: Stage, sends: list[Send], trigger: dict[str, Any],
+                           context: dict[str, Any], now: dt.datetime, actor: str, chunk: int,
+                           started: Started) -> None:
+        outgoing = [t for t in stage.outgoing if isinstance(t.target, Stage)]
+        cols: dict[str, list[Any]] = {k: [] for k in
+                                      ("send_nos", "stages", "kinds", "types", "payloads", "max_attempts",
+                                       "leases", "assignees")}
+        statuses: list[str] = []
+        arrivals: list[tuple[int, Arrival]] = []
+        any_script = False
+
+        async def flush() -> None:
+            if not statuses:
+                return
+            row = await tx.fetch_one(
+                queries.START_RUNS_WITH_TASKS,
+                {**cols, "payloads": jsonb_array(cols["payloads"]), "assignees": jsonb_array(cols["assignees"]),
+                 "run_statuses": statuses, "workflow": stage.workflow.name, "trigger": trigger,
+                 "context": context, "now": now, "actor": actor},
+            )
+            assert row is not None
+            base = len(started.run_ids)
+            started.run_ids.extend(str(r) for r in row["run_ids"] or [])
+            started.tasks += int(row["tasks"])
+            forms = list(zip(row["form_task_ids"] or [], row["form_run_ids"] or [], strict=True))
+            if forms:
+                await self.add_effects(tx, [("form.assigned", {"task_id": t}, t, str(r)) for t, r in forms], now)
+            if arrivals:
+                joined = await self._join(
+                    tx, [(started.run_ids[base + n - 1], a) for n, a in arrivals], now)
+                created = await self._insert_tasks(tx, joined, now, actor)
+                started.tasks += len(created)
+                await self._after_insert(tx, created, now)
+            for values in cols.values():
+                values.clear()
+            statuses.clear()
+            arrivals.clear()
+
+        for send in sends:
+            targets = [t.target for t in outgoing if t.matches(send.type)]
+            if not targets:
+                started.unrouted.append({"stage": stage.name, "type": send.type, "task_id": None,
+                                         "payload_keys": sorted(send.payload)[:20], "run_id": None,
+                                         "at": now.isoformat()})
+                continue
+            statuses.append("running")
+            n = len(statuses)
+            has_script = False
+            for target in targets:
+                assert isinstance(target, Stage)
+                if target.join == "all":
+                    arrivals.append((n, Arrival(target, stage, send.type, send.payload)))
+                    has_script = True  # the run is still running: it waits for the join's siblings
+                    continue
+                task = new_task(target, send.type, send.payload)
+                cols["send_nos"].append(n)
+                cols["stages"].append(target.name)
+                cols["kinds"].append(target.kind.value)
+                cols["types"].append(send.type)
+                cols["payloads"].append(send.payload)
+                cols["max_attempts"].append(target.max_attempts)
+                cols["leases"].append(target.lease or self.lease_seconds)
+                cols["assignees"].append(task.assignee)
+                has_script = has_script or target.kind is StageKind.SCRIPT
+            if not has_script:
+                statuses[-1] = "waiting"  # only form tasks: the run waits on people
+            any_script = any_script or has_script
+            if n >= chunk:
+                await flush()
+        await flush()
+        if any_script:
+            await tx.notify()
+
+    async def _send_to_named(self, tx: Tx, stage: Stage, sends: list[Send], trigger: dict[str, Any],
+                             now: dt.datetime, started: Started) -> None:
+        ids = sorted({str(s.run_id) for s in sends})
+        try:
+            uuids = [uuid.UUID(i) for i in ids]
+        except ValueError as exc:
+            raise RunNotFound(f"{stage.key}: a send names run {exc}, which is not a run id") from None
+        rows = await tx.fetch_all(queries.RUNS_WORKFLOWS, {"ids": uuids})
+        found = {str(r["id"]): r["workflow"] for r in rows}
+        for run_id in ids:
+            if run_id not in found:
+                raise RunNotFound(f"{stage.key}: a send names run {run_id}, which does not exist")
+            if found[run_id] != stage.workflow.name:
+                raise RunNotFound(f"{stage.key}: run {run_id} belongs to workflow {found[run_id]!r}, "
+                                  f"not {stage.workflow.name!r}")
+        tasks: list[NewTask] = []
+        pairs: list[tuple[str, Arrival]] = []
+        per_run: dict[str, list[dict[str, Any]]] = {}
+        for send in sends:
+            routes = route(stage, [send])
+            tasks.extend(routes.tasks)
+            pairs.extend((str(send.run_id), a) for a in routes.arrivals)
+            for u in routes.unrouted:
+                per_run.setdefault(str(send.run_id), []).append({**u, "at": now.isoformat()})
+        tasks.extend(await self._join(tx, pairs, now))
+        if tasks:
+            await self.emit(tx, stage, Routes(tasks=tasks), trigger=trigger, now=now)
+            started.tasks += len(tasks)
+        if per_run:
+            await tx.execute(queries.APPEND_UNROUTED,
+                             {"ids": list(per_run), "items": jsonb_array(per_run.values()), "now": now})
+            started.unrouted.extend(u for items in per_run.values() for u in items)
+        for run_id in ids:
+            if run_id not in started.run_ids:
+                started.run_ids.append(run_id)
 
     async def _insert_runs(self, tx: Tx, runs: Sequence[tuple[str, dict[str, Any], dict[str, Any]]],
                            now: dt.datetime) -> list[str]:
@@ -212,7 +354,7 @@ class Store:
             await tx.execute(
                 queries.FAIL_RUNS,
                 {"ids": [str(r["run_id"]) for r in failed],
-                 "errors": [f"task {r['id']} failed: {(r['error'] or '').splitlines()[-1:] or ''}" for r in failed],
+                 "errors": [f"task {r['id']} failed: {_first_line(r['error'])}" for r in failed],
                  "now": now},
             )
 
@@ -345,6 +487,11 @@ class Store:
             "unrouted": run["unrouted"],
             "waiting_joins": joins,
         }
+
+
+def _first_line(error: str | None) -> str:
+    """The summary of a task's error (``Type: message``), without its traceback."""
+    return (error or "").split("\n", 1)[0] or "unknown error"
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -60,6 +60,7 @@ class Worker:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._pending_commit: set[int] = set()
         self._slot_free = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="stage")
         self.completed = 0
         self.failed = 0
@@ -138,6 +139,12 @@ class Worker:
 
     async def flush(self) -> None:
         """Commit every result gathered so far in one transaction (retried on database errors)."""
+        # One flush at a time: shutdown's final flush must wait for a commit the flush loop has in
+        # flight (cancelling that commit would roll back stages that already ran).
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self._results:
             batch, self._results = self._results, []
             finished = [r for r in batch if isinstance(r, Finished)]
@@ -164,10 +171,12 @@ class Worker:
             self._slot_free.set()
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
-        # Renew well before the shortest lease runs out.
+        # Renew well before the shortest lease runs out (a stage's lease= may be shorter than
+        # the default), including results still waiting for their commit.
+        leases = [s.lease for s in self.store.registry.stages() if s.lease] + [self.store.lease_seconds]
         while not stop.is_set():
-            await asyncio.sleep(max(1.0, self.store.lease_seconds / 3))
-            ids = list(self._running)
+            await asyncio.sleep(max(0.2, min(leases) / 3))
+            ids = [*self._running, *self._pending_commit]
             if not ids:
                 continue
             try:

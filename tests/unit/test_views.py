@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot import texts
+from bot import messages as texts
 from bot.blocks import to_mrkdwn
 from bot.views import (
     approval_message_blocks,

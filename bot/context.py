@@ -1,0 +1,161 @@
+"""What every Slack listener needs: the engine app, the Web API client, settings, user lookup.
+
+``BotContext`` is built once by ``bot.app.build`` and handed to every listener module
+(``bot.interactions``, ``bot.commands``, ``bot.home``, ``bot.delivery``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from engine import queries
+from engine.db import Database
+from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.app import App
+    from engine.store import Store
+
+#: A Slack user id (``U…`` or ``W…``) as opposed to an email.
+USER_ID_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+class UserNotFound(LookupError):
+    """Raised when an email matches no Slack user of the workspace."""
+
+
+@dataclass
+class UserResolver:
+    """Email → Slack user id through ``users.lookupByEmail``, cached for the process.
+
+    A value that already is a user id is returned as is; an unknown email raises UserNotFound.
+    """
+
+    client: AsyncWebClient
+    db: Database | None = None
+    cache: dict[str, str] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    async def user_id(self, who: str) -> str:
+        """The Slack user id for ``who`` (an email, ``<@U…>`` or a user id)."""
+        who = who.strip()
+        mention = re.fullmatch(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>", who)
+        if mention:
+            return mention.group(1)
+        if USER_ID_RE.match(who):
+            return who
+        key = who.lower()
+        if key in self.cache:
+            return self.cache[key]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key in self.cache:
+                return self.cache[key]
+            if self.db is not None:
+                cached = await self.db.fetch_one(queries.GET_SLACK_USER, {"email": key})
+                if cached:
+                    self.cache[key] = str(cached["user_id"])
+                    return self.cache[key]
+            try:
+                resp = await self.client.users_lookupByEmail(email=who)
+            except SlackApiError as exc:
+                if exc.response.get("error") == "users_not_found":
+                    raise UserNotFound(who) from None
+                raise
+            user_id = str(resp["user"]["id"])
+            self.cache[key] = user_id
+            if self.db is not None:
+                async with self.db.transaction() as tx:
+                    await tx.execute(queries.PUT_SLACK_USER,
+                                     {"email": key, "user_id": user_id, "now": dt.datetime.now(dt.UTC)})
+            return user_id
+
+    async def user_ids(self, who: list[str]) -> list[str]:
+        """User ids for several emails or ids, in order, without duplicates."""
+        ids = [await self.user_id(w) for w in who]
+        return list(dict.fromkeys(ids))
+
+
+@dataclass
+class BotContext:
+    """The Slack app's handle on flowbot: engine ``app``, Web API ``client``, ``resolver``."""
+
+    app: App
+    client: AsyncWebClient
+    resolver: UserResolver
+    settings: Settings
+
+    @property
+    def directory(self) -> SlackDirectory:
+        """Assignee identities and team membership, for ``engine.people``."""
+        return SlackDirectory(self.client, self.resolver)
+
+    @property
+    def store(self) -> Store:
+        """The engine's task store (shortcut)."""
+        return self.app.store
+
+
+def make_client(settings: Settings) -> AsyncWebClient:
+    """The Web API client: the bot token, and ``SLACK_API_URL`` when set (tests, proxies)."""
+    base = settings.slack_api_url or AsyncWebClient.BASE_URL
+    if not base.endswith("/"):
+        base += "/"
+    return AsyncWebClient(token=settings.slack_bot_token, base_url=base)
+
+
+def make_context(app: App, client: AsyncWebClient | None = None) -> BotContext:
+    """A BotContext for an opened engine app."""
+    client = client or make_client(app.settings)
+    return BotContext(app=app, client=client, resolver=UserResolver(client, app.db), settings=app.settings)
+
+
+@dataclass
+class SlackDirectory:
+    """``engine.people.Directory`` over Slack: emails through the resolver, teams through
+    ``usergroups.users.list`` (``S…`` / ``@handle``) or ``conversations.members`` (``C…``)."""
+
+    client: AsyncWebClient
+    resolver: UserResolver
+
+    async def identity(self, entry: str) -> str:
+        """The Slack user id of an assignee entry (unknown emails stay as they are)."""
+        try:
+            return await self.resolver.user_id(entry)
+        except UserNotFound:
+            return entry
+
+    async def members(self, team: str) -> list[str]:
+        """The user ids of a user group or channel."""
+        ref = team.strip().lstrip("@#")
+        if ref[:1] in ("C", "G") and ref.upper() == ref:
+            members: list[str] = []
+            cursor = None
+            while True:
+                resp = await self.client.conversations_members(channel=ref, cursor=cursor, limit=200)
+                members.extend(resp.get("members") or [])
+                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    return members
+        resp = await self.client.usergroups_users_list(usergroup=ref)
+        return list(resp.get("users") or [])
+
+    async def is_member(self, team: str, actor: str) -> bool:
+        """Whether ``actor`` belongs to ``team``."""
+        try:
+            return actor in await self.members(team)
+        except SlackApiError:
+            return False
+
+
+def is_channel(team: str) -> bool:
+    """Whether a team reference names a channel (its card goes to the channel, not to DMs)."""
+    ref = team.strip()
+    return ref.startswith("#") or (ref[:1] in ("C", "G") and ref.upper() == ref)

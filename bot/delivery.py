@@ -1,0 +1,243 @@
+"""Outbox handlers: what the Slack app does with effects after they are committed.
+
+``slack.post`` / ``slack.dm``: a stage's messages. ``form.assigned``: a form task needs a person
+(DM each assignee a card, or post a Claim card for a team). ``form.completed`` /
+``form.claimed`` / ``form.reassigned``: update the task's cards in place, buttons removed.
+A 429 becomes ``RetryLater`` after Retry-After; errors retrying cannot fix become
+``PermanentFailure`` (recorded on the effect and its task by the dispatcher).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from bot import messages
+from bot.blocks import button
+from bot.cards import ACTIONS_BLOCK, approval_message_blocks, assignment_message_blocks, resolved_message_blocks
+from bot.context import BotContext, UserNotFound, is_channel
+from engine import people, queries
+from engine.db import Row
+from engine.errors import FlowbotError
+from engine.forms import Approval, Form
+from engine.outbox import OutboxHandler, PermanentFailure, RetryLater
+from engine.runner import task_of
+
+log = logging.getLogger(__name__)
+
+ACTION_CLAIM = "flowbot_claim"
+
+#: Slack errors a retry will not fix.
+PERMANENT = {
+    "channel_not_found", "not_in_channel", "is_archived", "users_not_found", "user_not_found",
+    "user_disabled", "account_inactive", "cannot_dm_bot", "invalid_auth", "not_authed", "missing_scope",
+    "invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text", "no_such_subteam",
+    "token_revoked", "restricted_action", "message_not_found", "cant_update_message", "invalid_arguments",
+    "not_allowed_token_type", "team_access_not_granted",
+}
+
+
+@contextlib.asynccontextmanager
+async def slack_errors(what: str) -> AsyncIterator[None]:
+    """Translate Web API failures into the outbox's RetryLater / PermanentFailure."""
+    try:
+        yield
+    except SlackApiError as exc:
+        status = getattr(exc.response, "status_code", 200)
+        error = str(exc.response.get("error") or f"HTTP {status}")
+        if status == 429 or error == "ratelimited":
+            retry = (exc.response.headers or {}).get("Retry-After") or (exc.response.headers or {}).get("retry-after")
+            raise RetryLater(f"{what}: rate limited", delay=float(retry or 1)) from None
+        if error in PERMANENT:
+            raise PermanentFailure(f"{what}: {error}") from None
+        raise RetryLater(f"{what}: {error}", delay=5.0) from None
+    except UserNotFound as exc:
+        raise PermanentFailure(f"{what}: no Slack user with the email {exc.args[0]!r}") from None
+
+
+def _msg_args(payload: dict[str, Any]) -> dict[str, Any]:
+    args: dict[str, Any] = {"text": payload.get("text") or ""}
+    if payload.get("blocks"):
+        args["blocks"] = payload["blocks"]
+    return args
+
+
+def handlers(bctx: BotContext) -> dict[str, OutboxHandler]:
+    """Every outbox kind the Slack app delivers, with its handler."""
+
+    async def post(row: dict[str, Any]) -> dict[str, Any]:
+        p = row["payload"]
+        async with slack_errors(f"posting to {p.get('channel')}"):
+            extra = {"thread_ts": p["thread_ts"]} if p.get("thread_ts") else {}
+            resp = await bctx.client.chat_postMessage(channel=p["channel"], **_msg_args(p), **extra)
+        return {"channel": resp.get("channel"), "ts": resp.get("ts")}
+
+    async def dm(row: dict[str, Any]) -> dict[str, Any]:
+        p = row["payload"]
+        async with slack_errors(f"DM to {p.get('user')}"):
+            channel = await open_dm(bctx, await bctx.resolver.user_id(p["user"]))
+            resp = await bctx.client.chat_postMessage(channel=channel, **_msg_args(p))
+        return {"channel": resp.get("channel"), "ts": resp.get("ts")}
+
+    async def assigned(row: dict[str, Any]) -> dict[str, Any]:
+        return await deliver_assignment(bctx, int(row["payload"]["task_id"]))
+
+    async def completed(row: dict[str, Any]) -> dict[str, Any]:
+        p = row["payload"]
+        at = _at(row)
+        return await update_cards(bctx, int(p["task_id"]),
+                                  messages.outcome_line(p.get("answers") or {}, p["by"], at))
+
+    async def claimed(row: dict[str, Any]) -> dict[str, Any]:
+        p = row["payload"]
+        return await update_cards(bctx, int(p["task_id"]), messages.claimed_by(p["by"], _at(row)),
+                                  kinds={"claim"})
+
+    async def reassigned(row: dict[str, Any]) -> dict[str, Any]:
+        p = row["payload"]
+        return await update_cards(bctx, int(p["task_id"]), messages.reassigned(p["by"], _at(row)), forget=True)
+
+    return {
+        "slack.post": post,
+        "slack.dm": dm,
+        "form.assigned": assigned,
+        "form.completed": completed,
+        "form.claimed": claimed,
+        "form.reassigned": reassigned,
+    }
+
+
+def _at(row: dict[str, Any]) -> dt.datetime:
+    created = row.get("created_at")
+    return created if isinstance(created, dt.datetime) else dt.datetime.now(dt.UTC)
+
+
+async def open_dm(bctx: BotContext, user_id: str) -> str:
+    """The DM channel with a user (``conversations.open``)."""
+    resp = await bctx.client.conversations_open(users=user_id)
+    return str(resp["channel"]["id"])
+
+
+async def task_card(bctx: BotContext, task: Row, form: Form, *, claim_for: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """(fallback text, blocks) of the card about ``task``: Approve/Decline for an Approval,
+    Open for another form, Claim for a team card."""
+    wf = bctx.app.registry.get(task["workflow"])
+    note = messages.from_workflow(wf.title)
+    ref = str(task["id"])
+    payload = task["payload"]
+    title = form.title
+    if claim_for is not None:
+        facts = form.facts.render(payload) if isinstance(form, Approval) else None
+        blocks = assignment_message_blocks(title, task_ref=ref, text=getattr(form, "text", None),
+                                           facts=facts or _payload_facts(payload),
+                                           note=messages.team_note(claim_for))
+        blocks[-1] = {"type": "actions", "block_id": ACTIONS_BLOCK,
+                      "elements": [button(messages.CLAIM, ACTION_CLAIM, ref, style="primary")]}
+        return messages.team_fallback(title), blocks
+    if isinstance(form, Approval):
+        blocks = approval_message_blocks(title, form.facts.render(payload), task_ref=ref, text=form.text, note=note,
+                                         approve_label=form.approve_label, decline_label=form.decline_label)
+        return messages.approval_fallback(title), blocks
+    return messages.assignment_fallback(title), assignment_message_blocks(
+        title, task_ref=ref, facts=_payload_facts(payload), note=note)
+
+
+def _payload_facts(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    from bot.cards import payload_facts
+
+    return payload_facts(payload)
+
+
+async def deliver_assignment(bctx: BotContext, task_id: int) -> dict[str, Any]:
+    """DM every assignee of a pending form task its card (once each), or post the team card."""
+    db = bctx.app.db
+    try:
+        task = await people.get_task(db, task_id)
+    except FlowbotError:
+        return {"skipped": "task not found"}
+    if task["status"] != "pending":
+        return {"skipped": task["status"]}
+    stage = bctx.app.store.stage_of(task)
+    try:
+        form = await people.load_form(stage, task_of(task))
+    except Exception as exc:
+        raise PermanentFailure(f"form of {stage.key}: {type(exc).__name__}: {exc}") from None
+    assignee = task.get("assignee") or {}
+    sent = {r["recipient"] for r in await db.fetch_all(queries.SLACK_MESSAGES_FOR_TASK, {"task_id": task_id})}
+    posted: list[dict[str, Any]] = []
+    team = assignee.get("team")
+    if team and not assignee.get("claimed_by"):
+        text, blocks = await task_card(bctx, task, form, claim_for=team)
+        if is_channel(team):
+            channel = team.strip().lstrip("#")
+            if f"claim:{channel}" not in sent:
+                async with slack_errors(f"team card to {team}"):
+                    resp = await bctx.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+                await _record(bctx, task_id, f"claim:{channel}", str(resp["channel"]), str(resp["ts"]), "claim")
+                posted.append({"channel": resp["channel"], "ts": resp["ts"]})
+            return {"posted": posted}
+        async with slack_errors(f"members of {team}"):
+            users = await bctx.directory.members(team)
+        kind = "claim"
+    else:
+        text, blocks = await task_card(bctx, task, form)
+        async with slack_errors("assignees"):
+            users = await bctx.resolver.user_ids(list(assignee.get("users") or []))
+        kind = "approval" if isinstance(form, Approval) else "assignment"
+    for user in users:
+        recipient = f"claim:{user}" if kind == "claim" else user
+        if recipient in sent:
+            continue  # a retried delivery never DMs the same person twice
+        async with slack_errors(f"DM to {user}"):
+            channel = await open_dm(bctx, user)
+            resp = await bctx.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+        await _record(bctx, task_id, recipient, str(resp["channel"]), str(resp["ts"]), kind)
+        posted.append({"user": user, "channel": resp["channel"], "ts": resp["ts"]})
+    return {"posted": posted}
+
+
+async def _record(bctx: BotContext, task_id: int, recipient: str, channel: str, ts: str, kind: str) -> None:
+    async with bctx.app.db.transaction() as tx:
+        await tx.execute(queries.RECORD_SLACK_MESSAGE, {"task_id": task_id, "recipient": recipient, "channel": channel,
+                                                        "ts": ts, "kind": kind, "now": dt.datetime.now(dt.UTC)})
+
+
+async def update_cards(bctx: BotContext, task_id: int, outcome: str, *, kinds: set[str] | None = None,
+                       forget: bool = False) -> dict[str, Any]:
+    """Replace every card of a task with its resolved form (``outcome`` instead of buttons)."""
+    db = bctx.app.db
+    try:
+        task = await people.get_task(db, task_id)
+    except FlowbotError:
+        return {"skipped": "task not found"}
+    cards = await db.fetch_all(queries.SLACK_MESSAGES_FOR_TASK, {"task_id": task_id})
+    if not cards:
+        return {"updated": 0}
+    stage = bctx.app.store.stage_of(task)
+    try:
+        form = await people.load_form(stage, task_of(task))
+        title, text = form.title, getattr(form, "text", None)
+        facts = form.facts.render(task["payload"]) if isinstance(form, Approval) else _payload_facts(task["payload"])
+    except Exception:
+        title, text, facts = stage.name, None, _payload_facts(task["payload"])
+    blocks = resolved_message_blocks(title, outcome, text=text, facts=facts)
+    updated = 0
+    for card in cards:
+        if kinds is not None and card["kind"] not in kinds:
+            continue
+        async with slack_errors(f"updating card in {card['channel']}"):
+            try:
+                await bctx.client.chat_update(channel=card["channel"], ts=card["ts"], text=outcome, blocks=blocks)
+            except SlackApiError as exc:
+                if exc.response.get("error") not in ("message_not_found", "cant_update_message"):
+                    raise
+        updated += 1
+    if forget:
+        async with db.transaction() as tx:
+            await tx.execute(queries.DELETE_SLACK_MESSAGES, {"task_id": task_id})
+    return {"updated": updated}

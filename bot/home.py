@@ -1,0 +1,175 @@
+"""The App Home tab: my pending tasks with Open buttons, and my recent runs.
+
+Published with ``views.publish`` when the user opens the tab (``app_home_opened``), after their own
+slash-command actions, and whenever an outbox effect ``slack.home_refresh`` (payload
+``{"user": "U…"}``) is delivered. The listing helpers are shared with ``bot.commands``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from bot import messages
+from bot.blocks import button, context, escape, header, section
+from bot.cards import ACTION_OPEN
+from engine import queries
+from engine.db import Row
+from engine.errors import FlowbotError
+from engine.people import load_form
+from engine.runner import task_of
+
+if TYPE_CHECKING:
+    from slack_bolt.async_app import AsyncApp
+
+    from bot.context import BotContext
+
+log = logging.getLogger(__name__)
+
+#: Outbox effect kind that re-publishes one user's Home tab.
+HOME_REFRESH = "slack.home_refresh"
+#: Open buttons of lists carry ``flowbot_open.<task id>``: Slack wants action ids unique within a
+#: view, and the task id is the button's value as on the DM cards.
+OPEN_ACTION_RE = re.compile(rf"^{re.escape(ACTION_OPEN)}\.\d+$")
+HOME_TASKS_SHOWN = 20
+HOME_RUNS_SHOWN = 15
+
+
+def open_action_id(task_id: int) -> str:
+    """The action id of a list's Open button for one task."""
+    return f"{ACTION_OPEN}.{task_id}"
+
+
+def task_ref(task_id: int) -> str:
+    """The value of an Open button: the task id, as on the DM cards."""
+    return str(task_id)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+async def pending_tasks(ctx: BotContext, user_id: str, limit: int = 50) -> list[Row]:
+    """Form tasks waiting on ``user_id`` (assigned to them, or to a team they were asked in)."""
+    return await ctx.app.db.fetch_all(queries.MY_PENDING_FORM_TASKS, {"user": user_id, "limit": limit})
+
+
+async def recent_runs(ctx: BotContext, user_id: str, limit: int = 10) -> list[Row]:
+    """Runs ``user_id`` started or took part in, newest first."""
+    return await ctx.app.db.fetch_all(queries.MY_RECENT_RUNS, {"user": user_id, "limit": limit})
+
+
+def workflow_title(ctx: BotContext, name: str) -> str:
+    """A workflow's title (its name when it is no longer loaded)."""
+    wf = ctx.app.registry.workflows.get(name)
+    return wf.title if wf is not None else name
+
+
+async def task_title(ctx: BotContext, row: Mapping[str, Any]) -> str:
+    """What a task asks, for lists: its form's title, else the stage name."""
+    try:
+        stage = ctx.app.registry.get(row["workflow"]).stage(row["stage"])
+        form = await load_form(stage, task_of(row))
+        from engine.forms import fill_template
+
+        return fill_template(form.title, row.get("payload") or {})
+    except (FlowbotError, KeyError, TypeError, ValueError):
+        return str(row["stage"])
+    except Exception:  # the form's own code failed: still list the task
+        log.warning("form title of task %s failed", row.get("id"), exc_info=True,
+                    extra={"action": "home_title_error"})
+        return str(row["stage"])
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+async def task_blocks(ctx: BotContext, rows: Sequence[Row], shown: int) -> list[dict[str, Any]]:
+    """One section per task, with an Open button; a context line for the ones cut."""
+    blocks: list[dict[str, Any]] = []
+    for row in rows[:shown]:
+        title = escape(await task_title(ctx, row))
+        text = messages.task_line(title, escape(workflow_title(ctx, row["workflow"])), row["created_at"])
+        block = section(text)
+        block["accessory"] = button(messages.REMINDER_OPEN, open_action_id(row["id"]), task_ref(row["id"]),
+                                    style="primary")
+        blocks.append(block)
+    if len(rows) > shown:
+        blocks.append(context(messages.more_items(len(rows) - shown)))
+    return blocks
+
+
+def run_blocks(ctx: BotContext, rows: Sequence[Row], shown: int) -> list[dict[str, Any]]:
+    """Runs as lines of one or more sections (ten per section keeps blocks few)."""
+    lines = [
+        messages.run_line(escape(workflow_title(ctx, r["workflow"])), str(r["id"]), r["status"], r["created_at"])
+        for r in rows[:shown]
+    ]
+    blocks = [section("\n".join(lines[i : i + 10])) for i in range(0, len(lines), 10)]
+    if len(rows) > shown:
+        blocks.append(context(messages.more_items(len(rows) - shown)))
+    return blocks
+
+
+async def home_view(ctx: BotContext, user_id: str) -> dict[str, Any]:
+    """The Home tab of ``user_id``."""
+    tasks = await pending_tasks(ctx, user_id, limit=HOME_TASKS_SHOWN + 1)
+    runs = await recent_runs(ctx, user_id, limit=HOME_RUNS_SHOWN)
+    blocks: list[dict[str, Any]] = [header(messages.HOME_TITLE), section(f"*{messages.HOME_TASKS}*")]
+    blocks += await task_blocks(ctx, tasks, HOME_TASKS_SHOWN) or [context(messages.HOME_NO_TASKS)]
+    blocks += [{"type": "divider"}, section(f"*{messages.HOME_RUNS}*")]
+    blocks += run_blocks(ctx, runs, HOME_RUNS_SHOWN) or [context(messages.HOME_NO_RUNS)]
+    blocks += [{"type": "divider"}, context(messages.HOME_FOOTER)]
+    return {"type": "home", "callback_id": "flowbot_home", "blocks": blocks}
+
+
+async def refresh_home(ctx: BotContext, user_id: str) -> dict[str, Any]:
+    """Publish the current Home tab of ``user_id``; returns the view sent."""
+    view = await home_view(ctx, user_id)
+    await ctx.client.views_publish(user_id=user_id, view=view)
+    return view
+
+
+async def refresh_quietly(ctx: BotContext, user_id: str) -> None:
+    """``refresh_home`` that only logs a failure (after a command: the command already worked)."""
+    try:
+        await refresh_home(ctx, user_id)
+    except Exception:
+        log.warning("home refresh for %s failed", user_id, exc_info=True, extra={"action": "home_refresh_error"})
+
+
+# --- wiring ----------------------------------------------------------------------------------------
+
+
+def register(bolt: AsyncApp, ctx: BotContext) -> None:
+    """Publish the Home tab when opened; deliver ``slack.home_refresh`` effects; route list Open
+    buttons to the form."""
+
+    async def on_home_opened(event: dict[str, Any]) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        await refresh_home(ctx, event["user"])
+
+    bolt.event("app_home_opened")(on_home_opened)
+
+    async def on_open(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        await open_from_list(ctx, body, action)
+
+    bolt.action(OPEN_ACTION_RE)(on_open)
+
+    async def deliver_refresh(row: dict[str, Any]) -> dict[str, Any] | None:
+        user = (row.get("payload") or {}).get("user")
+        if user:
+            await refresh_home(ctx, str(user))
+        return None
+
+    ctx.app.add_outbox_handler(HOME_REFRESH, deliver_refresh)
+
+
+async def open_from_list(ctx: BotContext, body: dict[str, Any], action: dict[str, Any]) -> None:
+    """An Open button of the Home tab or of ``/flowbot tasks``: the same modal as the DM's."""
+    from bot import interactions
+
+    await interactions.open_task_form(ctx, body["trigger_id"], body["user"]["id"], int(action["value"]))

@@ -1,0 +1,283 @@
+"""What a person's action does to the engine: submit a form, claim a team task, reassign.
+
+No Slack here: the Slack app (and later the web console) calls these with a user identity and a
+``Directory`` that knows how assignee entries (emails, ids, teams) map to that identity.
+Exactly one submission of a task wins: the completion is guarded on ``status = 'pending'``, and
+the loser learns who won from ``tasks.completed_by``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine import queries
+from engine.context import Context, Effect, Outcome
+from engine.db import Database, Row
+from engine.errors import FlowbotError, TaskNotFound
+from engine.forms import Form
+from engine.runner import call, task_of
+from engine.store import Finished, Store, plan
+from engine.workflow import Stage, StageKind
+
+#: How long an opened form keeps its answers (a person may leave a modal open a while).
+SESSION_TTL_SECONDS = 6 * 3600
+
+COMPLETED = "completed"
+ALREADY = "already"
+FORBIDDEN = "forbidden"
+INVALID = "invalid"
+FAILED = "failed"
+GONE = "gone"
+
+
+class Directory(Protocol):
+    """Maps assignee entries to actor identities (the Slack app resolves emails and teams)."""
+
+    async def identity(self, entry: str) -> str:
+        """The identity (e.g. Slack user id) of an assignee entry (an email or id)."""
+        ...
+
+    async def is_member(self, team: str, actor: str) -> bool:
+        """Whether ``actor`` belongs to the team ``team`` (user group or channel)."""
+        ...
+
+
+@dataclass
+class Result:
+    """What a person's action did: ``status`` is one of the module constants.
+
+    ``by``/``at`` name the winner when another person completed the task first; ``errors``
+    are per-field messages for INVALID; ``message`` explains FORBIDDEN, FAILED and GONE.
+    """
+
+    status: str
+    task: Row | None = None
+    by: str | None = None
+    at: dt.datetime | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    message: str | None = None
+    run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the action took effect."""
+        return self.status == COMPLETED
+
+
+async def load_form(stage: Stage, task: Any) -> Form:
+    """The Form of a form stage for ``task`` (``form(task)`` or a module-level ``form``)."""
+    spec = getattr(stage.module, "form", None)
+    if isinstance(spec, Form):
+        return spec
+    if callable(spec):
+        result = spec(task)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, Form):
+            return result
+        raise FlowbotError(f"form stage {stage.key}: form(task) returned {type(result).__name__}, not a Form")
+    raise FlowbotError(f"form stage {stage.key} defines no form")
+
+
+async def get_task(db: Database, task_id: int) -> Row:
+    """One task row (TaskNotFound when there is none)."""
+    row = await db.fetch_one(queries.GET_TASK, {"id": task_id})
+    if row is None:
+        raise TaskNotFound(f"task {task_id} does not exist")
+    return row
+
+
+async def may_act(task: Row, actor: str, directory: Directory) -> bool:
+    """Whether ``actor`` may open or submit ``task``: an assignee, or a member of its team."""
+    assignee = task.get("assignee") or {}
+    for entry in assignee.get("users") or []:
+        if entry == actor or await directory.identity(entry) == actor:
+            return True
+    team = assignee.get("team")
+    if team and not assignee.get("claimed_by"):
+        return await directory.is_member(team, actor)
+    return False
+
+
+async def _winner(db: Database, task_id: int) -> Result:
+    row = await db.fetch_one(queries.TASK_COMPLETER, {"id": task_id})
+    if row is None:
+        return Result(GONE, message="the task no longer exists")
+    if row["status"] == "completed":
+        return Result(ALREADY, by=row["completed_by"], at=row["finished_at"])
+    return Result(GONE, message=f"the task is {row['status']}")
+
+
+async def check(store: Store, task_id: int, actor: str, directory: Directory) -> Result:
+    """Whether ``actor`` may act on ``task_id`` now (COMPLETED means yes; the task is attached)."""
+    try:
+        task = await get_task(store.db, task_id)
+    except TaskNotFound:
+        return Result(GONE, message="the task no longer exists")
+    if task["kind"] != StageKind.FORM.value:
+        return Result(GONE, task=task, message="the task is not a form")
+    if task["status"] != "pending":
+        return await _winner(store.db, task_id)
+    if not await may_act(task, actor, directory):
+        return Result(FORBIDDEN, task=task)
+    return Result(COMPLETED, task=task)
+
+
+async def submit(store: Store, task_id: int, answers: dict[str, Any], actor: str, directory: Directory,
+                 *, max_payload_bytes: int, effect: dict[str, Any] | None = None) -> Result:
+    """Validate ``answers``, run the form stage's ``run(task, answers, ctx)`` and complete the task.
+
+    The completion is guarded (``from_status='pending'``): of two racing submissions exactly one
+    completes; the other gets ALREADY with the winner. A ``form.completed`` effect (with
+    ``effect`` merged in) is committed with the completion so cards update in place.
+    """
+    allowed = await check(store, task_id, actor, directory)
+    if not allowed.ok:
+        return allowed
+    task = allowed.task
+    assert task is not None
+    stage = store.stage_of(task)
+    t = task_of(task)
+    form = await load_form(stage, t)
+    errors = form.validate(answers)
+    if errors:
+        return Result(INVALID, task=task, errors=errors)
+    run = await store.get_run(str(task["run_id"]))
+    ctx = Context(stage_key=stage.key, run_context=run["context"] if run else {}, attempt=1,
+                  max_payload_bytes=max_payload_bytes, task_id=task["id"], run_id=str(task["run_id"]))
+    try:
+        await call(stage.entry("run"), t, dict(answers), ctx)
+        outcome = ctx.finish()
+        routes = plan(stage, outcome, task_id=task["id"])
+    except Exception as exc:
+        return Result(FAILED, task=task, message=f"{type(exc).__name__}: {exc}")
+    outcome.log.append({"at": store.clock().isoformat(), "message": f"submitted by {actor}", "answers": answers})
+    outcome.effects.append(Effect("form.completed", {
+        "task_id": task["id"], "by": actor, "answers": answers, **(effect or {}),
+    }))
+    result = await store.commit(None, [Finished(task, outcome, routes)], from_status="pending", actor=actor)
+    if result.lost:
+        return await _winner(store.db, task_id)
+    return Result(COMPLETED, task=task, by=actor, at=store.clock(), run_id=str(task["run_id"]))
+
+
+async def start(store: Store, stage: Stage, payload: dict[str, Any], answers: dict[str, Any], actor: str,
+                *, max_payload_bytes: int, trigger: dict[str, Any] | None = None) -> Result:
+    """A person submitted a start form: a new run whose first task (at ``stage``) is completed
+    by them, with what ``run(task, answers, ctx)`` sent — all in one transaction."""
+    t = task_of({"id": None, "type": "start", "payload": payload, "run_id": None, "stage": stage.name})
+    form = await load_form(stage, t)
+    errors = form.validate(answers)
+    if errors:
+        return Result(INVALID, errors=errors)
+    ctx = Context(stage_key=stage.key, run_context={}, attempt=1, max_payload_bytes=max_payload_bytes)
+    try:
+        await call(stage.entry("run"), t, dict(answers), ctx)
+        outcome: Outcome = ctx.finish()
+    except Exception as exc:
+        return Result(FAILED, message=f"{type(exc).__name__}: {exc}")
+    now = store.clock()
+    outcome.log.append({"at": now.isoformat(), "message": f"started by {actor}", "answers": answers})
+    trig = trigger or {"kind": "form", "user": actor}
+    async with store.db.transaction() as tx:
+        [run_id] = await store._insert_runs(tx, [(stage.workflow.name, trig, {})], now)
+        row = await tx.fetch_one(queries.INSERT_COMPLETED_TASK, {
+            "run_id": uuid.UUID(run_id), "workflow": stage.workflow.name, "stage": stage.name, "type": "start",
+            "payload": payload, "assignee": {"users": [actor]}, "actor": actor, "now": now, "log": outcome.log,
+        })
+        assert row is not None
+        routes = plan(stage, outcome, task_id=row["id"])
+        done = {"id": row["id"], "run_id": row["run_id"]}
+        from engine.store import CommitResult
+
+        await store._apply(tx, [Finished(done, outcome, routes)], now, CommitResult())
+        await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": [run_id], "now": now})
+    return Result(COMPLETED, by=actor, at=now, run_id=run_id)
+
+
+async def claim(store: Store, task_id: int, actor: str, directory: Directory) -> Result:
+    """A team member takes a team task: it becomes theirs alone (first claim wins)."""
+    now = store.clock()
+    async with store.db.transaction() as tx:
+        task = await tx.fetch_one(queries.LOCK_TASK, {"id": task_id})
+        if task is None:
+            return Result(GONE, message="the task no longer exists")
+        assignee = dict(task.get("assignee") or {})
+        if task["status"] != "pending":
+            winner = Result(ALREADY if task["status"] == "completed" else GONE, task=task,
+                            by=task["completed_by"], at=task["finished_at"])
+            return winner
+        if assignee.get("claimed_by"):
+            if assignee["claimed_by"] == actor:
+                return Result(COMPLETED, task=task, by=actor)
+            return Result(ALREADY, task=task, by=assignee["claimed_by"], message="claimed")
+        team = assignee.get("team")
+        if not team or not await directory.is_member(team, actor):
+            return Result(FORBIDDEN, task=task)
+        new = {**assignee, "users": [actor], "claimed_by": actor, "claimed_at": now.isoformat()}
+        await tx.execute(queries.SET_TASK_ASSIGNEE, {"id": task_id, "assignee": new})
+        await store.add_effects(tx, [
+            ("form.claimed", {"task_id": task_id, "by": actor}, task_id, str(task["run_id"])),
+            ("form.assigned", {"task_id": task_id}, task_id, str(task["run_id"])),
+        ], now)
+    return Result(COMPLETED, task={**task, "assignee": new}, by=actor, at=now)
+
+
+async def reassign(store: Store, task_id: int, assignee: dict[str, Any], actor: str) -> Result:
+    """Give a pending form task to someone else (``{"users": [...]}`` or ``{"team": ref}``); the
+    old cards are updated and the new assignee notified, through the outbox."""
+    now = store.clock()
+    async with store.db.transaction() as tx:
+        task = await tx.fetch_one(queries.LOCK_TASK, {"id": task_id})
+        if task is None:
+            return Result(GONE, message="the task no longer exists")
+        if task["status"] != "pending":
+            return Result(ALREADY if task["status"] == "completed" else GONE, task=task, by=task["completed_by"])
+        await tx.execute(queries.SET_TASK_ASSIGNEE, {"id": task_id, "assignee": assignee})
+        await store.add_effects(tx, [
+            ("form.reassigned", {"task_id": task_id, "by": actor, "to": assignee}, task_id, str(task["run_id"])),
+            ("form.assigned", {"task_id": task_id}, task_id, str(task["run_id"])),
+        ], now)
+    return Result(COMPLETED, task={**task, "assignee": assignee}, by=actor, at=now)
+
+
+# --- form sessions: answers of a form in progress, page by page -----------------------------
+
+
+async def open_session(db: Database, *, user_id: str, workflow: str, stage: str, task_id: int | None = None,
+                       payload: dict[str, Any] | None = None, page: str | None = None, purpose: str = "form",
+                       now: dt.datetime, ttl: int = SESSION_TTL_SECONDS) -> str:
+    """A new form session; returns its id (what a modal's private_metadata carries)."""
+    async with db.transaction() as tx:
+        sid = await tx.fetch_value(queries.INSERT_FORM_SESSION, {
+            "task_id": task_id, "workflow": workflow, "stage": stage, "purpose": purpose, "user_id": user_id,
+            "payload": payload or {}, "page": page, "now": now, "ttl": ttl,
+        })
+    return str(sid)
+
+
+async def get_session(db: Database, session_id: str, *, now: dt.datetime) -> Row | None:
+    """An unexpired session, or None (also for a malformed id)."""
+    try:
+        uuid.UUID(session_id)
+    except ValueError:
+        return None
+    return await db.fetch_one(queries.GET_FORM_SESSION, {"id": session_id, "now": now})
+
+
+async def save_session(db: Database, session_id: str, *, answers: dict[str, Any], page: str | None,
+                       view_id: str | None = None) -> None:
+    """Merge a page's answers into the session and remember the page shown next."""
+    async with db.transaction() as tx:
+        await tx.execute(queries.SAVE_FORM_SESSION,
+                         {"id": session_id, "answers": answers, "page": page, "view_id": view_id})
+
+
+async def close_session(db: Database, session_id: str) -> None:
+    """Forget a session (its form was submitted)."""
+    async with db.transaction() as tx:
+        await tx.execute(queries.DELETE_FORM_SESSION, {"id": session_id})

@@ -1,0 +1,355 @@
+"""The task lifecycle of the contract, rule by rule, on a real Postgres with an injectable clock.
+
+pending -> locked (a lease: locked_until = now + lease, renewed by heartbeat) -> completed; a
+failing stage is retried with exponential backoff up to max_attempts, then failed with its run; an
+expired lease reverts to pending and the attempt counts; release on shutdown does not count it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from engine import queries
+from engine.runner import run_script
+from engine.store import Store
+from engine.worker import Worker, WorkerOptions
+from support import FakeClock, drain, events, run_once, scalar, task_row
+
+STAGES = {
+    "life/workflow.py": """
+        from engine import Workflow
+        workflow = Workflow("life")
+        work = workflow.script("work")
+        short = workflow.script("short", lease=5, max_attempts=2)
+        flaky = workflow.script("flaky", max_attempts=4)
+        slow = workflow.script("slow")
+        after = workflow.script("after")
+        workflow.transition(work, after, on="next")
+        workflow.transition(flaky, after)
+        workflow.transition(slow, after)
+    """,
+    "life/work.py": """
+        def run(task, ctx):
+            if task.get("send"):
+                ctx.send("next", {"from": task.id})
+    """,
+    "life/short.py": """
+        def run(task, ctx):
+            pass
+    """,
+    "life/flaky.py": """
+        def run(task, ctx):
+            ctx.send("next", {"never": True})
+            ctx.log("attempt %d", ctx.attempt)
+            raise RuntimeError(f"boom on attempt {ctx.attempt}")
+    """,
+    "life/slow.py": """
+        import asyncio
+
+        started = asyncio.Event()
+
+        async def run(task, ctx):
+            started.set()
+            await asyncio.sleep(task["seconds"])
+            ctx.run["slept"] = task["seconds"]
+            ctx.send("done", {})
+    """,
+    "life/after.py": """
+        def run(task, ctx):
+            pass
+    """,
+}
+
+LEASE = 30
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(make_stages, store_for, clock) -> Store:
+    return store_for(make_stages(STAGES), lease_seconds=LEASE, clock=clock)
+
+
+async def start(store: Store, stage: str, payload: dict | None = None) -> tuple[str, int]:
+    return await store.start_run(store.registry.get("life").stage(stage), payload or {})
+
+
+async def run_status(store: Store, run_id: str) -> str:
+    run = await store.get_run(run_id)
+    assert run is not None
+    return run["status"]
+
+
+# -- claiming -----------------------------------------------------------------------------------
+
+
+async def test_a_claim_locks_the_task_with_a_lease_of_now_plus_lease_seconds(store, clock) -> None:
+    _, task_id = await start(store, "work")
+    [row] = await store.claim("w1", 10)
+    assert row["id"] == task_id
+    saved = await task_row(store, task_id)
+    assert saved["status"] == "locked"
+    assert saved["locked_by"] == "w1"
+    assert saved["attempts"] == 1
+    assert saved["started_at"] == clock.now
+    assert saved["locked_until"] == clock.now + dt.timedelta(seconds=LEASE)
+
+
+async def test_a_locked_task_is_not_claimed_again_while_its_lease_runs(store, clock) -> None:
+    await start(store, "work")
+    assert len(await store.claim("w1", 10)) == 1
+    clock.advance(LEASE - 1)
+    assert await store.claim("w2", 10) == []
+
+
+async def test_a_stage_lease_and_max_attempts_override_the_defaults(store, clock) -> None:
+    _, short_id = await start(store, "short")
+    _, work_id = await start(store, "work")
+    rows = {r["id"]: r for r in await store.claim("w1", 10)}
+    assert (rows[short_id]["lease_seconds"], rows[short_id]["max_attempts"]) == (5, 2)
+    assert (rows[work_id]["lease_seconds"], rows[work_id]["max_attempts"]) == (LEASE, 3)
+    assert (await task_row(store, short_id))["locked_until"] == clock.now + dt.timedelta(seconds=5)
+    assert (await task_row(store, work_id))["locked_until"] == clock.now + dt.timedelta(seconds=LEASE)
+
+
+async def test_concurrent_claimers_never_get_the_same_task(store) -> None:
+    ids = {(await start(store, "work"))[1] for _ in range(120)}
+    claimed: list[int] = []
+
+    async def claimer(name: str) -> None:
+        while rows := await store.claim(name, 7):
+            claimed.extend(r["id"] for r in rows)
+
+    await asyncio.gather(*(claimer(f"w{i}") for i in range(8)))
+    assert len(claimed) == len(set(claimed)), "a task was claimed twice"
+    assert set(claimed) == ids
+    owners = await scalar(store, "SELECT count(DISTINCT locked_by) FROM tasks")
+    assert owners > 1, "the claims did not overlap"
+
+
+async def test_a_claim_skips_rows_another_claimer_holds_without_waiting(store) -> None:
+    ids = sorted([(await start(store, "work"))[1] for _ in range(6)])
+    async with store.db.transaction() as tx:  # a claimer mid-transaction holding three rows
+        held = await tx.fetch_all(
+            queries.CLAIM_TASKS, {"worker": "slowpoke", "limit": 3, "now": store.clock(), "workflows": None}
+        )
+        rows = await asyncio.wait_for(store.claim("w2", 10), timeout=5)
+    assert {r["id"] for r in held} == set(ids[:3])
+    assert {r["id"] for r in rows} == set(ids[3:])
+
+
+# -- completing -----------------------------------------------------------------------------------
+
+
+async def test_a_lost_lease_drops_the_result_and_its_sends(store, clock) -> None:
+    run_id, task_id = await start(store, "work", {"send": True})
+    [row] = await store.claim("w1", 1)
+    result_w1 = await run_script(store.stage_of(row), row, max_payload_bytes=1000)
+    clock.advance(LEASE + 1)
+    await store.reap_expired()
+    [row2] = await store.claim("w2", 1)
+    assert row2["id"] == task_id
+
+    late = await store.commit("w1", [result_w1])
+    assert late.lost == [task_id]
+    assert late.completed == []
+    assert late.created == []
+    assert await scalar(store, "SELECT count(*) FROM tasks WHERE run_id = :r", r=row["run_id"]) == 1
+
+    result_w2 = await run_script(store.stage_of(row2), row2, max_payload_bytes=1000)
+    ok = await store.commit("w2", [result_w2])
+    assert ok.completed == [task_id]
+    assert [c["stage"] for c in ok.created] == ["after"]
+    saved = await task_row(store, task_id)
+    assert (saved["status"], saved["completed_by"], saved["attempts"]) == ("completed", "w2", 2)
+    assert run_id
+
+
+async def test_a_worker_cannot_complete_a_task_another_worker_holds(store) -> None:
+    _, task_id = await start(store, "work")
+    [row] = await store.claim("w1", 1)
+    finished = await run_script(store.stage_of(row), row, max_payload_bytes=1000)
+    result = await store.commit("intruder", [finished])
+    assert result.lost == [task_id]
+    assert (await task_row(store, task_id))["status"] == "locked"
+
+
+async def test_a_heartbeat_extends_the_lease_of_the_holder_only(store, clock) -> None:
+    _, task_id = await start(store, "work")
+    await store.claim("w1", 1)
+    clock.advance(20)
+    assert await store.heartbeat("w2", [task_id]) == set()
+    assert await store.heartbeat("w1", [task_id]) == {task_id}
+    assert (await task_row(store, task_id))["locked_until"] == clock.now + dt.timedelta(seconds=LEASE)
+    clock.advance(LEASE - 1)  # past the first lease, within the renewed one
+    assert await store.reap_expired() == []
+    assert (await task_row(store, task_id))["status"] == "locked"
+
+
+# -- expired leases ---------------------------------------------------------------------------------
+
+
+async def test_an_expired_lease_reverts_to_pending_and_the_attempt_counts(store, clock) -> None:
+    run_id, task_id = await start(store, "work")
+    await store.claim("w1", 1)
+    clock.advance(LEASE)
+    assert await store.reap_expired() == [], "a lease ending exactly now has not expired yet"
+    clock.advance(1)
+    [moved] = await store.reap_expired()
+    assert (moved["id"], moved["status"]) == (task_id, "pending")
+    saved = await task_row(store, task_id)
+    assert (saved["status"], saved["attempts"], saved["locked_by"]) == ("pending", 1, None)
+    assert "lease expired" in saved["error"] and "w1" in saved["error"]
+    assert await run_status(store, run_id) == "running"
+    [again] = await store.claim("w2", 1)
+    assert again["attempts"] == 2
+
+
+async def test_a_lease_expiring_on_the_last_attempt_fails_the_task_and_its_run(store, clock) -> None:
+    run_id, task_id = await start(store, "short")  # lease=5, max_attempts=2
+    for _ in range(2):
+        assert len(await store.claim("w1", 1)) == 1
+        clock.advance(6)
+        await store.reap_expired()
+    saved = await task_row(store, task_id)
+    assert (saved["status"], saved["attempts"]) == ("failed", 2)
+    assert saved["finished_at"] == clock.now
+    run = await store.get_run(run_id)
+    assert run is not None and run["status"] == "failed"
+    assert run["error"] == f"task {task_id} failed: lease expired (worker w1 stopped answering)"
+    assert await store.claim("w1", 1) == []
+
+
+# -- failures and retries ---------------------------------------------------------------------------
+
+
+async def test_a_raising_stage_is_retried_with_exponential_backoff_then_fails_with_its_run(store, clock) -> None:
+    run_id, task_id = await start(store, "flaky")  # max_attempts=4
+    for delay in (2, 4, 8):
+        await run_once(store)
+        saved = await task_row(store, task_id)
+        assert saved["status"] == "pending"
+        assert saved["available_at"] == clock.now + dt.timedelta(seconds=delay)
+        clock.advance(delay - 0.001)
+        assert await store.claim("w1", 1) == [], f"claimed before its {delay} s backoff"
+        clock.advance(0.001)
+    await run_once(store)
+
+    saved = await task_row(store, task_id)
+    assert (saved["status"], saved["attempts"]) == ("failed", 4)
+    assert saved["error"].startswith("RuntimeError: boom on attempt 4")
+    assert "Traceback (most recent call last)" in saved["error"]
+    assert 'flaky.py", line 4, in run' in saved["error"]
+    assert [entry["message"] for entry in saved["log"]] == [f"attempt {n}" for n in (1, 2, 3, 4)]
+    run = await store.get_run(run_id)
+    assert run is not None and run["status"] == "failed"
+    assert run["error"] == f"task {task_id} failed: RuntimeError: boom on attempt 4"
+    report = await store.report(run_id)
+    assert report is not None and report["steps"][0]["error"].startswith("RuntimeError: boom")
+
+
+async def test_a_stage_that_raises_sends_nothing(store, clock) -> None:
+    run_id, _ = await start(store, "flaky")
+    for _ in range(4):
+        await drain(store)
+        clock.advance(60)
+    assert await scalar(store, "SELECT count(*) FROM tasks WHERE run_id = :r", r=_uuid(run_id)) == 1
+    run = await store.get_run(run_id)
+    assert run is not None and run["unrouted"] == []
+
+
+async def test_release_gives_tasks_back_without_counting_the_attempt(store) -> None:
+    ids = sorted([(await start(store, "work"))[1] for _ in range(3)])
+    await store.claim("w1", 3)
+    assert await store.release("w2", ids) == 0, "only the holder may release"
+    assert await store.release("w1", ids[:2]) == 2
+    for task_id in ids[:2]:
+        saved = await task_row(store, task_id)
+        assert (saved["status"], saved["attempts"], saved["locked_by"]) == ("pending", 0, None)
+        assert (await events(store, task_id))[-1] == ("locked", "pending", "w1")
+    assert (await task_row(store, ids[2]))["status"] == "locked"
+    assert {r["attempts"] for r in await store.claim("w3", 3)} == {1}
+
+
+# -- the event log ----------------------------------------------------------------------------------
+
+
+async def test_the_event_log_records_every_transition_with_its_actor(store, clock) -> None:
+    _, task_id = await start(store, "flaky")  # raise, retry, then expire, then fail
+    await run_once(store, "w1")
+    clock.advance(2)
+    await store.claim("w2", 1)
+    clock.advance(LEASE + 1)
+    await store.reap_expired(actor="reaper-x")
+    [row] = await store.claim("w3", 1)
+    await store.release("w3", [row["id"]])
+    _, done_id = await start(store, "work", {"send": True})
+    clock.advance(1)
+    await drain(store, "w4", rounds=3)
+
+    assert await events(store, task_id) == [
+        (None, "pending", "engine"),
+        ("pending", "locked", "w1"),
+        ("locked", "pending", "w1"),
+        ("pending", "locked", "w2"),
+        ("locked", "pending", "reaper-x"),
+        ("pending", "locked", "w3"),
+        ("locked", "pending", "w3"),
+        ("pending", "locked", "w4"),
+        ("locked", "pending", "w4"),
+    ]
+    assert await events(store, done_id) == [
+        (None, "pending", "engine"),
+        ("pending", "locked", "w4"),
+        ("locked", "completed", "w4"),
+    ]
+    reasons = [r["reason"] for r in await store.db.fetch_all(queries.TASK_EVENTS, {"id": task_id})]
+    assert reasons[4] == "lease expired" and reasons[6] == "released on shutdown"
+    assert reasons[2].startswith("RuntimeError: boom on attempt 1")
+
+
+# -- a worker shutting down -----------------------------------------------------------------------
+
+
+async def _worker_with_slow_stage(store: Store, seconds: float, grace: float):
+    module = store.registry.get("life").stage("slow").module
+    assert module is not None
+    module.started = asyncio.Event()
+    run_id, task_id = await start(store, "slow", {"seconds": seconds})
+    stop = asyncio.Event()
+    worker = Worker(store, WorkerOptions(shutdown_grace=grace, poll_interval=0.2), name="wk")
+    running = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(module.started.wait(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(running, timeout=grace + 10)
+    return run_id, task_id
+
+
+async def test_a_stopping_worker_lets_an_in_flight_stage_finish_and_commits_it(make_stages, store_for) -> None:
+    store = store_for(make_stages(STAGES))
+    run_id, task_id = await _worker_with_slow_stage(store, seconds=0.3, grace=10)
+    saved = await task_row(store, task_id)
+    assert (saved["status"], saved["attempts"], saved["completed_by"]) == ("completed", 1, "wk")
+    report = await store.report(run_id)
+    assert report is not None and report["context"] == {"slept": 0.3}
+
+
+async def test_a_stopping_worker_releases_a_stage_that_outlives_the_grace_period(make_stages, store_for) -> None:
+    store = store_for(make_stages(STAGES))
+    run_id, task_id = await _worker_with_slow_stage(store, seconds=60, grace=0.2)
+    saved = await task_row(store, task_id)
+    assert (saved["status"], saved["attempts"], saved["locked_by"]) == ("pending", 0, None)
+    assert (await events(store, task_id))[-1] == ("locked", "pending", "wk")
+    assert await run_status(store, run_id) == "running"
+
+
+def _uuid(value: str):
+    import uuid
+
+    return uuid.UUID(value)
