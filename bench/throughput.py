@@ -1,29 +1,31 @@
 """Throughput of flowbot against a raw asyncpg loop and procrastinate, on one Postgres server.
 
-    python bench/throughput.py [--tasks 20000] [--workers 1] [--concurrency 200]
+    python bench/throughput.py [--tasks 20000] [--workers 1] [--concurrency 1000]
 
 Starts its own embedded Postgres in a temporary directory (or uses ``DATABASE_URL``, which must
-allow CREATE DATABASE), creates one database per contender on that server (same settings for all
-three), and measures:
+allow CREATE DATABASE), creates one database per contender on that server, and measures:
 
-a) flowbot: ``--tasks`` runs of a two-stage script workflow (stage one sends one task to stage two;
-   both stages are trivial async functions) started with a batched insert, then processed by
-   ``flowbot worker`` subprocesses: 2 x ``--tasks`` stage executions, each claimed, completed and
-   logged in the task event log, with its run's status derived.
+a) flowbot: ``--tasks / 2`` runs of a two-stage script workflow (stage ``one`` sends a task that
+   routes to stage ``two``; both stages are trivial async functions), started in one transaction,
+   then processed by ``flowbot worker`` subprocesses that were already up and idle: ``--tasks``
+   stage executions, each claimed, completed and logged in the task event log (3 events per
+   task), with the follow-up routed and each run's status derived.
 b) raw asyncpg: 8 connections, each looping "claim one with FOR UPDATE SKIP LOCKED, complete it,
-   insert the follow-up" in one transaction, over the same schema and the same counts.
-c) procrastinate: 2 x ``--tasks`` no-op jobs, one worker with concurrency 10.
+   insert the follow-up" in one transaction per task, over the same schema and the same counts.
+c) procrastinate: ``--tasks`` no-op jobs, one worker with concurrency 10.
 
 Then the latency from trigger to the second stage starting under light load, and the CPU use of
-an idle ``flowbot run``. The last line is ``flowbot/raw = R, flowbot/procrastinate = P``.
+an idle ``flowbot run``. Each contender also reports the CPU it used per task (client side and
+Postgres), which the machine's other load disturbs far less than its rate.
+The last line is ``flowbot/raw = R, flowbot/procrastinate = P``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
+import math
 import os
 import shutil
 import signal
@@ -35,28 +37,27 @@ import tempfile
 import textwrap
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import common  # bench/common.py (puts the repository root on sys.path)
 import psutil
+from common import Cpu, Server, out
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from engine import migrate
+from engine.db import Database
+from engine.loader import load_workflows
+from engine.routing import Routes, new_task
+from engine.store import Store
 
-from engine import migrate  # noqa: E402
-from engine.db import Database  # noqa: E402
-from engine.embedded import EmbeddedPostgres  # noqa: E402
-from engine.loader import load_workflows  # noqa: E402
-from engine.routing import Routes, new_task  # noqa: E402
-from engine.store import Store  # noqa: E402
+ROOT = common.ROOT
 
 STAGES = {
     "bench/__init__.py": "",
     "bench/workflow.py": """
         from engine import Workflow
 
-        workflow = Workflow("bench")
+        workflow = Workflow("bench", title="Throughput benchmark")
         one = workflow.script("one")
         two = workflow.script("two")
         workflow.transition(one, two, on="next")
@@ -71,62 +72,6 @@ STAGES = {
     """,
 }
 
-INSERT_CHUNK = 5000
-
-
-def out(line: str) -> None:
-    """Print a result line at once (the run takes minutes)."""
-    print(line, flush=True)
-
-
-def raw_url(url: str, database: str) -> str:
-    """A libpq-style URL (asyncpg, subprocesses) for ``database`` on the server at ``url``."""
-    from sqlalchemy.engine import make_url
-
-    from engine.embedded import sqlalchemy_url
-
-    u = make_url(sqlalchemy_url(url)).set(database=database)
-    return u.render_as_string(hide_password=False).replace("postgresql+asyncpg://", "postgresql://")
-
-
-@contextlib.contextmanager
-def server() -> Iterator[str]:
-    """The URL of the Postgres server every contender uses."""
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
-        return
-    # A short path: unix socket paths are limited to ~100 characters.
-    tmp = Path(tempfile.mkdtemp(prefix="fbbench-", dir="/tmp"))
-    pg = EmbeddedPostgres(tmp / "pg")
-    try:
-        yield pg.start()
-    finally:
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-async def fresh_database(url: str, name: str) -> str:
-    """Drop and create database ``name``; return its libpq URL."""
-    conn = await asyncpg.connect(raw_url(url, "postgres"))
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    return raw_url(url, name)
-
-
-async def server_settings(url: str) -> str:
-    conn = await asyncpg.connect(raw_url(url, "postgres"))
-    try:
-        rows = await conn.fetch(
-            "SELECT name, setting FROM pg_settings WHERE name IN "
-            "('fsync', 'synchronous_commit', 'shared_buffers', 'max_connections', 'server_version')"
-        )
-    finally:
-        await conn.close()
-    return ", ".join(f"{r['name']}={r['setting']}" for r in sorted(rows, key=lambda r: r["name"]))
-
 
 # -------------------------------------------------------------------------------------------
 # a) flowbot
@@ -134,6 +79,7 @@ async def server_settings(url: str) -> str:
 
 
 def write_stages(root: Path) -> Path:
+    """The benchmark's workflow package under ``root``; returns ``root`` (the stages dir)."""
     for rel, source in STAGES.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,32 +87,23 @@ def write_stages(root: Path) -> Path:
     return root
 
 
-async def start_runs(store: Store, n: int) -> float:
-    """Start ``n`` runs of the bench workflow with batched inserts; returns the seconds it took."""
-    stage = store.registry.get("bench").stage("one")
-    t0 = time.perf_counter()
-    for start in range(0, n, INSERT_CHUNK):
-        routes = Routes(tasks=[new_task(stage, "start", {"n": i}) for i in range(start, min(n, start + INSERT_CHUNK))])
-        async with store.db.transaction() as tx:
-            await store.emit(tx, stage, routes, trigger={"kind": "bench"}, now=store.clock())
-    return time.perf_counter() - t0
-
-
 def worker_env(url: str, stages: Path, home: Path, concurrency: int, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
+    """The environment of a flowbot subprocess (no Slack: the benchmark measures the engine)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
     env.update(DATABASE_URL=url, FLOWBOT_STAGES=str(stages), FLOWBOT_HOME=str(home),
                FLOWBOT_CONCURRENCY=str(concurrency), FLOWBOT_API_TOKEN="bench", **extra)
-    env.pop("SLACK_BOT_TOKEN", None)
     return env
 
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``flowbot ARGS`` as a subprocess."""
     flowbot = shutil.which("flowbot")
     cmd = [flowbot, *args] if flowbot else [sys.executable, "-m", "engine.cli", *args]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (a graceful shutdown), then wait; SIGKILL only a process that hangs."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -178,25 +115,45 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
+def check_alive(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is not None:
+            err = p.stderr.read().decode() if p.stderr else ""
+            raise SystemExit(f"a flowbot process exited ({p.returncode}):\n{err[-3000:]}")
+
+
+async def wait_listening(conn: asyncpg.Connection, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Until every worker is up and idle (its LISTEN connection open)."""
+    deadline = time.monotonic() + 60
+    while True:
+        n = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")
+        if n >= len(procs):
+            await asyncio.sleep(0.5)  # the first poll's claim and reaper pass
+            return
+        check_alive(procs)
+        if time.monotonic() > deadline:
+            raise SystemExit("flowbot workers did not start within 60 s")
+        await asyncio.sleep(0.1)
+
+
 async def wait_done(conn: asyncpg.Connection, expected: int, procs: list[subprocess.Popen[bytes]],
-                    timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
+                    within: float = 900) -> None:
+    deadline = time.monotonic() + within
     while True:
         n = await conn.fetchval("SELECT count(*) FROM tasks WHERE status = 'completed'")
         if n >= expected:
             return
-        for p in procs:
-            if p.poll() is not None:
-                err = p.stderr.read().decode() if p.stderr else ""
-                raise SystemExit(f"a flowbot worker exited ({p.returncode}):\n{err[-3000:]}")
+        check_alive(procs)
         if time.monotonic() > deadline:
-            raise SystemExit(f"flowbot: only {n}/{expected} tasks completed in {timeout:.0f}s")
-        await asyncio.sleep(0.1)
+            raise SystemExit(f"flowbot: only {n}/{expected} tasks completed in {within:.0f}s")
+        await asyncio.sleep(0.05)
 
 
-async def bench_flowbot(url: str, tmp: Path, n: int, workers: int, concurrency: int,
-                        latency_runs: int, idle_seconds: float) -> float:
-    db_url = await fresh_database(url, "bench_flowbot")
+async def bench_flowbot(server: Server, tmp: Path, args: argparse.Namespace) -> float:
+    """Returns flowbot's rate (tasks completed per second)."""
+    n_runs = args.tasks // 2
+    db_url = await common.fresh_database(server.url, "bench_flowbot")
     await migrate.upgrade(db_url)
     stages = write_stages(tmp / "stages")
     db = Database(db_url)
@@ -204,32 +161,49 @@ async def bench_flowbot(url: str, tmp: Path, n: int, workers: int, concurrency: 
     conn = await asyncpg.connect(db_url)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        insert_s = await start_runs(store, n)
-        out(f"flowbot: started {n} runs (one task each) in {insert_s:.2f}s with batched inserts")
-        env = worker_env(db_url, stages, tmp / "home", concurrency)
-        procs = [spawn(["worker"], env) for _ in range(workers)]
-        await wait_done(conn, 2 * n, procs)
-        # Measured inside the database, from the first claim to the last completion: worker
-        # process start-up (imports, connecting) is not counted, the work is.
+        env = worker_env(db_url, stages, tmp / "home", args.concurrency)
+        procs = [spawn(["worker"], env) for _ in range(args.workers)]
+        await wait_listening(conn, procs)
+        stage = store.registry.get("bench").stage("one")
+        t0 = time.perf_counter()
+        routes = Routes(tasks=[new_task(stage, "start", {"n": i}) for i in range(n_runs)])
+        workers_cpu = common.process_cpu([p.pid for p in procs])
+        async with db.transaction() as tx:  # one commit, one NOTIFY: the workers start together
+            await store.emit(tx, stage, routes, trigger={"kind": "bench"}, now=store.clock())
+        cpu = Cpu(server, [p.pid for p in procs])
+        cpu.client_start = workers_cpu  # the workers were idle during the insert
+        wal = await common.wal_bytes(server.url)
+        insert_s = time.perf_counter() - t0
+        await wait_done(conn, 2 * n_runs, procs)
+        used = cpu.read()
+        wal = await common.wal_bytes(server.url) - wal
+        out(f"flowbot: started {n_runs} runs (one task each) in one transaction in {insert_s:.2f}s")
+        # Measured inside the database, from the first claim to the last completion.
         span = await conn.fetchrow(
             "SELECT extract(epoch FROM max(at) FILTER (WHERE to_status = 'completed')"
-            " - min(at) FILTER (WHERE reason = 'claimed')) AS s,"
+            "                        - min(at) FILTER (WHERE reason = 'claimed')) AS s,"
             " count(*) FILTER (WHERE to_status = 'completed') AS completed,"
-            " count(DISTINCT task_id) FILTER (WHERE to_status = 'completed') AS distinct_completed"
-            " FROM task_events"
-        )
+            " count(DISTINCT task_id) FILTER (WHERE to_status = 'completed') AS distinct_completed,"
+            " count(DISTINCT at) FILTER (WHERE reason = 'claimed') AS claims,"
+            " count(DISTINCT at) FILTER (WHERE to_status = 'completed') AS commits,"
+            " count(*) AS events"
+            " FROM task_events")
         runs = dict(await conn.fetch("SELECT status, count(*) FROM runs GROUP BY status"))
-        assert span["completed"] == span["distinct_completed"] == 2 * n, span
-        assert runs == {"completed": n}, runs
-        rate = 2 * n / float(span["s"])
-        out(f"flowbot: {2 * n} tasks ({n} runs x 2 stages) completed in {float(span['s']):.2f}s "
-            f"by {workers} `flowbot worker` process(es), concurrency {concurrency}: {rate:.0f} tasks/s")
-        out(f"flowbot: every task completed exactly once, {n} runs completed, {await event_count(conn)} task events")
-
-        await latency(store, conn, latency_runs)
+        assert span["completed"] == span["distinct_completed"] == 2 * n_runs, span
+        assert runs == {"completed": n_runs}, runs
+        seconds = float(span["s"])
+        rate = 2 * n_runs / seconds
+        out(f"flowbot: {2 * n_runs} tasks ({n_runs} runs x 2 stages) completed in {seconds:.2f}s by "
+            f"{args.workers} `flowbot worker` process(es), FLOWBOT_CONCURRENCY={args.concurrency}: "
+            f"{rate:.0f} tasks/s")
+        out(f"flowbot: {span['claims']} claim statements (mean {2 * n_runs / span['claims']:.0f} tasks), "
+            f"{span['commits']} commits (mean {2 * n_runs / span['commits']:.0f} tasks); "
+            f"every task completed exactly once, {n_runs} runs completed, {span['events']} task events; "
+            f"{used.per_task(2 * n_runs)}; WAL {wal / 2 / n_runs:.0f} bytes per task")
+        await latency(store, conn, args.latency_runs, args.latency_rate)
         stop_all(procs)
         procs = []
-        await idle_cpu(db_url, stages, tmp, idle_seconds)
+        await idle_cpu(db_url, conn, stages, tmp, args.idle_seconds)
         return rate
     finally:
         stop_all(procs)
@@ -237,11 +211,7 @@ async def bench_flowbot(url: str, tmp: Path, n: int, workers: int, concurrency: 
         await db.close()
 
 
-async def event_count(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM task_events"))
-
-
-async def latency(store: Store, conn: asyncpg.Connection, runs: int, rate: float = 20.0) -> None:
+async def latency(store: Store, conn: asyncpg.Connection, runs: int, rate: float) -> None:
     """Runs started one at a time at ``rate``/s with the workers idle: trigger -> stage two starts."""
     stage = store.registry.get("bench").stage("one")
     ids = []
@@ -262,9 +232,15 @@ async def latency(store: Store, conn: asyncpg.Connection, runs: int, rate: float
     ms = sorted(float(r["ms"]) for r in rows)
     assert len(ms) == runs, f"only {len(ms)}/{runs} runs reached stage two"
     p50 = statistics.median(ms)
-    p99 = ms[min(len(ms) - 1, int(round(0.99 * len(ms))) - 1)]
-    out(f"latency: trigger -> stage two started, {runs} runs at {rate:.0f}/s: "
+    p99 = ms[min(len(ms) - 1, math.ceil(0.99 * len(ms)) - 1)]
+    out(f"latency: trigger -> stage two started, {runs} runs at {rate:g}/s: "
         f"p50 = {p50:.1f} ms, p99 = {p99:.1f} ms, max = {ms[-1]:.1f} ms")
+
+
+def healthz(port: int) -> None:
+    """GET /healthz (raises OSError until the server answers 200)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+        pass
 
 
 def free_port() -> int:
@@ -273,30 +249,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def idle_cpu(db_url: str, stages: Path, tmp: Path, seconds: float) -> None:
-    """CPU used by an idle `flowbot run` (HTTP server, worker, outbox) over ``seconds``."""
+async def idle_cpu(db_url: str, conn: asyncpg.Connection, stages: Path, tmp: Path, seconds: float) -> None:
+    """CPU used by an idle `flowbot run` (HTTP server, worker, scheduler, outbox) over ``seconds``,
+    and the transactions it sent meanwhile (no busy polling: a few per poll interval)."""
     port = free_port()
     proc = spawn(["run"], worker_env(db_url, stages, tmp / "home", 16, PORT=str(port)))
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                    break
+                await asyncio.to_thread(healthz, port)
+                break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     err = proc.stderr.read().decode() if proc.stderr else ""
                     raise SystemExit(f"`flowbot run` did not come up:\n{err[-3000:]}") from None
                 await asyncio.sleep(0.2)
-        await asyncio.sleep(2)  # let start-up work settle
+        await asyncio.sleep(3)  # let start-up work settle
         ps = psutil.Process(proc.pid)
+        xacts = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        x0 = await conn.fetchval(xacts)
         before = ps.cpu_times()
         t0 = time.monotonic()
         await asyncio.sleep(seconds)
         after = ps.cpu_times()
         wall = time.monotonic() - t0
+        await asyncio.sleep(0.6)  # statistics are flushed to the shared counters every ~0.5 s
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        x1 = await conn.fetchval(xacts)
         used = (after.user - before.user) + (after.system - before.system)
-        out(f"idle: `flowbot run` used {used * 1000:.0f} ms CPU in {wall:.1f}s = {100 * used / wall:.2f}% of one core")
+        out(f"idle: `flowbot run` used {used * 1000:.0f} ms CPU in {wall:.0f} s = {100 * used / wall:.2f}% "
+            f"of one core; its database counted {x1 - x0} transactions meanwhile (2 of them this measurement's)")
     finally:
         stop_all([proc])
 
@@ -320,8 +304,10 @@ RAW_FOLLOW_UP = """
 """
 
 
-async def bench_raw(url: str, n: int, connections: int = 8) -> float:
-    db_url = await fresh_database(url, "bench_raw")
+async def bench_raw(server: Server, n_tasks: int, connections: int) -> float:
+    """Returns the raw loop's rate (tasks completed per second)."""
+    n_runs = n_tasks // 2
+    db_url = await common.fresh_database(server.url, "bench_raw")
     await migrate.upgrade(db_url)
     setup = await asyncpg.connect(db_url)
     try:
@@ -332,35 +318,41 @@ async def bench_raw(url: str, n: int, connections: int = 8) -> float:
             )
             INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status)
             SELECT id, 'bench', 'one', 'script', 'start', '{}'::jsonb, 'pending' FROM r
-            """, n)
+            """, n_runs)
     finally:
         await setup.close()
+    conns = [await asyncpg.connect(db_url) for _ in range(connections)]
     done = 0
 
-    async def loop() -> None:
+    async def loop(conn: asyncpg.Connection) -> None:
         nonlocal done
-        conn = await asyncpg.connect(db_url)
-        try:
-            while done < 2 * n:
-                async with conn.transaction():
-                    row = await conn.fetchrow(RAW_CLAIM)
-                    if row is not None:
-                        await conn.execute(RAW_COMPLETE, row["id"])
-                        if row["stage"] == "one":
-                            await conn.execute(RAW_FOLLOW_UP, row["run_id"], row["payload"])
-                if row is None:
-                    await asyncio.sleep(0.001)  # others hold the rest; their follow-ups come
-                else:
-                    done += 1
-        finally:
-            await conn.close()
+        while done < 2 * n_runs:
+            async with conn.transaction():
+                row = await conn.fetchrow(RAW_CLAIM)
+                if row is not None:
+                    await conn.execute(RAW_COMPLETE, row["id"])
+                    if row["stage"] == "one":
+                        await conn.execute(RAW_FOLLOW_UP, row["run_id"], row["payload"])
+            if row is None:
+                await asyncio.sleep(0.001)  # others hold the rest; their follow-ups come
+            else:
+                done += 1
 
+    cpu = Cpu(server)
+    wal = await common.wal_bytes(server.url)
     t0 = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(connections)))
-    elapsed = time.perf_counter() - t0
-    rate = 2 * n / elapsed
-    out(f"raw asyncpg: {2 * n} tasks completed in {elapsed:.2f}s by {connections} connections, "
-        f"one task per transaction: {rate:.0f} tasks/s")
+    try:
+        await asyncio.gather(*(loop(c) for c in conns))
+    finally:
+        elapsed = time.perf_counter() - t0
+        used = cpu.read()
+        wal = await common.wal_bytes(server.url) - wal
+        for c in conns:
+            await c.close()
+    rate = 2 * n_runs / elapsed
+    out(f"raw asyncpg: {2 * n_runs} tasks completed in {elapsed:.2f}s by {connections} connections, "
+        f"one task per transaction: {rate:.0f} tasks/s; {used.per_task(2 * n_runs)}; "
+        f"WAL {wal / 2 / n_runs:.0f} bytes per task")
     return rate
 
 
@@ -369,74 +361,78 @@ async def bench_raw(url: str, n: int, connections: int = 8) -> float:
 # -------------------------------------------------------------------------------------------
 
 
-async def bench_procrastinate(url: str, n: int, concurrency: int = 10) -> float:
+async def bench_procrastinate(server: Server, n_tasks: int, concurrency: int) -> float:
+    """Returns procrastinate's rate (jobs completed per second)."""
     import procrastinate
-    from sqlalchemy.engine import make_url
 
-    db_url = await fresh_database(url, "bench_procrastinate")
-    u = make_url(db_url)
-    conninfo = " ".join(
-        f"{k}={v}" for k, v in {
-            "host": u.query.get("host") or u.host, "port": u.query.get("port") or u.port,
-            "user": u.username, "password": u.password, "dbname": u.database,
-        }.items() if v
-    )
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)
+    db_url = await common.fresh_database(server.url, "bench_procrastinate")
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=common.conninfo(db_url)))
 
     @app.task(name="noop")
     async def noop() -> None:
         pass
 
-    logging.getLogger("procrastinate").setLevel(logging.WARNING)
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
-        for start in range(0, 2 * n, INSERT_CHUNK):
-            await noop.batch_defer_async(*({} for _ in range(min(INSERT_CHUNK, 2 * n - start))))
+        for start in range(0, n_tasks, 5000):
+            await noop.batch_defer_async(*({} for _ in range(min(5000, n_tasks - start))))
+        cpu = Cpu(server)
+        wal = await common.wal_bytes(server.url)
         t0 = time.perf_counter()
         await app.run_worker_async(concurrency=concurrency, wait=False, install_signal_handlers=False)
         elapsed = time.perf_counter() - t0
+        used = cpu.read()
+        wal = await common.wal_bytes(server.url) - wal
     conn = await asyncpg.connect(db_url)
     try:
         ok = await conn.fetchval("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'")
     finally:
         await conn.close()
-    assert ok == 2 * n, ok
-    rate = 2 * n / elapsed
-    out(f"procrastinate {procrastinate.__version__}: {2 * n} no-op jobs completed in {elapsed:.2f}s, "
-        f"concurrency {concurrency}: {rate:.0f} jobs/s")
+    assert ok == n_tasks, ok
+    rate = n_tasks / elapsed
+    out(f"procrastinate {procrastinate.__version__}: {n_tasks} no-op jobs completed in {elapsed:.2f}s, "
+        f"one worker, concurrency {concurrency}: {rate:.0f} jobs/s; {used.per_task(n_tasks)}; "
+        f"WAL {wal / n_tasks:.0f} bytes per job")
     return rate
 
 
 # -------------------------------------------------------------------------------------------
 
 
-async def main_async(args: argparse.Namespace, url: str, tmp: Path) -> None:
-    out(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
-        f"server: {await server_settings(url)} (one server for all three)")
-    fb = await bench_flowbot(url, tmp, args.tasks, args.workers, args.concurrency,
-                             args.latency_runs, args.idle_seconds)
-    raw = await bench_raw(url, args.tasks)
-    pc = await bench_procrastinate(url, args.tasks) if not args.no_procrastinate else float("nan")
+async def main_async(args: argparse.Namespace, server: Server, tmp: Path) -> None:
+    load = os.getloadavg()[0]
+    out(f"machine: {os.cpu_count()} cores, load average {load:.1f} at start, Python {sys.version.split()[0]}; "
+        f"postgres: {await common.server_settings(server.url)} (one server for all three)")
+    only = set(args.only.split(",")) if args.only else {"flowbot", "raw", "procrastinate"}
+    nan = float("nan")
+    fb = await bench_flowbot(server, tmp, args) if "flowbot" in only else nan
+    raw = await bench_raw(server, args.tasks, args.raw_connections) if "raw" in only else nan
+    pc = (await bench_procrastinate(server, args.peer_tasks or args.tasks, args.procrastinate_concurrency)
+          if "procrastinate" in only else nan)
+    out(f"machine load average {os.getloadavg()[0]:.1f} at the end (other processes share these cores)")
     out(f"flowbot/raw = {fb / raw:.1f}, flowbot/procrastinate = {fb / pc:.1f}")
 
 
-@contextlib.asynccontextmanager
-async def nothing() -> AsyncIterator[None]:
-    yield
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=20000, help="runs to start (each makes 2 tasks)")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=20000, help="tasks each contender completes (even)")
     parser.add_argument("--workers", type=int, default=1, help="`flowbot worker` processes")
-    parser.add_argument("--concurrency", type=int, default=200, help="FLOWBOT_CONCURRENCY of each worker")
+    parser.add_argument("--concurrency", type=int, default=1000, help="FLOWBOT_CONCURRENCY of each worker")
+    parser.add_argument("--raw-connections", type=int, default=8)
+    parser.add_argument("--procrastinate-concurrency", type=int, default=10)
+    parser.add_argument("--peer-tasks", type=int, default=0,
+                        help="jobs for procrastinate (default: --tasks; fewer is quicker, same rate)")
     parser.add_argument("--latency-runs", type=int, default=200)
-    parser.add_argument("--idle-seconds", type=float, default=10.0)
-    parser.add_argument("--no-procrastinate", action="store_true")
+    parser.add_argument("--latency-rate", type=float, default=20.0, help="runs started per second")
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--only", default="", help="comma-separated subset of flowbot,raw,procrastinate")
     args = parser.parse_args()
+    if args.tasks < 2 or args.tasks % 2:
+        parser.error("--tasks must be an even number (two stages per run)")
     logging.basicConfig(level=logging.WARNING)
-    with server() as url, tempfile.TemporaryDirectory(prefix="fbbench-") as tmp:
-        asyncio.run(main_async(args, url, Path(tmp)))
+    with common.pg_server() as server, tempfile.TemporaryDirectory(prefix="fbbench-") as tmp:
+        asyncio.run(main_async(args, server, Path(tmp)))
 
 
 if __name__ == "__main__":

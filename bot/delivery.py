@@ -123,7 +123,8 @@ async def open_dm(bctx: BotContext, user_id: str) -> str:
     return str(resp["channel"]["id"])
 
 
-async def task_card(bctx: BotContext, task: Row, form: Form, *, claim_for: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+async def task_card(bctx: BotContext, task: Row, form: Form, *,
+                    claim_for: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """(fallback text, blocks) of the card about ``task``: Approve/Decline for an Approval,
     Open for another form, Claim for a team card."""
     wf = bctx.app.registry.get(task["workflow"])
@@ -141,7 +142,8 @@ async def task_card(bctx: BotContext, task: Row, form: Form, *, claim_for: str |
         return messages.team_fallback(title), blocks
     if isinstance(form, Approval):
         blocks = approval_message_blocks(title, form.facts.render(payload), task_ref=ref, text=form.text, note=note,
-                                         approve_label=form.approve_label, decline_label=form.decline_label)
+                                         approve_label=form.approve_label, decline_label=form.decline_label,
+                                         open_label=messages.OPEN_DETAILS)
         return messages.approval_fallback(title), blocks
     return messages.assignment_fallback(title), assignment_message_blocks(
         title, task_ref=ref, facts=_payload_facts(payload), note=note)

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 from bot import messages
 from bot.blocks import button, context, escape, header, section
 from bot.cards import ACTION_OPEN
+from bot.context import USER_ID_RE
 from engine import queries
 from engine.db import Row
 from engine.errors import FlowbotError
+from engine.outbox import OutboxHandler
 from engine.people import load_form
 from engine.runner import task_of
 
@@ -34,6 +36,10 @@ HOME_REFRESH = "slack.home_refresh"
 #: view, and the task id is the button's value as on the DM cards.
 OPEN_ACTION_RE = re.compile(rf"^{re.escape(ACTION_OPEN)}\.\d+$")
 HOME_TASKS_SHOWN = 20
+#: ``app.state`` key of the users whose Home is being refreshed (value: asked again meanwhile).
+REFRESHING_STATE = "slack.home_refreshing"
+#: Pending tasks read to say how many more there are than shown.
+TASKS_COUNTED = 200
 HOME_RUNS_SHOWN = 15
 
 
@@ -114,7 +120,7 @@ def run_blocks(ctx: BotContext, rows: Sequence[Row], shown: int) -> list[dict[st
 
 async def home_view(ctx: BotContext, user_id: str) -> dict[str, Any]:
     """The Home tab of ``user_id``."""
-    tasks = await pending_tasks(ctx, user_id, limit=HOME_TASKS_SHOWN + 1)
+    tasks = await pending_tasks(ctx, user_id, limit=TASKS_COUNTED)
     runs = await recent_runs(ctx, user_id, limit=HOME_RUNS_SHOWN)
     blocks: list[dict[str, Any]] = [header(messages.HOME_TITLE), section(f"*{messages.HOME_TASKS}*")]
     blocks += await task_blocks(ctx, tasks, HOME_TASKS_SHOWN) or [context(messages.HOME_NO_TASKS)]
@@ -132,11 +138,27 @@ async def refresh_home(ctx: BotContext, user_id: str) -> dict[str, Any]:
 
 
 async def refresh_quietly(ctx: BotContext, user_id: str) -> None:
-    """``refresh_home`` that only logs a failure (after a command: the command already worked)."""
+    """``refresh_home`` that only logs a failure (the change it follows already happened), and
+    coalesces: asked again while a refresh of the same user runs, it publishes once more after
+    it instead of in parallel, so a burst of changes (fifty approvals in a minute) costs a few
+    publishes, not fifty."""
+    pending: dict[str, bool] = ctx.app.state.setdefault(REFRESHING_STATE, {})
+    if user_id in pending:
+        pending[user_id] = True  # the running refresh goes round once more
+        return
+    pending[user_id] = False
     try:
-        await refresh_home(ctx, user_id)
-    except Exception:
-        log.warning("home refresh for %s failed", user_id, exc_info=True, extra={"action": "home_refresh_error"})
+        while True:
+            try:
+                await refresh_home(ctx, user_id)
+            except Exception:
+                log.warning("home refresh for %s failed", user_id, exc_info=True,
+                            extra={"action": "home_refresh_error"})
+            if not pending.get(user_id):
+                return
+            pending[user_id] = False
+    finally:
+        pending.pop(user_id, None)
 
 
 # --- wiring ----------------------------------------------------------------------------------------
@@ -166,6 +188,47 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
         return None
 
     ctx.app.add_outbox_handler(HOME_REFRESH, deliver_refresh)
+    for kind in REFRESHING_KINDS:
+        handler = ctx.app.outbox_handlers.get(kind)
+        if handler is not None:
+            ctx.app.add_outbox_handler(kind, refreshing(ctx, handler))
+
+
+#: Effects after which the Home tabs of the people concerned are published again: a task was
+#: assigned to them, completed, claimed or reassigned (delivered by ``bot.delivery``).
+REFRESHING_KINDS = ("form.assigned", "form.completed", "form.claimed", "form.reassigned")
+
+
+def _slack_user(ref: str) -> str | None:
+    ref = ref.removeprefix("claim:")
+    return ref if USER_ID_RE.match(ref) else None
+
+
+async def concerned(ctx: BotContext, task_id: int | None) -> set[str]:
+    """Slack users who got a card about a task (their Home lists it)."""
+    if task_id is None:
+        return set()
+    cards = await ctx.app.db.fetch_all(queries.SLACK_MESSAGES_FOR_TASK, {"task_id": task_id})
+    return {u for c in cards if (u := _slack_user(str(c["recipient"])))}
+
+
+def refreshing(ctx: BotContext, handler: OutboxHandler) -> OutboxHandler:
+    """``handler``, then the Home tab of everyone concerned published again (best effort: a
+    failed refresh never makes the effect itself retry)."""
+
+    async def wrapped(row: dict[str, Any]) -> dict[str, Any] | None:
+        task_id = row.get("task_id") or (row.get("payload") or {}).get("task_id")
+        users = await concerned(ctx, int(task_id) if task_id is not None else None)
+        result = await handler(row)
+        users |= await concerned(ctx, int(task_id) if task_id is not None else None)
+        by = (row.get("payload") or {}).get("by")
+        if isinstance(by, str) and _slack_user(by):
+            users.add(by)
+        for user in sorted(users):
+            await refresh_quietly(ctx, user)
+        return result
+
+    return wrapped
 
 
 async def open_from_list(ctx: BotContext, body: dict[str, Any], action: dict[str, Any]) -> None:

@@ -66,6 +66,9 @@ def from_workflow(workflow_title: str) -> str:
 
 CLAIM = "Claim"
 SLACK_DISABLED = "Slack disabled: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET"
+#: Logged once per process when flowbot starts without Slack settings.
+SLACK_OFF = ("Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (HTTP mode at /slack/events), "
+             "or SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Socket Mode), to turn it on")
 
 
 def team_fallback(title: str) -> str:
@@ -136,3 +139,154 @@ def outcome_line(answers: dict[str, object], by: str, at: dt.datetime) -> str:
         comment = answers.get("comment")
         return declined_by(by, at, comment if isinstance(comment, str) else None)
     return submitted_by(by, at)
+
+
+# --- slash command, App Home, reminders (bot.commands, bot.home, bot.reminders) -------------
+
+COMMAND = "/flowbot"
+REMINDER_OPEN = "Open"
+HOME_TITLE = "flowbot"
+HOME_TASKS = "Waiting for you"
+HOME_NO_TASKS = "Nothing waits for you. :tada:"
+HOME_RUNS = "Your recent runs"
+HOME_NO_RUNS = "No runs yet. Start one with `/flowbot start <workflow>`."
+HOME_FOOTER = "`/flowbot help` lists what flowbot can do."
+TASKS_TITLE = "Waiting for you"
+NO_TASKS = "Nothing waits for you. :tada:"
+NO_RUNS = "You have no runs yet. Start one with `/flowbot start <workflow>`."
+WORKING = ":hourglass_flowing_sand: On it…"
+
+
+def help_text(workflows: list[tuple[str, str]]) -> str:
+    """``/flowbot help``: the subcommands and the workflows that can be started from Slack."""
+    lines = [
+        "*flowbot* runs your team's workflows in Slack.",
+        "• `/flowbot start <workflow> [key=value ...]`: start a run (opens its form when it has one)",
+        "• `/flowbot status [run-id]`: a run's report, or your recent runs",
+        "• `/flowbot tasks`: what waits for you",
+        "• `/flowbot reassign <task-id> <@someone|email>`: hand one of your tasks to someone else",
+        "• `/flowbot help`: this message",
+    ]
+    if workflows:
+        lines.append("*Workflows:* " + ", ".join(f"`{n}` ({t})" for n, t in workflows))
+    else:
+        lines.append("There is no workflow you can start from Slack.")
+    return "\n".join(lines)
+
+
+def unknown_subcommand(word: str) -> str:
+    """Answer to ``/flowbot <something unknown>``."""
+    return f"`{word}` is not a flowbot command. Try `/flowbot help`. Nothing was started."
+
+
+def usage(text: str) -> str:
+    """Answer to a subcommand used the wrong way."""
+    return f"Usage: `{text}`. Nothing was changed."
+
+
+def unknown_workflow(name: str, known: list[str]) -> str:
+    """Answer to ``/flowbot start`` naming no loaded workflow."""
+    hint = (" Workflows: " + ", ".join(f"`{k}`" for k in known) + ".") if known else ""
+    return f":warning: There is no workflow called `{name}`.{hint} Nothing was started."
+
+
+def not_a_starter(title: str) -> str:
+    """Answer to someone who may not start a workflow."""
+    return f":no_entry: You are not allowed to start *{title}*. Nothing was started."
+
+
+def not_startable(title: str, reason: str) -> str:
+    """Answer when a workflow cannot be started from Slack."""
+    return f":warning: *{title}* cannot be started from Slack: {reason}. Nothing was started."
+
+
+def bad_argument(arg: str) -> str:
+    """Answer to a ``start`` argument that is not ``key=value``."""
+    return f":warning: `{arg}` is not `key=value`. Nothing was started."
+
+
+def run_started(title: str, run_id: str) -> str:
+    """Confirmation of a run started by the slash command."""
+    return f":rocket: Started *{title}*: run `{run_id}`. `/flowbot status {run_id}` shows how it goes."
+
+
+def start_failed(title: str, error: str) -> str:
+    """Answer when starting a run failed (bad payload...)."""
+    return f":warning: *{title}* was not started: {error}"
+
+
+def unknown_run(ref: str) -> str:
+    """Answer to ``/flowbot status`` with a run id that does not exist."""
+    return f":warning: There is no run `{ref}`."
+
+
+def run_line(title: str, run_id: str, status: str, at: dt.datetime) -> str:
+    """One run in a list."""
+    return f"{_STATUS_ICON.get(status, '•')} *{title}* `{run_id[:8]}` {status} · {slack_date(at)}"
+
+
+def task_line(title: str, workflow_title: str, since: dt.datetime) -> str:
+    """One pending task in a list."""
+    return f"*{title}*\n{workflow_title} · waiting since {slack_date(since)}"
+
+
+def more_items(n: int) -> str:
+    """Context line under a cut list."""
+    return f"…and {n} more"
+
+
+def step_line(stage: str, status: str, by: str | None) -> str:
+    """One step of a run's report."""
+    who = f" by <@{by}>" if by and by[:1] in ("U", "W") else ""
+    return f"{_STATUS_ICON.get(status, '•')} `{stage}` {status}{who}"
+
+
+_STATUS_ICON = {
+    "completed": ":white_check_mark:", "failed": ":x:", "cancelled": ":no_entry_sign:",
+    "waiting": ":hourglass:", "running": ":arrows_counterclockwise:", "pending": ":hourglass:",
+    "locked": ":arrows_counterclockwise:",
+}
+
+
+def reminder(title: str, since: dt.datetime) -> str:
+    """The reminder about a task still waiting (a reply under its card)."""
+    return f":bell: Reminder: *{title}* has been waiting for you since {slack_date(since)}."
+
+
+def escalated(to: str, at: dt.datetime) -> str:
+    """Outcome line of a card whose task went to the fallback assignee."""
+    return f":arrow_up: No answer in time: handed to {to} {slack_date(at)}"
+
+
+def reassigned_to(by: str, to: str, at: dt.datetime) -> str:
+    """Outcome line of a card whose task was handed to someone else."""
+    return f":arrow_right: Handed to {to} by <@{by}> {slack_date(at)}"
+
+
+def command_failed(error: str) -> str:
+    """Answer when a command broke on our side."""
+    return f":warning: Something went wrong: {error}. Nothing may have been done; try again."
+
+
+def reassign_done(task_id: int, to: str) -> str:
+    """Confirmation of ``/flowbot reassign``."""
+    return f":arrow_right: Task {task_id} is now {to}'s; they got it in a DM."
+
+
+def people(refs: list[str]) -> str:
+    """Assignees for a message: user ids as mentions, the rest as written."""
+    return ", ".join(f"<@{r}>" if r[:1] in ("U", "W") and r.upper() == r else r for r in refs)
+
+
+CLOSE = "Close"
+NOTICE_TITLE = "flowbot"
+
+
+def form_unavailable(error: str) -> str:
+    """Answer when a form cannot be shown (its definition breaks Slack's limits or raised)."""
+    return f":warning: This form cannot be shown: {error}"
+
+
+def notice_text_sent() -> str:
+    """Confirmation of a decision taken on a card (ephemeral)."""
+    return "Done: your answer was recorded."

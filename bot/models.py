@@ -21,7 +21,9 @@ class SlackUser(Base):
 
     email: Mapped[str] = mapped_column(Text, primary_key=True)
     user_id: Mapped[str] = mapped_column(Text, nullable=False)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=text("now()"))
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=text("now()")
+    )
 
 
 class SlackTaskMessage(Base):
@@ -35,6 +37,8 @@ class SlackTaskMessage(Base):
     channel: Mapped[str] = mapped_column(Text, nullable=False)
     ts: Mapped[str] = mapped_column(Text, nullable=False)
     kind: Mapped[str] = mapped_column(Text, nullable=False)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=text("now()"))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=text("now()")
+    )
 
-    __table_args__ = (Index(None, "channel", "ts"),)
+    __table_args__ = (Index(None, "channel", "ts"), Index(None, "recipient"))

@@ -25,7 +25,7 @@ from engine.workflow import StageKind
 log = logging.getLogger("flowbot")
 
 #: Modules adding subcommands (``add_commands(subparsers)``): triggers live beside the engine core.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["engine.jobs.cli", "engine.hooks.cli"]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -88,8 +88,15 @@ def outbox_part(app: App) -> Part:
     return OutboxDispatcher(app.db, app.outbox_handlers, clock=app.store.clock).run
 
 
+def scheduler_part(app: App) -> Part:
+    """The job scheduler, as a part (any number of processes may run one: each fire happens once)."""
+    from engine.jobs.scheduler import scheduler_part as part
+
+    return part(app)
+
+
 #: Parts other modules contribute to `flowbot run` (e.g. the job scheduler): name -> factory.
-EXTRA_PARTS: dict[str, Callable[[App], Part]] = {}
+EXTRA_PARTS: dict[str, Callable[[App], Part]] = {"scheduler": scheduler_part}
 
 
 def _announce(app: App) -> None:

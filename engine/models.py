@@ -74,6 +74,9 @@ class Run(Base):
         CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
         Index(None, "workflow", "created_at"),
         Index(None, "status", "created_at"),
+        # "My recent runs" (App Home, /flowbot status): runs started by a person.
+        Index("ix_runs_started_by_person", "created_at",
+              postgresql_where=text("(trigger ->> 'user') IS NOT NULL")),
     )
 
 
@@ -129,6 +132,10 @@ class Task(Base):
         ),
         Index(None, "run_id"),
         Index(None, "workflow", "stage", "status"),
+        # The App Home's "waiting for you" and "your runs" read these, never every task.
+        Index("ix_tasks_pending_forms", "created_at", "id",
+              postgresql_where=text("status = 'pending' AND kind = 'form'")),
+        Index("ix_tasks_form_completer", "completed_by", postgresql_where=text("kind = 'form'")),
     )
 
 

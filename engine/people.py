@@ -174,7 +174,9 @@ async def start(store: Store, stage: Stage, payload: dict[str, Any], answers: di
     errors = form.validate(answers)
     if errors:
         return Result(INVALID, errors=errors)
-    ctx = Context(stage_key=stage.key, run_context={}, attempt=1, max_payload_bytes=max_payload_bytes)
+    # Who started the run is part of its context: later stages DM them ("started_by").
+    started = {"started_by": actor}
+    ctx = Context(stage_key=stage.key, run_context=started, attempt=1, max_payload_bytes=max_payload_bytes)
     try:
         await call(stage.entry("run"), t, dict(answers), ctx)
         outcome: Outcome = ctx.finish()
@@ -184,7 +186,7 @@ async def start(store: Store, stage: Stage, payload: dict[str, Any], answers: di
     outcome.log.append({"at": now.isoformat(), "message": f"started by {actor}", "answers": answers})
     trig = trigger or {"kind": "form", "user": actor}
     async with store.db.transaction() as tx:
-        [run_id] = await store._insert_runs(tx, [(stage.workflow.name, trig, {})], now)
+        [run_id] = await store._insert_runs(tx, [(stage.workflow.name, trig, started)], now)
         row = await tx.fetch_one(queries.INSERT_COMPLETED_TASK, {
             "run_id": uuid.UUID(run_id), "workflow": stage.workflow.name, "stage": stage.name, "type": "start",
             "payload": payload, "assignee": {"users": [actor]}, "actor": actor, "now": now, "log": outcome.log,
@@ -251,8 +253,10 @@ async def reassign(store: Store, task_id: int, assignee: dict[str, Any], actor: 
 async def open_session(db: Database, *, user_id: str, workflow: str, stage: str, task_id: int | None = None,
                        payload: dict[str, Any] | None = None, page: str | None = None, purpose: str = "form",
                        now: dt.datetime, ttl: int = SESSION_TTL_SECONDS) -> str:
-    """A new form session; returns its id (what a modal's private_metadata carries)."""
+    """A new form session; returns its id (what a modal's private_metadata carries). Sessions
+    abandoned past their expiry are forgotten on the way."""
     async with db.transaction() as tx:
+        await tx.execute(queries.DELETE_EXPIRED_FORM_SESSIONS, {"now": now})
         sid = await tx.fetch_value(queries.INSERT_FORM_SESSION, {
             "task_id": task_id, "workflow": workflow, "stage": stage, "purpose": purpose, "user_id": user_id,
             "payload": payload or {}, "page": page, "now": now, "ttl": ttl,
@@ -281,3 +285,25 @@ async def close_session(db: Database, session_id: str) -> None:
     """Forget a session (its form was submitted)."""
     async with db.transaction() as tx:
         await tx.execute(queries.DELETE_FORM_SESSION, {"id": session_id})
+
+
+# --- load-time checks --------------------------------------------------------------------------
+
+
+def check_form_stage(stage: Stage) -> list[str]:
+    """Problems of a form stage's module-level ``Form`` (Slack's limits, duplicates, bad options),
+    for the workflow loader; a ``form(task)`` function is checked when it renders."""
+    if stage.kind is not StageKind.FORM or getattr(stage, "module", None) is None:
+        return []
+    spec = getattr(stage.module, "form", None)
+    if not isinstance(spec, Form):
+        return []
+    return [f'form "{stage.name}": {problem}' for problem in spec.check()]
+
+
+def register_checks() -> None:
+    """Plug ``check_form_stage`` into the loader (once, however often this is called)."""
+    from engine.loader import STAGE_CHECKS
+
+    if check_form_stage not in STAGE_CHECKS:
+        STAGE_CHECKS.append(check_form_stage)

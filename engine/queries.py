@@ -36,7 +36,7 @@ INSERT_RUNS = text(
 
 # -- name: lock_runs -- serialise changes to the same runs (run status is derived from tasks).
 LOCK_RUNS = text(
-    "SELECT id FROM runs WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE"
+    "SELECT id, status FROM runs WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE"
 )
 
 # -- name: patch_run_contexts -- merge stages' changes into runs' shared context (one row per run).
@@ -68,17 +68,15 @@ REFRESH_RUN_STATUS = text(
         updated_at = CAST(:now AS timestamptz),
         finished_at = CASE WHEN s.new_status = 'completed' THEN CAST(:now AS timestamptz) ELSE NULL END
     FROM (
+        -- A lateral aggregate per run: always an index lookup on tasks.run_id for each run named,
+        -- never a hash over every open task of the table (what EXISTS subplans may turn into).
         SELECT r2.id,
-               CASE
-                 WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = r2.id
-                              AND t.status IN ('pending', 'locked') AND t.kind <> 'form')
-                   THEN 'running'
-                 WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = r2.id
-                              AND t.status IN ('pending', 'locked'))
-                   THEN 'waiting'
-                 ELSE 'completed'
-               END AS new_status
+               CASE o.least WHEN 0 THEN 'running' WHEN 1 THEN 'waiting' ELSE 'completed' END AS new_status
         FROM runs r2
+        CROSS JOIN LATERAL (
+            SELECT min(CASE WHEN t.kind <> 'form' THEN 0 ELSE 1 END) AS least
+            FROM tasks t WHERE t.run_id = r2.id AND t.status IN ('pending', 'locked')
+        ) o
         WHERE r2.id = ANY(CAST(:ids AS uuid[])) AND r2.status IN ('running', 'waiting')
     ) s
     WHERE r.id = s.id AND r.status <> s.new_status
@@ -515,7 +513,7 @@ PUT_SLACK_USER = text(
 # ---------------------------------------------------------------------------------------------
 
 # -- name: my_pending_form_tasks -- form tasks waiting on one Slack user: assigned to their id or
-# -- to an email cached for it, or a team task whose card was sent to them.
+# -- to an email cached for it, or a team task not claimed yet whose claim card was sent to them.
 MY_PENDING_FORM_TASKS = text(
     """
     SELECT t.id, t.run_id, t.workflow, t.stage, t.type, t.payload, t.assignee, t.created_at
@@ -527,7 +525,9 @@ MY_PENDING_FORM_TASKS = text(
                          ELSE '[]'::jsonb END) AS u(who)
                 WHERE u.who = :user
                    OR lower(u.who) IN (SELECT email FROM slack_users WHERE user_id = :user))
-        OR EXISTS (SELECT 1 FROM slack_task_messages m WHERE m.task_id = t.id AND m.recipient = :user)
+        OR EXISTS (SELECT 1 FROM slack_task_messages m WHERE m.task_id = t.id
+                   AND (m.recipient = :user
+                        OR (m.recipient = 'claim:' || :user AND t.assignee ->> 'claimed_by' IS NULL)))
       )
     ORDER BY t.created_at, t.id
     LIMIT :limit
@@ -535,14 +535,21 @@ MY_PENDING_FORM_TASKS = text(
 )
 
 # -- name: my_recent_runs -- runs a Slack user started, or took part in, newest first.
+# -- (each branch reads its own index: runs started by a person, form tasks by completer, cards by
+# -- recipient; the newest :limit of each, then the newest :limit of them all)
 MY_RECENT_RUNS = text(
     """
     SELECT r.id, r.workflow, r.status, r.error, r.created_at, r.updated_at, r.finished_at
     FROM runs r
-    WHERE r.trigger ->> 'user' = :user
-       OR r.id IN (SELECT t.run_id FROM tasks t WHERE t.completed_by = :user)
-       OR r.id IN (SELECT t.run_id FROM tasks t JOIN slack_task_messages m ON m.task_id = t.id
-                   WHERE m.recipient = :user)
+    WHERE r.id IN (
+        (SELECT id FROM runs WHERE (trigger ->> 'user') IS NOT NULL AND trigger ->> 'user' = :user
+         ORDER BY created_at DESC LIMIT :limit)
+        UNION
+        (SELECT run_id FROM tasks WHERE kind = 'form' AND completed_by = :user ORDER BY id DESC LIMIT :limit)
+        UNION
+        (SELECT t.run_id FROM slack_task_messages m JOIN tasks t ON t.id = m.task_id
+         WHERE m.recipient IN (:user, 'claim:' || :user) ORDER BY m.task_id DESC LIMIT :limit)
+    )
     ORDER BY r.created_at DESC, r.id
     LIMIT :limit
     """
@@ -719,5 +726,67 @@ SLOWEST_STEPS = text(
     GROUP BY workflow, stage
     ORDER BY max_seconds DESC, workflow, stage
     LIMIT :limit
+    """
+)
+
+# ---------------------------------------------------------------------------------------------
+# Slack: reminders, escalation and reassignment of waiting form tasks (bot.reminders)
+# ---------------------------------------------------------------------------------------------
+
+# -- name: outbox_note_progress -- remember what a multi-message effect already sent, so a retried
+# -- delivery does not send it twice (the final result overwrites it).
+OUTBOX_NOTE_PROGRESS = text(
+    "UPDATE outbox SET result = COALESCE(result, CAST('{}' AS jsonb)) || :patch WHERE id = :id"
+)
+
+# -- name: outbox_result -- what an effect recorded so far.
+OUTBOX_RESULT = text("SELECT result FROM outbox WHERE id = :id")
+
+# -- name: runs_by_id_prefix -- runs whose id starts with what a person typed (short ids).
+RUNS_BY_ID_PREFIX = text(
+    "SELECT id FROM runs WHERE CAST(id AS text) LIKE :prefix || '%' ORDER BY created_at DESC LIMIT 2"
+)
+
+# ---------------------------------------------------------------------------------------------
+# Hooks: a delivery committed in one statement (the hot path of `POST /hooks/<path>`)
+# ---------------------------------------------------------------------------------------------
+
+# -- name: deliver_hook -- record a hook delivery and start its runs (one per send, ids made by the
+# -- caller) with their first script tasks and "created" events, as ONE statement in its own
+# -- implicit transaction (one round trip). A concurrent twin with the same delivery id makes the
+# -- delivery insert return nothing; every other insert then selects no rows. (Workers are woken
+# -- by a separate, coalesced NOTIFY: a NOTIFY here would serialise the commits.)
+DELIVER_HOOK = text(
+    """
+    WITH d AS (
+        INSERT INTO hook_deliveries (hook, delivery_id, method, status, response_headers, response_body,
+                                     run_ids, unrouted, log, created_at)
+        VALUES (:hook, :delivery_id, :method, :status, CAST(:headers AS jsonb), :body,
+                CAST(:run_ids_json AS jsonb), CAST(:unrouted AS jsonb), CAST(:log AS jsonb),
+                CAST(:now AS timestamptz))
+        ON CONFLICT (hook, delivery_id) WHERE delivery_id IS NOT NULL DO NOTHING
+        RETURNING id
+    ), new_runs AS (
+        INSERT INTO runs (id, workflow, trigger, context, status, created_at, updated_at)
+        SELECT r.id, :workflow, CAST(:trigger AS jsonb), CAST(:context AS jsonb), 'running',
+               CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+        FROM unnest(CAST(:run_ids AS uuid[])) AS r(id)
+        WHERE EXISTS (SELECT 1 FROM d)
+    ), new_tasks AS (
+        INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
+                           lease_seconds, available_at, created_at)
+        SELECT x.run_id, :workflow, x.stage, 'script', x.type, x.payload, 'pending', x.max_attempts,
+               x.lease_seconds, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+        FROM unnest(CAST(:task_run_ids AS uuid[]), CAST(:stages AS text[]), CAST(:types AS text[]),
+                    CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:max_attempts AS int[]),
+                    CAST(:leases AS int[]))
+             AS x(run_id, stage, type, payload, max_attempts, lease_seconds)
+        WHERE EXISTS (SELECT 1 FROM d)
+        RETURNING id
+    ), ev AS (
+        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
+        SELECT id, NULL, 'pending', :actor, 'created', CAST(:now AS timestamptz) FROM new_tasks
+    )
+    SELECT (SELECT id FROM d) AS delivery, (SELECT count(*) FROM new_tasks) AS tasks
     """
 )

@@ -43,11 +43,15 @@ class Settings:
     concurrency: int = 16
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Largest hook request body (``FLOWBOT_HOOK_MAX_BYTES``); a hook may lower it with ``max_bytes=``.
+    hook_max_bytes: int = DEFAULT_MAX_BODY_BYTES
     poll_interval: float = 5.0
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
     slack_api_url: str | None = None
+    #: How late (seconds) a missed job fire may still run when a scheduler starts; else skipped.
+    job_misfire_grace: int = 3600
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -64,10 +68,12 @@ class Settings:
             concurrency=_int(env, "FLOWBOT_CONCURRENCY", 16),
             max_payload_bytes=_int(env, "FLOWBOT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
             max_body_bytes=_int(env, "FLOWBOT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            hook_max_bytes=_int(env, "FLOWBOT_HOOK_MAX_BYTES", DEFAULT_MAX_BODY_BYTES),
             slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
             slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,
             slack_api_url=env.get("SLACK_API_URL") or None,
+            job_misfire_grace=_int(env, "FLOWBOT_JOB_MISFIRE_GRACE", 3600),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -366,7 +366,7 @@ class Store:
         items: list[Finished | Failed] = [*finished, *failed]
         run_ids = sorted({str(f.task["run_id"]) for f in items})
         async with self.db.transaction() as tx:
-            await tx.execute(queries.LOCK_RUNS, {"ids": run_ids})
+            locked = await tx.fetch_all(queries.LOCK_RUNS, {"ids": run_ids})
             if failed:
                 moved = await tx.fetch_all(
                     queries.RETRY_OR_FAIL_TASKS,
@@ -388,7 +388,12 @@ class Store:
                 result.completed = sorted(ok)
                 result.lost = [f.task["id"] for f in finished if f.task["id"] not in ok]
                 await self._apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
-            result.runs = await tx.fetch_all(queries.REFRESH_RUN_STATUS, {"ids": run_ids, "now": now})
+            # A running run that just got a new script task is still running: deriving its
+            # status again would change nothing (and is most of the work of a big batch).
+            busy = {str(c["run_id"]) for c in result.created if c["kind"] == StageKind.SCRIPT.value}
+            refresh = [str(r["id"]) for r in locked if r["status"] != "running" or str(r["id"]) not in busy]
+            if refresh:
+                result.runs = await tx.fetch_all(queries.REFRESH_RUN_STATUS, {"ids": refresh, "now": now})
         return result
 
     async def _apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:

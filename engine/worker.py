@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.db import NOTIFY_CHANNEL, Row
-from engine.errors import DatabaseError
-from engine.runner import run_script
+from engine.errors import DatabaseError, FlowbotError
+from engine.runner import failure, run_script
 from engine.store import Failed, Finished, Store
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,11 @@ class WorkerOptions:
     """How one worker behaves."""
 
     concurrency: int = 16
-    #: Most tasks claimed in one query.
-    claim_batch: int = 100
+    #: Most tasks claimed in one query; by default a quarter of ``concurrency`` (at most 500), so
+    #: that one batch is being claimed while others run and commit.
+    claim_batch: int | None = None
+    #: Commits in flight at once: while one waits on the database, the next batch gathers.
+    commit_concurrency: int = 3
     poll_interval: float = 5.0
     #: How long shutdown waits for running stages before releasing their tasks.
     shutdown_grace: float = 20.0
@@ -60,7 +63,8 @@ class Worker:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._pending_commit: set[int] = set()
         self._slot_free = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
+        self._commits: set[asyncio.Task[None]] = set()
+        self._claim_batch = self.options.claim_batch or max(1, min(500, self.options.concurrency // 4))
         self._executor = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="stage")
         self.completed = 0
         self.failed = 0
@@ -96,15 +100,16 @@ class Worker:
                     self._slot_free.clear()
                     continue
                 self._wake.clear()
+                want = min(free, self._claim_batch)
                 try:
-                    rows = await self.store.claim(self.id, min(free, self.options.claim_batch), self.options.workflows)
+                    rows = await self.store.claim(self.id, want, self.options.workflows)
                 except DatabaseError as exc:
                     log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                     rows = []
                     await asyncio.sleep(1)
                 for row in rows:
                     self._running[row["id"]] = asyncio.create_task(self._execute(row))
-                if len(rows) < free:
+                if len(rows) < want:
                     # Drained: sleep until a NOTIFY, the poll interval, or stop.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), self.options.poll_interval)
@@ -123,32 +128,60 @@ class Worker:
                     t.cancel()
 
     async def _execute(self, row: Row) -> None:
-        stage = self.store.stage_of(row)
-        result = await run_script(stage, row, max_payload_bytes=self.options.max_payload_bytes,
-                                  executor=self._executor)
+        result: Finished | Failed
+        try:
+            stage = self.store.stage_of(row)
+        except FlowbotError as exc:
+            # A task for a workflow or stage this worker's code does not have (renamed, removed,
+            # or another deployment's): fail it with retries rather than hold its lease forever.
+            result = failure(row, exc)
+        else:
+            result = await run_script(stage, row, max_payload_bytes=self.options.max_payload_bytes,
+                                      executor=self._executor)
         self._running.pop(row["id"], None)
         self._pending_commit.add(row["id"])
         self._results.append(result)
         self._result_ready.set()
 
     async def _flush_loop(self) -> None:
+        # Up to ``commit_concurrency`` commits in flight; each takes every result gathered since
+        # the previous one started. Light load: one task per commit, at once. Heavy load: the
+        # batches grow by themselves while earlier commits wait on the database.
+        slots = asyncio.Semaphore(self.options.commit_concurrency)
         while True:
             await self._result_ready.wait()
+            await slots.acquire()
             self._result_ready.clear()
-            await self.flush()
+            batch, self._results = self._results, []
+            if not batch:
+                slots.release()
+                continue
+            commit = asyncio.create_task(self._commit(batch))
+            self._commits.add(commit)
+
+            def done(t: asyncio.Task[None]) -> None:
+                self._commits.discard(t)
+                slots.release()
+
+            commit.add_done_callback(done)
 
     async def flush(self) -> None:
-        """Commit every result gathered so far in one transaction (retried on database errors)."""
-        # One flush at a time: shutdown's final flush must wait for a commit the flush loop has in
-        # flight (cancelling that commit would roll back stages that already ran).
-        async with self._flush_lock:
-            await self._flush()
+        """Commit every result gathered so far and wait for the commits already in flight."""
+        # Shutdown's final flush: commits in flight are awaited, never cancelled (cancelling one
+        # would roll back stages that already ran).
+        while self._results or self._commits:
+            if self._results:
+                batch, self._results = self._results, []
+                await self._commit(batch)
+            if self._commits:
+                await asyncio.wait(list(self._commits))
 
-    async def _flush(self) -> None:
-        while self._results:
-            batch, self._results = self._results, []
-            finished = [r for r in batch if isinstance(r, Finished)]
-            failed = [r for r in batch if isinstance(r, Failed)]
+    async def _commit(self, batch: list[Finished | Failed]) -> None:
+        """Commit one batch in one transaction, retried on database errors."""
+        finished = [r for r in batch if isinstance(r, Finished)]
+        failed = [r for r in batch if isinstance(r, Failed)]
+        result = None
+        try:
             for attempt in range(5):
                 try:
                     result = await self.store.commit(self.id, finished, failed)
@@ -159,7 +192,10 @@ class Worker:
             else:
                 # The leases will expire and the tasks run again: nothing is lost.
                 log.error("giving up committing %d results", len(batch), extra={"action": "commit_gave_up"})
-                result = None
+        except Exception:
+            # Not the database's fault (a bug): same outcome, the leases expire and the tasks rerun.
+            log.exception("committing %d results failed", len(batch), extra={"action": "commit_crashed"})
+        finally:
             if result is not None:
                 self.completed += len(result.completed)
                 self.failed += len(failed)
@@ -172,9 +208,10 @@ class Worker:
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         # Renew well before the shortest lease runs out (a stage's lease= may be shorter than
-        # the default), including results still waiting for their commit.
+        # the default), including results still waiting for their commit. Runs until shutdown
+        # cancels it, after the grace period: stages finishing after stop keep their leases.
         leases = [s.lease for s in self.store.registry.stages() if s.lease] + [self.store.lease_seconds]
-        while not stop.is_set():
+        while True:
             await asyncio.sleep(max(0.2, min(leases) / 3))
             ids = [*self._running, *self._pending_commit]
             if not ids:
@@ -196,15 +233,17 @@ class Worker:
                 await asyncio.wait_for(stop.wait(), self.options.reap_interval)
 
     async def _shutdown(self, flusher: asyncio.Task[None], side: list[asyncio.Task[None]]) -> None:
-        for t in side:
+        heartbeat, *others = side
+        for t in others:
             t.cancel()
         running = list(self._running.values())
         if running:
             _done, not_done = await asyncio.wait(running, timeout=self.options.shutdown_grace)
             for t in not_done:
                 t.cancel()
-        await self.flush()
         flusher.cancel()
+        await self.flush()
+        heartbeat.cancel()
         leftover = list(self._running)
         if leftover:
             n = await self.store.release(self.id, leftover)

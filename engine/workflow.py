@@ -123,7 +123,8 @@ class Workflow:
     >>> review = workflow.form("review", assignee="{manager_email}")
     """
 
-    def __init__(self, name: str, *, title: str | None = None, description: str = "") -> None:
+    def __init__(self, name: str, *, title: str | None = None, description: str = "",
+                 starters: Sequence[Any] | None = None) -> None:
         self.name = name
         self.title = title or name.replace("-", " ").replace("_", " ").capitalize()
         self.description = description
@@ -132,6 +133,11 @@ class Workflow:
         self.where = _caller()
         #: Problems found while declaring (duplicate names...), reported by the loader.
         self.declaration_errors: list[tuple[str, Where]] = []
+        #: Who may start a run from Slack (`/flowbot start`): emails, Slack user ids, user groups
+        #: (``S…`` / ``@handle``), channels (``C…`` / ``#name``) or ``Team``s; None: everyone.
+        self.starters: tuple[Any, ...] | None = None if starters is None else tuple(
+            [starters] if isinstance(starters, str) else starters)
+        self.declaration_errors += [(msg, self.where) for msg in check_people_refs("starters", self.starters)]
         #: Filled in by the loader: the workflow's package directory.
         self.package_dir: str | None = None
 
@@ -182,7 +188,7 @@ class Workflow:
     ) -> Stage:
         """A stage a person completes: ``form(task)`` builds the Form, ``run(task, answers, ctx)``
         handles the answers. Without ``assignee`` it is a start form (nothing flows into it)."""
-        return self._add(
+        stage = self._add(
             name,
             StageKind.FORM,
             module,
@@ -191,6 +197,8 @@ class Workflow:
             max_attempts=max_attempts,
             options=options,
         )
+        self.declaration_errors += [(msg, stage.where) for msg in check_follow_up(name, options)]
+        return stage
 
     def hook(
         self,
@@ -274,3 +282,47 @@ class Workflow:
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name} ({len(self.stages)} stages)>"
+
+
+# -- people references of a declaration (starters, escalation targets) ----------------------------
+
+#: A Slack user id, user group id, channel id; an email; a user group handle or channel name; a
+#: ``{payload_key}`` template (filled from the task, for ``escalate_to=``).
+_PEOPLE_REF_RE = re.compile(
+    r"^([UWSCG][A-Z0-9]{2,}|[^@\s{}]+@[^@\s{}]+\.[^@\s{}]+|[@#][a-z0-9][a-z0-9._-]*|\{[A-Za-z_][A-Za-z0-9_.]*\})$"
+)
+#: Form options of the follow-up of a waiting task: reminder and escalation delays in seconds.
+FOLLOW_UP_DELAYS = ("remind_after", "escalate_after")
+
+
+def check_people_refs(what: str, refs: Sequence[Any] | None) -> list[str]:
+    """Problems of a list of people references (``starters=``, ``escalate_to=``)."""
+    if refs is None:
+        return []
+    from engine.assignees import Team
+
+    problems = []
+    for ref in refs:
+        value = ref.ref if isinstance(ref, Team) else ref
+        if not isinstance(value, str) or not _PEOPLE_REF_RE.match(value.strip()):
+            problems.append(
+                f"{what}: {ref!r} is not an email, a Slack user id (U…), a user group (S… or @handle), "
+                "a channel (C… or #name) or a Team"
+            )
+    return problems
+
+
+def check_follow_up(name: str, options: dict[str, Any]) -> list[str]:
+    """Problems of a form's ``remind_after=`` / ``escalate_after=`` / ``escalate_to=``."""
+    problems = []
+    for key in FOLLOW_UP_DELAYS:
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            problems.append(f'form "{name}": {key} must be a positive number of seconds, got {value!r}')
+    target = options.get("escalate_to")
+    if (options.get("escalate_after") is None) != (target is None):
+        problems.append(f'form "{name}": escalate_after= and escalate_to= go together')
+    if target is not None:
+        refs = [target] if isinstance(target, str) or not isinstance(target, list | tuple) else list(target)
+        problems += check_people_refs(f'form "{name}": escalate_to', refs)
+    return problems

@@ -26,6 +26,10 @@ from engine.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+#: Slack fixtures (fake_slack, slack_app) for the Slack integration tests.
+pytest_plugins = ["tests.slack"]
 
 TEMPLATE = "flowbot_template"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -93,16 +94,19 @@ async def scalar(store: Store, sql: str, **params: Any) -> Any:
         return await tx.fetch_value(text(sql), params)
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 10.0,
-                     interval: float = 0.05, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy (bounded; real time)."""
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], Awaitable[Any]], *, within: float | None = None,
+                     interval: float = 0.05, what: str = "condition",
+                     timeout: float | None = None) -> Any:  # noqa: ASYNC109
+    """Poll ``check`` until it returns something truthy, for at most ``within`` seconds (10 by
+    default; ``timeout`` is the older name of the same bound). Real time."""
+    limit = within if within is not None else (timeout if timeout is not None else 10.0)
+    deadline = time.monotonic() + limit
     while True:
         value = await check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            raise AssertionError(f"timed out after {limit:g} s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -154,3 +158,22 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
             proc.kill()
             proc.wait(5)
     return proc.returncode
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    """Wait until a background ``flowbot run`` accepts connections on ``port`` (or fail with its log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"flowbot exited:\n{log.read_text()}"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"flowbot did not listen on {port} within {timeout:g} s:\n{log.read_text()}")

@@ -1,4 +1,9 @@
-"""HTTP hooks: `POST /hooks/<path>` starts runs; per-hook authentication lives in `auth`."""
+"""HTTP hooks: `POST /hooks/<path>` starts runs; per-hook authentication lives in `auth`.
+
+Importing this package plugs the hook declaration checks into the workflow loader
+(``engine.hooks.checks``). Serving lives in ``engine.hooks.http``, ``flowbot hooks`` in
+``engine.hooks.cli``; neither is imported here.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,10 @@ from engine.hooks.auth import (
     sign_slack,
     sign_stripe,
 )
+from engine.hooks.checks import register_checks
+from engine.hooks.request import HookFile, HookRequest, HookResponse
+
+register_checks()
 
 __all__ = [
     "BearerAuth",
@@ -24,6 +33,9 @@ __all__ = [
     "HookAuth",
     "HookAuthError",
     "HookConfigError",
+    "HookFile",
+    "HookRequest",
+    "HookResponse",
     "SlackAuth",
     "StripeAuth",
     "sign_github",

@@ -24,5 +24,5 @@ def run(task: Task, answers: dict, ctx: Context) -> None:
         "level": answers["level"],
         "reason": answers["reason"],
         "approver": answers["approver"],
-        "requester": ctx.run.get("started_by"),
+        "requester": task.get("started_by") or ctx.run.get("started_by"),
     })

@@ -17,8 +17,8 @@ form = Form(
 
 
 def run(task: Task, answers: dict, ctx: Context) -> None:
-    # The slash command records who started the run in its context.
-    requester = ctx.run.get("started_by")
+    # `/flowbot start` puts the Slack user who ran it in the payload (it cannot be typed in).
+    requester = task.get("started_by") or ctx.run.get("started_by")
     ctx.send("expense", {
         "employee": f"<@{requester}>" if requester else "someone",
         "requester": requester,

@@ -13,5 +13,5 @@ def run(task: Task, ctx: Context) -> None:
     ctx.send("ticket", {
         "summary": summary,
         "priority": priority if priority in PRIORITIES else "normal",
-        "requester": ctx.run.get("started_by"),
+        "requester": task.get("started_by") or ctx.run.get("started_by"),
     })

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
 import pytest
+from support import FakeClock, drain, events, eventually, run_once, scalar, task_row
 
 from engine import queries
 from engine.runner import run_script
 from engine.store import Store
 from engine.worker import Worker, WorkerOptions
-from support import FakeClock, drain, events, run_once, scalar, task_row
 
 STAGES = {
     "life/workflow.py": """
@@ -27,6 +28,8 @@ STAGES = {
         flaky = workflow.script("flaky", max_attempts=4)
         slow = workflow.script("slow")
         after = workflow.script("after")
+        together = workflow.script("together")
+        bad_send = workflow.script("bad-send", max_attempts=1)
         workflow.transition(work, after, on="next")
         workflow.transition(flaky, after)
         workflow.transition(slow, after)
@@ -60,6 +63,24 @@ STAGES = {
     "life/after.py": """
         def run(task, ctx):
             pass
+    """,
+    "life/together.py": """
+        import threading
+
+        barrier = threading.Barrier(4, timeout=30)
+        threads = []
+
+        def run(task, ctx):
+            # Four sync stages can only all reach the barrier if they run at the same time,
+            # each on a thread of the pool, off the event loop.
+            threads.append(threading.current_thread().name)
+            barrier.wait()
+    """,
+    "life/bad_send.py": """
+        def run(task, ctx):
+            if task["what"] == "list":
+                ctx.send("next", ["not", "an", "object"])
+            ctx.send("next", {"blob": "x" * 500})
     """,
 }
 
@@ -349,7 +370,123 @@ async def test_a_stopping_worker_releases_a_stage_that_outlives_the_grace_period
     assert await run_status(store, run_id) == "running"
 
 
+async def test_a_stopping_worker_keeps_renewing_the_lease_of_a_stage_finishing_in_the_grace_period(
+        make_stages, store_for) -> None:
+    # A 1-second lease, a stage of 2.5 s still running when stop is set: another worker's reaper
+    # must not take the task back while the grace period lets it finish.
+    store = store_for(make_stages(STAGES), lease_seconds=1)
+    module = store.registry.get("life").stage("slow").module
+    assert module is not None
+    module.started = asyncio.Event()
+    run_id, task_id = await start(store, "slow", {"seconds": 2.5})
+    stop = asyncio.Event()
+    worker = Worker(store, WorkerOptions(shutdown_grace=10, poll_interval=0.2), name="wk")
+    running = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(module.started.wait(), timeout=10)
+    stop.set()
+    reaped = []
+    for _ in range(4):
+        await asyncio.sleep(0.5)
+        reaped += await store.reap_expired(actor="other-worker")
+    await asyncio.wait_for(running, timeout=20)
+    assert reaped == []
+    saved = await task_row(store, task_id)
+    assert (saved["status"], saved["attempts"], saved["completed_by"]) == ("completed", 1, "wk")
+    # Its send went out once; the follow-up waits for a worker (this one stopped).
+    assert await scalar(store, "SELECT array_agg(stage || ':' || status ORDER BY id) FROM tasks WHERE run_id = :r",
+                        r=_uuid(run_id)) == ["slow:completed", "after:pending"]
+
+
 def _uuid(value: str):
     import uuid
 
     return uuid.UUID(value)
+
+
+# -- stage code -------------------------------------------------------------------------------------
+
+
+async def test_a_send_of_a_non_object_or_oversized_payload_fails_the_stage_naming_it(store) -> None:
+    list_run, list_id = await start(store, "bad-send", {"what": "list"})
+    big_run, big_id = await start(store, "bad-send", {"what": "big"})
+    await run_once(store, max_payload_bytes=200)
+    listed, big = await task_row(store, list_id), await task_row(store, big_id)
+    assert listed["status"] == big["status"] == "failed"
+    assert listed["error"].startswith(
+        "PayloadError: life/bad-send: payload must be a JSON object (a dict), got list")
+    assert big["error"].startswith("PayloadError: life/bad-send: payload is ")
+    assert "over the 200-byte limit" in big["error"].split("\n")[0]
+    assert await scalar(store, "SELECT count(*) FROM tasks") == 2, "nothing was sent"
+    for run_id in (list_run, big_run):
+        assert await run_status(store, run_id) == "failed"
+
+
+async def test_sync_stages_run_concurrently_on_the_worker_thread_pool(make_stages, store_for) -> None:
+    store = store_for(make_stages(STAGES))
+    module = store.registry.get("life").stage("together").module
+    assert module is not None
+    ids = [(await start(store, "together"))[1] for _ in range(4)]
+    stop = asyncio.Event()
+    running = asyncio.create_task(Worker(store, WorkerOptions(concurrency=4, poll_interval=0.2)).run(stop))
+    try:
+        async def all_done() -> bool:
+            statuses = [(await task_row(store, i))["status"] for i in ids]
+            return all(st in ("completed", "failed") for st in statuses)
+
+        await eventually(all_done, within=40, what="the four tasks to finish")
+    finally:
+        stop.set()
+        await running
+    assert [(await task_row(store, i))["status"] for i in ids] == ["completed"] * 4
+    assert len(module.threads) == 4 and all(t.startswith("stage") for t in module.threads)
+
+
+async def test_an_idle_worker_is_woken_by_notify_not_by_its_poll(make_stages, store_for) -> None:
+    store = store_for(make_stages(STAGES))
+    stop = asyncio.Event()
+    worker = Worker(store, WorkerOptions(poll_interval=600), name="idle")
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        first_run, _ = await start(store, "work")  # proves the worker is up and then idle
+        await eventually(lambda: _is_completed(store, first_run), what="the first run")
+        await asyncio.sleep(0.2)
+        began = time.monotonic()
+        second_run, _ = await start(store, "work")
+        await eventually(lambda: _is_completed(store, second_run), within=20, what="the second run")
+        assert time.monotonic() - began < 20, "the worker waited for its 600 s poll"
+    finally:
+        stop.set()
+        await running
+    assert worker.completed == 2
+
+
+async def _is_completed(store: Store, run_id: str) -> bool:
+    return await run_status(store, run_id) == "completed"
+
+
+async def test_a_task_of_a_stage_this_worker_does_not_know_fails_instead_of_hanging(
+        make_stages, store_for) -> None:
+    # Deployed code no longer has the stage a queued task is for (renamed or removed): the task
+    # must fail visibly with retries, not stay locked by a worker that keeps renewing its lease.
+    old = store_for(make_stages(STAGES))
+    run_id, task_id = await start(old, "work")
+    renamed = {**STAGES, "life/labour.py": STAGES["life/work.py"],
+               "life/workflow.py": STAGES["life/workflow.py"].replace('script("work")', 'script("labour")')}
+    new = store_for(make_stages(renamed))
+    stop = asyncio.Event()
+    worker = Worker(new, WorkerOptions(poll_interval=0.2), name="new")
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        async def retried() -> bool:
+            saved = await task_row(new, task_id)
+            return saved["status"] == "pending" and saved["error"] is not None
+
+        await eventually(retried, within=20, what="the task back to pending with an error")
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+    saved = await task_row(new, task_id)
+    assert (saved["status"], saved["attempts"], saved["locked_by"]) == ("pending", 1, None)
+    assert saved["error"].startswith('UnknownStage: workflow "life" has no stage "work"')
+    assert worker.busy == 0
+    assert await run_status(new, run_id) == "running"

@@ -1,0 +1,377 @@
+"""Slack interactivity under a burst: ack latency of /slack/events and time to route the results.
+
+    python bench/slack.py [--clicks 100] [--submissions 100] [--rounds 2] [--rate 100]
+
+Starts an embedded Postgres in a temporary directory (or uses ``DATABASE_URL``, which must allow
+CREATE DATABASE), a fake Slack Web API on loopback (tests/fakeslack.py) and a real flowbot (the
+Slack plugin, its aiohttp server, a worker and the outbox dispatcher) in this process. It creates
+``--clicks`` approval tasks (Approve button in a DM) and ``--submissions`` form tasks (a modal
+already opened: a form session in Postgres), waits until every assignment DM is out, then sends
+all the signed requests at once: ``block_actions`` clicks on Approve and ``view_submission``s of
+the modals, exactly as Slack signs them. It prints:
+
+- ack latency (request sent → HTTP answer) p50 / p99 / max, per kind and overall;
+- the time from the first request until every task is completed and its follow-up task routed,
+  and until those follow-ups ran;
+- the same burst against a same-run Bolt app that only acks (same signing, same server stack),
+  the floor any Slack app on this machine pays;
+- both again with the same requests paced at ``--rate`` per second instead of all at once.
+
+The load generator and the fake Slack run in their own processes; the server under test (flowbot
+with its worker and outbox dispatcher, or the baseline) has this process to itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine import migrate, people  # noqa: E402
+from engine.app import open_app  # noqa: E402
+from engine.embedded import EmbeddedPostgres  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+from tests.fakeslack import FakeSlack  # noqa: E402
+
+SECRET = "bench-signing-secret"
+TOKEN = "xoxb-bench"
+USER = "U0BOB"
+
+STAGES = {
+    "bench/workflow.py": """
+        from engine import Workflow
+        workflow = Workflow("bench", title="Bench")
+        review = workflow.form("review", assignee="{approver}")
+        note = workflow.form("note", assignee="{approver}")
+        done = workflow.script("done")
+        workflow.transition(review, done, on="approved")
+        workflow.transition(note, done, on="noted")
+    """,
+    "bench/review.py": """
+        from engine.forms import Approval
+        form = Approval("Bench approval", {"Item": "{item}"})
+        def run(task, answers, ctx):
+            ctx.send(answers["decision"], task.payload)
+    """,
+    "bench/note.py": """
+        from engine.forms import Form, Text
+        form = Form("Bench note", [Text("note", "Note")])
+        def run(task, answers, ctx):
+            ctx.send("noted", {**task.payload, "note": answers["note"]})
+    """,
+    "bench/done.py": """
+        def run(task, ctx):
+            ctx.run["done"] = True
+    """,
+}
+
+
+def signed(body: str) -> dict[str, str]:
+    ts = str(int(time.time()))
+    digest = hmac.new(SECRET.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}",
+            "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def click_body(task_id: int) -> str:
+    payload = {
+        "type": "block_actions", "user": {"id": USER, "username": "bob", "team_id": "T0FAKE"},
+        "api_app_id": "A0FLOWBOT", "team": {"id": "T0FAKE", "domain": "fake"},
+        "trigger_id": f"{task_id}.{uuid.uuid4().int % 10**9}.abc", "response_url": "http://127.0.0.1:9/",
+        "container": {"type": "message", "channel_id": "D" + USER, "message_ts": "1.1"},
+        "channel": {"id": "D" + USER, "name": "directmessage"},
+        "message": {"type": "message", "ts": "1.1", "text": ""},
+        "actions": [{"type": "button", "action_id": "flowbot_approve", "block_id": "flowbot_task",
+                     "value": str(task_id), "action_ts": f"{time.time():.6f}"}],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def submit_body(view: dict[str, Any], note: str) -> str:
+    submitted = {**view, "id": f"V{uuid.uuid4().hex[:8]}",
+                 "state": {"values": {"note": {"note": {"type": "plain_text_input", "value": note}}}}}
+    payload = {"type": "view_submission", "user": {"id": USER, "username": "bob", "team_id": "T0FAKE"},
+               "api_app_id": "A0FLOWBOT", "team": {"id": "T0FAKE", "domain": "fake"},
+               "trigger_id": f"{uuid.uuid4().int % 10**9}.abc", "view": submitted}
+    return urlencode({"payload": json.dumps(payload)})
+
+
+async def burst(url: str, bodies: list[tuple[str, str]], rate: float | None = None
+                ) -> tuple[dict[str, list[float]], float]:
+    """Send every (kind, body) at once; ack latencies (ms) by kind, and when (wall clock) the
+    burst began. Answers other than 200 (Bolt answers 404 when a listener did not ack within
+    3 s) are counted under ``"<kind> not 200"``."""
+    latencies: dict[str, list[float]] = {}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        requests = [(kind, body, signed(body)) for kind, body in bodies]
+
+        async def one(i: int, kind: str, body: str, headers: dict[str, str]) -> None:
+            if rate:
+                await asyncio.sleep(max(0.0, start + i / rate - time.time()))
+            began = time.perf_counter()
+            async with session.post(url, data=body.encode(), headers=headers) as resp:
+                await resp.read()
+                status = resp.status
+            latencies.setdefault(kind, []).append((time.perf_counter() - began) * 1000)
+            if status != 200:
+                latencies.setdefault(f"{kind} not 200", []).append((time.perf_counter() - began) * 1000)
+
+        start = time.time()
+        await asyncio.gather(*(one(i, *r) for i, r in enumerate(requests)))
+    return latencies, start
+
+
+def _burst_in_child(url: str, bodies: list[tuple[str, str]], rate: float | None
+                    ) -> tuple[dict[str, list[float]], float]:
+    return asyncio.run(burst(url, bodies, rate))
+
+
+async def burst_elsewhere(url: str, bodies: list[tuple[str, str]], rate: float | None = None
+                          ) -> tuple[dict[str, list[float]], float]:
+    """``burst`` from a separate process: the load generator does not share the server's CPU."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return await asyncio.get_running_loop().run_in_executor(pool, _burst_in_child, url, bodies, rate)
+
+
+def _fake_slack_in_child(conn: Any) -> None:
+    async def serve() -> None:
+        async with FakeSlack() as fake:
+            fake.add_user("bob@example.com", USER)
+            conn.send(fake.url)
+            await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
+
+    asyncio.run(serve())
+
+
+@contextlib.contextmanager
+def fake_slack_elsewhere() -> Iterator[str]:
+    """A fake Slack Web API in its own process; yields its URL."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_fake_slack_in_child, args=(child,), daemon=True)
+    proc.start()
+    try:
+        yield str(parent.recv())
+    finally:
+        parent.send("stop")
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def line(name: str, values: list[float]) -> str:
+    return (f"  {name:<22} n={len(values):<4} p50 {statistics.median(values):7.1f} ms   "
+            f"p99 {pct(values, 99):7.1f} ms   max {max(values):7.1f} ms")
+
+
+@contextlib.asynccontextmanager
+async def database(tmp: Path) -> AsyncIterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    pg = None
+    if not url:
+        pg = EmbeddedPostgres(tmp / "pg")
+        url = await asyncio.to_thread(pg.start)
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from engine.embedded import sqlalchemy_url
+
+    name = f"bench_slack_{uuid.uuid4().hex[:8]}"
+    admin = make_url(sqlalchemy_url(url)).set(database="postgres").render_as_string(hide_password=False)
+    admin = admin.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    db_url = make_url(sqlalchemy_url(url)).set(database=name).render_as_string(hide_password=False)
+    try:
+        await migrate.upgrade(db_url)
+        yield db_url
+    finally:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await conn.close()
+        if pg is not None:
+            await asyncio.to_thread(pg.stop)
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], within: float = 300.0) -> float:
+    """Poll until ``check`` holds; returns the wall-clock time it did."""
+    deadline = time.time() + within
+    while not await check():
+        if time.time() > deadline:
+            raise TimeoutError("timed out")
+        await asyncio.sleep(0.01)
+    return time.time()
+
+
+async def count(app: Any, sql: str) -> int:
+    from sqlalchemy import text
+
+    async with app.db.transaction() as tx:
+        return int(await tx.fetch_value(text(sql)))
+
+
+async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, submissions: int,
+                        rate: float | None) -> tuple[dict[str, list[float]], float, float]:
+    from bot import modals
+    from engine.cli import outbox_part, worker_part
+    from engine.http import serve
+
+    settings = Settings(database_url=db_url, stages_dir=stages, home=stages.parent / "home", host="127.0.0.1",
+                        port=0, api_token="bench", poll_interval=0.2, slack_bot_token=TOKEN,
+                        slack_signing_secret=SECRET, slack_api_url=fake_url)
+    async with open_app(settings, pool_size=20) as app:
+        wf = app.registry.get("bench")
+        review, note = wf.stage("review"), wf.stage("note")
+        approvals = [(await app.store.start_run(review, {"item": f"i{i}", "approver": USER}))[1] for i in range(clicks)]
+        notes = [(await app.store.start_run(note, {"item": f"n{i}", "approver": USER}))[1] for i in range(submissions)]
+        form = note.module.form  # type: ignore[union-attr]
+        views = []
+        for task_id in notes:
+            sid = await people.open_session(app.db, user_id=USER, workflow="bench", stage="note", task_id=task_id,
+                                            page=form.pages[0].name, now=app.store.clock())
+            views.append(modals.form_view(form, {}, session_id=sid))
+        stop = asyncio.Event()
+        bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        parts = [serve(app, stop, host="127.0.0.1", port=0, ready=bound.set_result), worker_part(app)(stop),
+                 outbox_part(app)(stop)]
+        tasks = [asyncio.create_task(p) for p in parts]
+        port = await asyncio.wait_for(bound, 10)
+        total = clicks + submissions
+
+        async def cards_out() -> bool:
+            return await count(app, "SELECT count(*) FROM slack_task_messages") >= total
+
+        await wait_until(cards_out)  # the assignment DMs are out before the burst
+        bodies = [("button click", click_body(t)) for t in approvals]
+        bodies += [("modal submission", submit_body(v, f"note {i}")) for i, v in enumerate(views)]
+        bodies = [b for pair in zip(bodies[:clicks], bodies[clicks:], strict=False) for b in pair] + \
+            bodies[2 * min(clicks, submissions):]
+        latencies, start = await burst_elsewhere(f"http://127.0.0.1:{port}/slack/events", bodies, rate)
+
+        async def routed() -> bool:
+            return await count(app, "SELECT count(*) FROM tasks WHERE stage = 'done'") >= total
+
+        async def finished() -> bool:
+            return await count(app, "SELECT count(*) FROM tasks WHERE stage = 'done' AND status = 'completed'") >= total
+
+        routed_at = await wait_until(routed)
+        finished_at = await wait_until(finished)
+        failed = await count(app, "SELECT count(*) FROM tasks WHERE status = 'failed'")
+        if failed:
+            raise RuntimeError(f"{failed} tasks failed")
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return latencies, (routed_at - start) * 1000, (finished_at - start) * 1000
+
+
+async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: float | None
+                         ) -> dict[str, list[float]]:
+    from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+    from slack_bolt.async_app import AsyncApp
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    # The same client set-up as flowbot's (its auth.test answered by the same fake Slack).
+    bolt = AsyncApp(signing_secret=SECRET, client=AsyncWebClient(token=TOKEN, base_url=fake_url),
+                    process_before_response=False)
+
+    async def just_ack(ack: Any) -> None:
+        await ack()
+
+    bolt.action("flowbot_approve")(just_ack)
+    bolt.view_submission("flowbot_form")(just_ack)
+
+    async def events(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+    http = web.Application()
+    http.router.add_post("/slack/events", events)
+    runner = web.AppRunner(http, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    view = {"type": "modal", "callback_id": "flowbot_form", "private_metadata": "x",
+            "title": {"type": "plain_text", "text": "Bench"}, "blocks": []}
+    bodies = [("button click", click_body(i)) for i in range(clicks)]
+    bodies += [("modal submission", submit_body(view, "x")) for _ in range(submissions)]
+    try:
+        latencies, _ = await burst_elsewhere(f"http://127.0.0.1:{port}/slack/events", bodies, rate)
+    finally:
+        await runner.cleanup()
+    return latencies
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clicks", type=int, default=100)
+    parser.add_argument("--submissions", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="requests per second of the paced run (the burst sends them all at once)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    tmp = Path(tempfile.mkdtemp(prefix="flowbot-bench-slack-"))
+    stages = tmp / "stages"
+    for rel, src in STAGES.items():
+        (stages / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stages / rel).write_text(textwrap.dedent(src).lstrip())
+    total = args.clicks + args.submissions
+    print(f"{total} concurrent signed requests ({args.clicks} Approve clicks, {args.submissions} modal "
+          f"submissions), {args.rounds} round(s); client and fake Slack in their own processes")
+    try:
+        with fake_slack_elsewhere() as fake_url:
+            for r in range(1, args.rounds + 1):
+                for rate in (None, args.rate):
+                    mode = "all at once" if rate is None else f"paced at {rate:g} requests/s"
+                    async with database(tmp / f"r{r}{rate}") as db_url:
+                        lat, routed, finished = await flowbot_round(db_url, stages, fake_url, args.clicks,
+                                                                    args.submissions, rate)
+                    base = await baseline_round(fake_url, args.clicks, args.submissions, rate)
+                    print(f"round {r}, {mode}:")
+                    print(" flowbot /slack/events (ack):")
+                    for kind, values in lat.items():
+                        print(line(kind, values))
+                    print(line("all", [v for k, vs in lat.items() if "not 200" not in k for v in vs]))
+                    print(f"  every task completed and its follow-up routed: {routed:7.0f} ms after the first request")
+                    print(f"  every follow-up task ran:                      {finished:7.0f} ms")
+                    print(" baseline: Bolt app that only acks:")
+                    for kind, values in base.items():
+                        print(line(kind, values))
+                    print(line("all", [v for k, vs in base.items() if "not 200" not in k for v in vs]))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

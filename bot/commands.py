@@ -1,0 +1,304 @@
+"""The ``/flowbot`` slash command: start, status, tasks, reassign, help.
+
+Slack wants an answer within 3 seconds, so the listener acks at once (``help`` and malformed
+commands are answered right in the ack, which needs no I/O) and does the rest in a Bolt lazy
+listener, answering through the command's ``response_url`` (ephemeral). Lazy listeners run
+after the ack in both of Bolt's modes, so this stays right if ``process_before_response`` is
+ever turned on.
+
+Who may start a workflow is ``Workflow(..., starters=[...])``: emails, Slack user ids, user
+groups (``S…`` / ``@handle``), channels (``C…``) or ``Team``s; without ``starters`` everyone may.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bot import messages
+from bot.blocks import chunks, context, escape, header, section
+from bot.context import USER_ID_RE, BotContext, UserNotFound
+from engine import people, queries
+from engine.assignees import Team
+from engine.context import check_payload
+from engine.errors import FlowbotError, UnknownWorkflow
+from engine.forms import FormError
+from engine.workflow import StageKind, Workflow
+
+if TYPE_CHECKING:
+    from slack_bolt.async_app import AsyncApp
+
+log = logging.getLogger(__name__)
+
+COMMAND = messages.COMMAND
+KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Payload key the command sets to the Slack user who started the run (never taken from the text).
+STARTED_BY = "started_by"
+SUBCOMMANDS = ("start", "status", "tasks", "reassign", "help")
+TASKS_SHOWN = 20
+RUNS_SHOWN = 10
+STEPS_SHOWN = 40
+
+
+@dataclass
+class Reply:
+    """What the person sees: an ephemeral text (and blocks) — or nothing (a modal opened)."""
+
+    text: str | None = None
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+    def args(self) -> dict[str, Any]:
+        """Keyword arguments of ``respond`` / ``ack``."""
+        out: dict[str, Any] = {"text": self.text or "", "response_type": "ephemeral"}
+        if self.blocks:
+            out["blocks"] = self.blocks
+        return out
+
+
+@dataclass
+class Command:
+    """One ``/flowbot`` invocation."""
+
+    user_id: str
+    text: str
+    trigger_id: str | None = None
+    channel_id: str | None = None
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Command:
+        """From Slack's slash command body."""
+        return cls(str(body["user_id"]), str(body.get("text") or ""), body.get("trigger_id"), body.get("channel_id"))
+
+
+def split(text: str) -> list[str]:
+    """The words of a command (``key="two words"`` stays one word); ValueError on bad quotes."""
+    return shlex.split(text.replace("“", '"').replace("”", '"'))
+
+
+def parse_value(raw: str) -> Any:
+    """``42`` → 42, ``true`` → True, ``{"a": 1}`` → a dict; anything else stays text."""
+    if raw[:1] in "-0123456789[{" or raw in ("true", "false", "null"):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def parse_payload(args: list[str]) -> tuple[dict[str, Any], str | None]:
+    """``key=value`` words as a payload, or the first word that is not one."""
+    payload: dict[str, Any] = {}
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if not eq or not KEY_RE.match(key):
+            return {}, arg
+        payload[key] = parse_value(value)
+    return payload, None
+
+
+def quick_reply(ctx: BotContext, text: str) -> Reply | None:
+    """The answer that fits in the ack (no I/O): help, an unknown subcommand, bad quoting.
+    None when the command needs the lazy listener."""
+    try:
+        words = split(text)
+    except ValueError:
+        return Reply(messages.usage(f"{COMMAND} start <workflow> key=value ..."))
+    if not words or words[0] == "help":
+        wfs = sorted((w.name, w.title) for w in ctx.app.registry.workflows.values() if startable(w))
+        return Reply(messages.help_text(wfs))
+    if words[0] not in SUBCOMMANDS:
+        return Reply(messages.unknown_subcommand(escape(words[0])))
+    return None
+
+
+def startable(wf: Workflow) -> bool:
+    """Whether a workflow has somewhere a person can start it (a start form or one start script)."""
+    starts = wf.start_stages()
+    return any(s.kind is StageKind.FORM for s in starts) or len(starts) == 1
+
+
+# --- permission ---------------------------------------------------------------------------------
+
+
+async def may_start(ctx: BotContext, wf: Workflow, user_id: str) -> bool:
+    """Whether ``user_id`` is one of the workflow's ``starters`` (everyone when it has none)."""
+    if wf.starters is None:
+        return True
+    for ref in wf.starters:
+        value = (ref.ref if isinstance(ref, Team) else str(ref)).strip()
+        if value == user_id:
+            return True
+        if "@" in value and not value.startswith("@"):
+            try:
+                if await ctx.resolver.user_id(value) == user_id:
+                    return True
+            except UserNotFound:
+                continue
+        elif not USER_ID_RE.match(value) and await ctx.directory.is_member(value, user_id):
+            return True
+    return False
+
+
+# --- subcommands -----------------------------------------------------------------------------------
+
+
+async def start(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
+    """``start <workflow> [key=value ...]``: open its start form, or start a run."""
+    if not args:
+        return Reply(messages.usage(f"{COMMAND} start <workflow> [key=value ...]"))
+    try:
+        wf = ctx.app.registry.get(args[0])
+    except UnknownWorkflow:
+        return Reply(messages.unknown_workflow(escape(args[0]), sorted(ctx.app.registry.workflows)))
+    if not await may_start(ctx, wf, cmd.user_id):
+        return Reply(messages.not_a_starter(escape(wf.title)))
+    payload, bad = parse_payload(args[1:])
+    if bad is not None:
+        return Reply(messages.bad_argument(escape(bad)))
+    payload[STARTED_BY] = cmd.user_id
+    try:
+        payload = check_payload(payload, limit=ctx.settings.max_payload_bytes, where=f"{COMMAND} start")
+    except FlowbotError as exc:
+        return Reply(messages.start_failed(escape(wf.title), escape(str(exc))))
+    starts = wf.start_stages()
+    forms = [s for s in starts if s.kind is StageKind.FORM]
+    if forms:
+        if not cmd.trigger_id:
+            return Reply(messages.not_startable(escape(wf.title), "its start form needs a trigger id"))
+        from bot import interactions
+
+        try:
+            await interactions.open_start_form(ctx, cmd.trigger_id, cmd.user_id, forms[0], payload)
+        except FormError as exc:
+            return Reply(messages.start_failed(escape(wf.title), escape(str(exc))))
+        return Reply()
+    if len(starts) != 1:
+        reason = "it has no start stage" if not starts else "it has several start stages"
+        return Reply(messages.not_startable(escape(wf.title), reason))
+    run_id, _task = await ctx.store.start_run(
+        starts[0], payload, trigger={"kind": "slack", "user": cmd.user_id, "command": COMMAND},
+        context={STARTED_BY: cmd.user_id})
+    from bot.home import refresh_quietly
+
+    await refresh_quietly(ctx, cmd.user_id)
+    return Reply(messages.run_started(escape(wf.title), run_id))
+
+
+async def find_run(ctx: BotContext, ref: str) -> str | None:
+    """A run id from a full id or a prefix of at least 4 characters (unambiguous)."""
+    ref = ref.strip().lower()
+    if len(ref) < 4 or not re.fullmatch(r"[0-9a-f-]+", ref):
+        return None
+    rows = await ctx.app.db.fetch_all(queries.RUNS_BY_ID_PREFIX, {"prefix": ref})
+    return str(rows[0]["id"]) if len(rows) == 1 else None
+
+
+def report_blocks(ctx: BotContext, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's execution report as message blocks."""
+    from bot.home import workflow_title
+
+    title = workflow_title(ctx, data["workflow"])
+    blocks = [header(f"{title}: {data['status']}"), context(f"run `{data['id']}`")]
+    steps = data.get("steps") or []
+    lines = [messages.step_line(s["stage"], s["status"], s.get("completed_by")) for s in steps[:STEPS_SHOWN]]
+    blocks += [section(piece) for piece in chunks("\n".join(lines))] if lines else []
+    if len(steps) > STEPS_SHOWN:
+        blocks.append(context(messages.more_items(len(steps) - STEPS_SHOWN)))
+    if data.get("error"):
+        blocks.append(section(f":x: `{escape(str(data['error']).splitlines()[0])}`"))
+    unrouted = data.get("unrouted") or []
+    if unrouted:
+        blocks.append(context(f"{len(unrouted)} task(s) no transition took"))
+    return blocks
+
+
+async def status(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
+    """``status [run-id]``: one run's report, or my recent runs."""
+    from bot.home import recent_runs, run_blocks
+
+    if args:
+        run_id = await find_run(ctx, args[0])
+        data = await ctx.store.report(run_id) if run_id else None
+        if data is None:
+            return Reply(messages.unknown_run(escape(args[0])))
+        return Reply(f"{data['workflow']}: {data['status']}", report_blocks(ctx, data))
+    runs = await recent_runs(ctx, cmd.user_id, limit=RUNS_SHOWN)
+    if not runs:
+        return Reply(messages.NO_RUNS)
+    return Reply(messages.HOME_RUNS, [section(f"*{messages.HOME_RUNS}*"), *run_blocks(ctx, runs, RUNS_SHOWN)])
+
+
+async def tasks(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
+    """``tasks``: what waits for me, each with an Open button."""
+    from bot.home import TASKS_COUNTED, pending_tasks, task_blocks
+
+    rows = await pending_tasks(ctx, cmd.user_id, limit=TASKS_COUNTED)
+    if not rows:
+        return Reply(messages.NO_TASKS)
+    return Reply(messages.TASKS_TITLE,
+                 [section(f"*{messages.TASKS_TITLE}*"), *await task_blocks(ctx, rows, TASKS_SHOWN)])
+
+
+async def reassign(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
+    """``reassign <task-id> <@someone|email>``: hand one of my tasks to someone else."""
+    from bot import reminders
+    from bot.interactions import refusal
+
+    if len(args) != 2 or not args[0].isdigit():
+        return Reply(messages.usage(f"{COMMAND} reassign <task-id> <@someone|email>"))
+    result = await reminders.reassign(ctx, int(args[0]), args[1], cmd.user_id)
+    if result.status == people.INVALID:
+        return Reply(f":warning: {escape(result.message or '')}. Nothing was changed.")
+    if not result.ok:
+        return Reply(refusal(result))
+    to = reminders.describe((result.task or {}).get("assignee") or {})
+    from bot.home import refresh_quietly
+
+    await refresh_quietly(ctx, cmd.user_id)
+    return Reply(messages.reassign_done(int(args[0]), to))
+
+
+Handler = Callable[[BotContext, Command, list[str]], Awaitable[Reply]]
+HANDLERS: dict[str, Handler] = {"start": start, "status": status, "tasks": tasks, "reassign": reassign}
+
+
+async def handle(ctx: BotContext, cmd: Command) -> Reply:
+    """What ``/flowbot <text>`` does and answers (``quick_reply`` first)."""
+    quick = quick_reply(ctx, cmd.text)
+    if quick is not None:
+        return quick
+    words = split(cmd.text)
+    return await HANDLERS[words[0]](ctx, cmd, words[1:])
+
+
+# --- wiring ------------------------------------------------------------------------------------------
+
+
+def register(bolt: AsyncApp, ctx: BotContext) -> None:
+    """``/flowbot``: ack within the 3 seconds, then the work in a lazy listener."""
+
+    async def acknowledge(ack: Any, body: dict[str, Any]) -> None:
+        quick = quick_reply(ctx, str(body.get("text") or ""))
+        if quick is None:
+            await ack()
+        else:
+            await ack(**quick.args())
+
+    async def work(body: dict[str, Any], respond: Any) -> None:
+        cmd = Command.of(body)
+        if quick_reply(ctx, cmd.text) is not None:
+            return  # answered in the ack
+        try:
+            reply = await handle(ctx, cmd)
+        except Exception as exc:
+            log.exception("%s %s failed", COMMAND, cmd.text, extra={"action": "command_error"})
+            reply = Reply(messages.command_failed(f"{type(exc).__name__}: {exc}"))
+        if reply.text is not None:
+            await respond(**reply.args())
+
+    bolt.command(COMMAND)(ack=acknowledge, lazy=[work])

@@ -1,0 +1,299 @@
+"""Interactivity: the buttons of task cards, form modals (pages, validation, submission) and
+external-select options.
+
+Every listener acks first (Slack wants an answer within 3 seconds); a modal submission is the
+exception that decides before acking, because its validation errors and next page ride on the
+ack. Who may act is decided by ``engine.people`` (an assignee, or a member of the task's team);
+anyone else gets an ephemeral explanation and nothing changes. Of two racing answers the engine
+completes exactly one; the other person is told who won.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from bot import messages, modals
+from bot.cards import ACTION_APPROVE, ACTION_DECLINE, ACTION_OPEN
+from bot.context import BotContext
+from bot.delivery import ACTION_CLAIM
+from bot.views import errors_response, parse_submission, suggest_options
+from engine import people
+from engine.db import Row
+from engine.errors import FlowbotError
+from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
+from engine.runner import task_of
+from engine.workflow import Stage
+
+if TYPE_CHECKING:
+    from slack_bolt.async_app import AsyncApp
+
+log = logging.getLogger(__name__)
+
+#: Purposes of a form session.
+PURPOSE_FORM = "form"
+PURPOSE_DECLINE = "decline"
+PURPOSE_START = "start"
+
+
+def register(bolt: AsyncApp, ctx: BotContext) -> None:
+    """Add the card buttons, the form modal submission and the options listener to ``bolt``."""
+
+    async def on_approve(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        await decide(ctx, body, int(action["value"]), APPROVED)
+
+    async def on_decline(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        await decide(ctx, body, int(action["value"]), DECLINED)
+
+    async def on_open(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        await open_task_form(ctx, body["trigger_id"], body["user"]["id"], int(action["value"]), where=body)
+
+    async def on_claim(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        await claim(ctx, body, int(action["value"]))
+
+    async def on_submit(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        await ack(**await submission(ctx, body["user"]["id"], view))
+
+    async def on_options(ack: Any, body: dict[str, Any]) -> None:
+        await ack(**await options(ctx, body))
+
+    bolt.action(ACTION_APPROVE)(on_approve)
+    bolt.action(ACTION_DECLINE)(on_decline)
+    bolt.action(re.compile(rf"^{re.escape(ACTION_OPEN)}$"))(on_open)
+    bolt.action(ACTION_CLAIM)(on_claim)
+    bolt.view_submission(modals.CALLBACK_FORM)(on_submit)
+    bolt.options(re.compile(".*"))(on_options)
+
+
+# --- answering a person ------------------------------------------------------------------------
+
+
+async def tell(ctx: BotContext, body: dict[str, Any], text: str) -> None:
+    """An ephemeral answer where the person clicked; a notice modal when there is no channel
+    (a button in a view, e.g. the Home tab)."""
+    user = body["user"]["id"]
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    if channel:
+        await ctx.client.chat_postEphemeral(channel=channel, user=user, text=text)
+    elif body.get("trigger_id"):
+        await ctx.client.views_open(trigger_id=body["trigger_id"],
+                                    view=modals.notice_view(messages.NOTICE_TITLE, text))
+
+
+def refusal(result: people.Result) -> str:
+    """What to tell a person whose action did not take effect."""
+    if result.status == people.ALREADY:
+        if result.message == "claimed":
+            return messages.already_claimed(result.by)
+        return messages.already_done(result.by, result.at)
+    if result.status == people.FORBIDDEN:
+        assignee = (result.task or {}).get("assignee") or {}
+        if assignee.get("team") and not assignee.get("claimed_by"):
+            return messages.not_member(assignee["team"])
+        return messages.not_assignee(_named(assignee.get("users") or []))
+    if result.status == people.FAILED:
+        return messages.stage_failed(result.message)
+    return messages.gone(result.message)
+
+
+def _named(users: list[str]) -> list[str]:
+    return [f"<@{u}>" if u[:1] in ("U", "W") and "@" not in u else u for u in users]
+
+
+# --- context of a task -------------------------------------------------------------------------
+
+
+async def _form_of(ctx: BotContext, task: Row) -> tuple[Stage, Form]:
+    stage = ctx.store.stage_of(task)
+    return stage, await people.load_form(stage, task_of(task))
+
+
+# --- buttons -----------------------------------------------------------------------------------
+
+
+async def decide(ctx: BotContext, body: dict[str, Any], task_id: int, decision: str) -> None:
+    """Approve or Decline on an approval card (Decline asks for a comment when the form wants one)."""
+    user = body["user"]["id"]
+    allowed = await people.check(ctx.store, task_id, user, ctx.directory)
+    if not allowed.ok:
+        await tell(ctx, body, refusal(allowed))
+        return
+    assert allowed.task is not None
+    try:
+        _stage, form = await _form_of(ctx, allowed.task)
+    except Exception as exc:
+        await tell(ctx, body, messages.form_unavailable(f"{type(exc).__name__}: {exc}"))
+        return
+    if not isinstance(form, Approval):
+        await open_task_form(ctx, body["trigger_id"], user, task_id, where=body)
+        return
+    if decision == DECLINED and form.comment_on_decline:
+        await _open(ctx, body, user, allowed.task, form.decline_form(), purpose=PURPOSE_DECLINE)
+        return
+    result = await people.submit(ctx.store, task_id, form.answers(decision), user, ctx.directory,
+                                 max_payload_bytes=ctx.settings.max_payload_bytes)
+    if not result.ok:
+        await tell(ctx, body, refusal(result))
+
+
+async def claim(ctx: BotContext, body: dict[str, Any], task_id: int) -> None:
+    """A team member takes a team task (first claim wins; the cards follow through the outbox)."""
+    user = body["user"]["id"]
+    result = await people.claim(ctx.store, task_id, user, ctx.directory)
+    if not result.ok:
+        await tell(ctx, body, refusal(result))
+
+
+async def open_task_form(ctx: BotContext, trigger_id: str, user_id: str, task_id: int,
+                         *, where: dict[str, Any] | None = None) -> people.Result:
+    """Open the modal of a pending form task for ``user_id`` (if they may act on it).
+
+    ``where`` is the interaction body, to answer a refusal ephemerally where they clicked.
+    """
+    body = where or {"user": {"id": user_id}, "trigger_id": trigger_id}
+    body = {**body, "trigger_id": trigger_id}
+    allowed = await people.check(ctx.store, task_id, user_id, ctx.directory)
+    if not allowed.ok:
+        await tell(ctx, body, refusal(allowed))
+        return allowed
+    assert allowed.task is not None
+    try:
+        _stage, form = await _form_of(ctx, allowed.task)
+    except Exception as exc:
+        await tell(ctx, body, messages.form_unavailable(f"{type(exc).__name__}: {exc}"))
+        return people.Result(people.FAILED, task=allowed.task, message=str(exc))
+    await _open(ctx, body, user_id, allowed.task, form, purpose=PURPOSE_FORM)
+    return allowed
+
+
+async def _open(ctx: BotContext, body: dict[str, Any], user_id: str, task: Row, form: Form, *,
+                purpose: str) -> None:
+    page = form.first_page({})
+    sid = await people.open_session(ctx.app.db, user_id=user_id, workflow=task["workflow"], stage=task["stage"],
+                                    task_id=task["id"], page=page.name, purpose=purpose, now=ctx.store.clock())
+    try:
+        view = modals.form_view(form, task["payload"], session_id=sid, page=page)
+    except FormError as exc:
+        log.warning("form of task %s cannot be shown: %s", task["id"], exc, extra={"action": "form_unshowable"})
+        await tell(ctx, body, messages.form_unavailable(str(exc)))
+        return
+    # The session already points at the first page: saving again after views.open could undo a
+    # page the person submitted meanwhile.
+    await ctx.client.views_open(trigger_id=body["trigger_id"], view=view)
+
+
+async def open_start_form(ctx: BotContext, trigger_id: str, user_id: str, stage: Stage,
+                          payload: dict[str, Any] | None = None) -> str:
+    """Open a workflow's start form (``/flowbot start``); its submission starts the run.
+    Returns the form session id. Raises FormError when the form cannot be shown."""
+    form = await people.load_form(stage, task_of({"id": None, "type": "start", "payload": payload or {},
+                                                  "run_id": None, "stage": stage.name}))
+    page = form.first_page({})
+    sid = await people.open_session(ctx.app.db, user_id=user_id, workflow=stage.workflow.name, stage=stage.name,
+                                    payload=payload or {}, page=page.name, purpose=PURPOSE_START,
+                                    now=ctx.store.clock())
+    view = modals.form_view(form, payload or {}, session_id=sid, page=page)
+    await ctx.client.views_open(trigger_id=trigger_id, view=view)
+    return sid
+
+
+# --- modal submission --------------------------------------------------------------------------
+
+
+def _notice(text: str) -> dict[str, Any]:
+    return {"response_action": "update", "view": modals.notice_view(messages.NOTICE_TITLE, text)}
+
+
+def _field_error(form: Form, page: str | None, text: str) -> dict[str, Any]:
+    """An error shown under the page's first input (keeps the person's answers on screen)."""
+    inputs = form.page(page).inputs
+    if not inputs:
+        return _notice(text)
+    return errors_response({inputs[0].name: text})
+
+
+async def _session_form(ctx: BotContext, session: Row) -> tuple[Stage, Form, dict[str, Any], Row | None]:
+    """(stage, form, payload, task) of a form session."""
+    wf = ctx.app.registry.get(session["workflow"])
+    stage = wf.stage(session["stage"])
+    task: Row | None = None
+    if session["task_id"] is not None:
+        task = await people.get_task(ctx.app.db, int(session["task_id"]))
+        form = await people.load_form(stage, task_of(task))
+        payload = dict(task["payload"])
+    else:
+        payload = dict(session["payload"] or {})
+        form = await people.load_form(stage, task_of({"id": None, "type": "start", "payload": payload,
+                                                      "run_id": None, "stage": stage.name}))
+    if session["purpose"] == PURPOSE_DECLINE and isinstance(form, Approval):
+        return stage, form.decline_form(), payload, task
+    return stage, form, payload, task
+
+
+async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dict[str, Any]:
+    """The ack of a form modal's submission: errors, the next page, a notice, or nothing (close)."""
+    now = ctx.store.clock()
+    sid = str(view.get("private_metadata") or "")
+    session = await people.get_session(ctx.app.db, sid, now=now)
+    if session is None or session["user_id"] != user_id:
+        return _notice(messages.session_expired())
+    try:
+        stage, form, payload, task = await _session_form(ctx, session)
+    except FlowbotError as exc:
+        return _notice(messages.gone(str(exc)))
+    page = form.page(session["page"])
+    values = (view.get("state") or {}).get("values") or {}
+    page_answers = parse_submission(form, values, page)
+    answers = {**(session["answers"] or {}), **page_answers}
+    errors = form.validate(answers, page=page)
+    if errors:
+        return errors_response(errors)
+    following = form.next_page(page, answers)
+    if following is not None:
+        await people.save_session(ctx.app.db, sid, answers=page_answers, page=following.name)
+        try:
+            next_view = modals.form_view(form, payload, session_id=sid, page=following, answers=answers)
+        except FormError as exc:
+            return _field_error(form, page.name, messages.form_unavailable(str(exc)))
+        return {"response_action": "update", "view": next_view}
+    if session["purpose"] == PURPOSE_DECLINE:
+        approval = await people.load_form(stage, task_of(task)) if task is not None else None
+        assert isinstance(approval, Approval)
+        answers = approval.answers(DECLINED, answers.get("comment"))
+    limit = ctx.settings.max_payload_bytes
+    if task is None:
+        result = await people.start(ctx.store, stage, payload, answers, user_id, max_payload_bytes=limit,
+                                    trigger={"kind": "slack", "user": user_id, "stage": stage.name})
+    else:
+        result = await people.submit(ctx.store, int(task["id"]), answers, user_id, ctx.directory,
+                                     max_payload_bytes=limit)
+    if result.status == people.INVALID:
+        return errors_response(result.errors)
+    if result.status == people.FAILED:
+        return _field_error(form, page.name, messages.stage_failed(result.message))
+    if not result.ok:
+        return _notice(refusal(result))
+    await people.close_session(ctx.app.db, sid)
+    return {}
+
+
+# --- external select options -------------------------------------------------------------------
+
+
+async def options(ctx: BotContext, body: dict[str, Any]) -> dict[str, Any]:
+    """Options of an external select typed into (``options_from(query, payload)`` of the field)."""
+    view = body.get("view") or {}
+    session = await people.get_session(ctx.app.db, str(view.get("private_metadata") or ""), now=ctx.store.clock())
+    if session is None:
+        return {"options": []}
+    try:
+        _stage, form, payload, _task = await _session_form(ctx, session)
+        return suggest_options(form, str(body.get("action_id")), str(body.get("value") or ""), payload)
+    except Exception:
+        log.exception("options of %s failed", body.get("action_id"), extra={"action": "options_error"})
+        return {"options": []}
