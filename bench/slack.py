@@ -60,6 +60,8 @@ from tests.fakeslack import FakeSlack  # noqa: E402
 SECRET = "bench-signing-secret"
 TOKEN = "xoxb-bench"
 USER = "U0BOB"
+#: Connections kept open to Postgres (SQLAlchemy adds as many overflow ones, closed after use).
+POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "40"))
 
 STAGES = {
     "bench/workflow.py": """
@@ -250,7 +252,7 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
     settings = Settings(database_url=db_url, stages_dir=stages, home=stages.parent / "home", host="127.0.0.1",
                         port=0, api_token="bench", poll_interval=0.2, slack_bot_token=TOKEN,
                         slack_signing_secret=SECRET, slack_api_url=fake_url)
-    async with open_app(settings, pool_size=20) as app:
+    async with open_app(settings, pool_size=POOL_SIZE) as app:
         wf = app.registry.get("bench")
         review, note = wf.stage("review"), wf.stage("note")
         approvals = [(await app.store.start_run(review, {"item": f"i{i}", "approver": USER}))[1] for i in range(clicks)]

@@ -1,13 +1,14 @@
 """Throughput of flowbot against a raw asyncpg loop and procrastinate, on one Postgres server.
 
-    python bench/throughput.py [--tasks 20000] [--workers 1] [--concurrency 1000]
+    python bench/throughput.py [--tasks 20000] [--workers 2] [--concurrency 2000]
 
 Starts its own embedded Postgres in a temporary directory (or uses ``DATABASE_URL``, which must
 allow CREATE DATABASE), creates one database per contender on that server, and measures:
 
 a) flowbot: ``--tasks / 2`` runs of a two-stage script workflow (stage ``one`` sends a task that
    routes to stage ``two``; both stages are trivial async functions), started in one transaction,
-   then processed by ``flowbot worker`` subprocesses that were already up and idle: ``--tasks``
+   then processed by ``--workers`` ``flowbot worker`` subprocesses (default 2: one per core of the
+   2-core machine the targets are set for) that were already up and idle: ``--tasks``
    stage executions, each claimed, completed and logged in the task event log (3 events per
    task), with the follow-up routed and each run's status derived.
 b) raw asyncpg: 8 connections, each looping "claim one with FOR UPDATE SKIP LOCKED, complete it,
@@ -417,8 +418,8 @@ async def main_async(args: argparse.Namespace, server: Server, tmp: Path) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20000, help="tasks each contender completes (even)")
-    parser.add_argument("--workers", type=int, default=1, help="`flowbot worker` processes")
-    parser.add_argument("--concurrency", type=int, default=1000, help="FLOWBOT_CONCURRENCY of each worker")
+    parser.add_argument("--workers", type=int, default=2, help="`flowbot worker` processes (one per core)")
+    parser.add_argument("--concurrency", type=int, default=2000, help="FLOWBOT_CONCURRENCY of each worker")
     parser.add_argument("--raw-connections", type=int, default=8)
     parser.add_argument("--procrastinate-concurrency", type=int, default=10)
     parser.add_argument("--peer-tasks", type=int, default=0,

@@ -10,6 +10,7 @@ completes exactly one; the other person is told who won.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 PURPOSE_FORM = "form"
 PURPOSE_DECLINE = "decline"
 PURPOSE_START = "start"
+
+#: How long a modal submission may run the stage's code before the ack goes out (Slack allows 3 s).
+SUBMIT_BUDGET_SECONDS = 2.5
+#: Late submissions still being reported (kept referenced until done).
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 def register(bolt: AsyncApp, ctx: BotContext) -> None:
@@ -267,11 +273,18 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
         answers = approval.answers(DECLINED, answers.get("comment"))
     limit = ctx.settings.max_payload_bytes
     if task is None:
-        result = await people.start(ctx.store, stage, payload, answers, user_id, max_payload_bytes=limit,
-                                    trigger={"kind": "slack", "user": user_id, "stage": stage.name})
+        work = people.start(ctx.store, stage, payload, answers, user_id, max_payload_bytes=limit,
+                            trigger={"kind": "slack", "user": user_id, "stage": stage.name})
     else:
-        result = await people.submit(ctx.store, int(task["id"]), answers, user_id, ctx.directory,
-                                     max_payload_bytes=limit)
+        work = people.submit(ctx.store, int(task["id"]), answers, user_id, ctx.directory, max_payload_bytes=limit)
+    running = asyncio.ensure_future(work)
+    try:
+        # Slack drops an ack later than 3 s: a slow stage finishes after the ack, and the person
+        # hears of a failure by DM instead of in the modal.
+        result = await asyncio.wait_for(asyncio.shield(running), SUBMIT_BUDGET_SECONDS)
+    except TimeoutError:
+        running.add_done_callback(lambda done: _later(ctx, user_id, sid, done))
+        return _notice(messages.still_working())
     if result.status == people.INVALID:
         return errors_response(result.errors)
     if result.status == people.FAILED:
@@ -280,6 +293,29 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
         return _notice(refusal(result))
     await people.close_session(ctx.app.db, sid)
     return {}
+
+
+def _later(ctx: BotContext, user_id: str, sid: str, done: asyncio.Future[people.Result]) -> None:
+    """A submission that outlived its ack finished: close the session, or DM why it failed."""
+    task = asyncio.ensure_future(_report_later(ctx, user_id, sid, done))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+async def _report_later(ctx: BotContext, user_id: str, sid: str, done: asyncio.Future[people.Result]) -> None:
+    try:
+        result = done.result()
+    except Exception as exc:
+        log.exception("late submission failed", extra={"action": "late_submission_error"})
+        result = people.Result(people.FAILED, message=f"{type(exc).__name__}: {exc}")
+    if result.ok:
+        await people.close_session(ctx.app.db, sid)
+        return
+    if result.status == people.INVALID:
+        text = messages.stage_failed("; ".join(f"{k}: {v}" for k, v in result.errors.items()))
+    else:
+        text = refusal(result)
+    await ctx.client.chat_postMessage(channel=user_id, text=text)
 
 
 # --- external select options -------------------------------------------------------------------

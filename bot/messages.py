@@ -290,3 +290,9 @@ def form_unavailable(error: str) -> str:
 def notice_text_sent() -> str:
     """Confirmation of a decision taken on a card (ephemeral)."""
     return "Done: your answer was recorded."
+
+
+def still_working() -> str:
+    """Answer to a submission whose form code takes longer than Slack waits for."""
+    return ("Thanks: your answer is being processed. If it cannot be recorded you will get a direct "
+            "message saying why.")

@@ -34,13 +34,7 @@ class SlackPlugin:
         self._said_off = False
 
     def add_commands(self, subparsers: Any, settings_factory: Callable[[argparse.Namespace], Any]) -> None:
-        """``flowbot slack manifest [--url URL] [--name NAME] [--socket-mode]``.
-
-        Also plugs the form checks into the workflow loader, so every command (``flowbot
-        workflows``, ``flowbot run``...) refuses a form Slack would reject, with file and line."""
-        from engine import people
-
-        people.register_checks()
+        """``flowbot slack manifest [--url URL] [--name NAME] [--socket-mode]``."""
         slack = subparsers.add_parser("slack", help="the Slack app (manifest)")
         sub = slack.add_subparsers(dest="slack_command", required=True)
         p = sub.add_parser("manifest", help="print the Slack app manifest (JSON) to paste at api.slack.com/apps")

@@ -217,6 +217,13 @@ async def cmd_runs(args: argparse.Namespace) -> int:
 
 
 async def cmd_tasks(args: argparse.Namespace) -> int:
+    if args.run:
+        import uuid
+
+        try:
+            uuid.UUID(args.run)
+        except ValueError:
+            raise FlowbotError(f"--run must be a run id (UUID), got {args.run!r}") from None
     async with open_app(settings_from(args), load_plugins_=False, pool_size=2) as app:
         rows = await app.db.fetch_all(
             queries.LIST_TASKS,

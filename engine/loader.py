@@ -115,9 +115,9 @@ def discover(stages_dir: Path) -> list[Path]:
 
 def load_workflows(stages_dir: Path) -> Registry:
     """Import and validate every workflow; raise WorkflowLoadError listing all problems."""
-    # Hook and job checks plug themselves in when their packages are imported: import them here
-    # so validation never depends on what the caller happened to import first.
-    for checks in ("engine.hooks", "engine.jobs"):
+    # Hook, job and form checks plug themselves in when their modules are imported: import them
+    # here so validation never depends on what the caller happened to import first.
+    for checks in ("engine.hooks", "engine.jobs", "engine.people"):
         importlib.import_module(checks)
     stages_dir = stages_dir.resolve()
     errors: list[WorkflowError] = []

@@ -307,3 +307,6 @@ def register_checks() -> None:
 
     if check_form_stage not in STAGE_CHECKS:
         STAGE_CHECKS.append(check_form_stage)
+
+
+register_checks()

@@ -81,11 +81,18 @@ class ScheduleTrigger(BaseTrigger):
             # if asked earlier; ask earlier so the answer does not depend on when we ask.
             probe = start - _GAP_LOOKBACK
         fire = self.inner.get_next_fire_time(None, probe.astimezone(self.timezone))
+        last: datetime | None = None
         while fire is not None:
             instant = fire.astimezone(UTC)
             if instant >= start and not self._is_repeat(instant):
                 return instant
-            fire = self.inner.get_next_fire_time(fire, fire)
+            if last is not None and instant <= last:
+                # The trigger did not move forward (datetimes that lost their fold, as under
+                # freezegun): ask from one second later so the search always advances.
+                fire = self.inner.get_next_fire_time(None, (instant + timedelta(seconds=1)).astimezone(self.timezone))
+            else:
+                fire = self.inner.get_next_fire_time(fire, fire)
+            last = instant
         return None
 
     def _is_repeat(self, instant: datetime) -> bool:

@@ -1,10 +1,14 @@
 """Workers: claim script tasks, run their stages, commit the results in batches.
 
-One worker is one asyncio loop with ``concurrency`` task slots. It claims as many tasks as it has
-free slots (one query), runs them concurrently, and commits whatever finished while the previous
-commit was in flight in one transaction: under load, claims and completions batch themselves;
-under light load each task commits on its own at once. LISTEN/NOTIFY wakes idle workers; a slow
-poll is the fallback for a lost notification.
+One worker is one asyncio loop with ``concurrency`` task slots. It claims tasks into free slots,
+up to ``claim_batch`` per query (two claims in flight while there is a backlog), runs them
+concurrently (async stages on the loop, sync ones in a thread pool), and commits whatever
+finished in one transaction per batch: completions, the tasks they sent, their events and one
+NOTIFY. Up to ``commit_concurrency`` commits are in flight; each takes every result gathered
+since the previous one started, so under load batches grow by themselves while under light load
+each task commits on its own at once. A commit that fails is retried; one that keeps failing
+drops nothing (the leases expire and the tasks run again). LISTEN/NOTIFY wakes idle workers; a
+slow poll is the fallback for a lost notification.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class WorkerOptions:
     claim_batch: int | None = None
     #: Commits in flight at once: while one waits on the database, the next batch gathers.
     commit_concurrency: int = 3
+    #: Claims in flight at once while there is a backlog (an idle worker polls with one).
+    claim_concurrency: int = 2
     poll_interval: float = 5.0
     #: How long shutdown waits for running stages before releasing their tasks.
     shutdown_grace: float = 20.0
@@ -63,6 +69,8 @@ class Worker:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._pending_commit: set[int] = set()
         self._slot_free = asyncio.Event()
+        self._backlog = asyncio.Event()  # the last claim came back full: more claimers may help
+        self._reserved = 0  # slots asked for by claims in flight
         self._commits: set[asyncio.Task[None]] = set()
         self._claim_batch = self.options.claim_batch or max(1, min(500, self.options.concurrency // 4))
         self._executor = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="stage")
@@ -84,32 +92,47 @@ class Worker:
         flusher = asyncio.create_task(self._flush_loop())
         side = [asyncio.create_task(self._heartbeat_loop(stop)), asyncio.create_task(self._reap_loop(stop))]
         try:
-            async with self.store.db.listen(NOTIFY_CHANNEL, self.wake):
-                await self._claim_loop(stop)
+            async with self.store.db.listen(NOTIFY_CHANNEL, self.wake), asyncio.TaskGroup() as claimers:
+                for n in range(max(1, self.options.claim_concurrency)):
+                    claimers.create_task(self._claim_loop(stop, primary=n == 0))
         finally:
             await self._shutdown(flusher, side)
         log.info("worker stopped", extra={"action": "worker_stop", "worker": self.id})
 
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
+    async def _claim_loop(self, stop: asyncio.Event, *, primary: bool) -> None:
+        """Claim tasks into free slots. The primary claimer also waits for NOTIFY and polls; the
+        others only help while claims come back full (a backlog), so an idle worker sends one
+        query per poll interval."""
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
-                free = self.options.concurrency - self.busy
+                if not primary and not self._backlog.is_set():
+                    await self._wait_any(self._backlog.wait(), stopping)
+                    continue
+                free = self.options.concurrency - self.busy - self._reserved
                 if free <= 0:
                     await self._wait_any(self._slot_free.wait(), stopping)
                     self._slot_free.clear()
                     continue
-                self._wake.clear()
+                if primary:
+                    self._wake.clear()
                 want = min(free, self._claim_batch)
+                self._reserved += want
                 try:
                     rows = await self.store.claim(self.id, want, self.options.workflows)
                 except DatabaseError as exc:
                     log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                     rows = []
                     await asyncio.sleep(1)
+                finally:
+                    self._reserved -= want
                 for row in rows:
                     self._running[row["id"]] = asyncio.create_task(self._execute(row))
-                if len(rows) < want:
+                if len(rows) == want:
+                    self._backlog.set()
+                    continue
+                self._backlog.clear()
+                if primary:
                     # Drained: sleep until a NOTIFY, the poll interval, or stop.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), self.options.poll_interval)

@@ -105,9 +105,12 @@ def test_trigger_refuses_bad_input_and_starts_nothing(env) -> None:
     assert flowbot("runs", env=env).stdout.strip() == "(none)"
 
 
-def test_runs_show_of_an_unknown_run(env) -> None:
+def test_runs_show_of_an_unknown_run_and_tasks_of_a_malformed_run_id(env) -> None:
     out = flowbot("runs", "show", str(uuid.uuid4()), env=env)
     assert out.returncode == 1 and "no run" in out.stderr
+    out = flowbot("tasks", "--run", "not-a-uuid", env=env)
+    assert out.returncode == 1
+    assert "flowbot: --run must be a run id (UUID), got 'not-a-uuid'" in out.stderr
 
 
 def test_workflows_lists_the_shipped_workflows(env) -> None:

@@ -1,6 +1,6 @@
 """A worker killed with SIGKILL in the middle of a stage: nothing is lost, nothing runs twice.
 
-Real `flowbot worker` processes and real time with a short ``lease=1``: the stage marks that it
+Real `flowbot worker` processes and real time with a short ``lease=2``: the stage marks that it
 started (a file named after its attempt and pid), then sleeps; the test kills the process, waits
 for the lease to run out and starts another worker, whose reaper puts the task back to pending.
 """
@@ -24,10 +24,10 @@ STAGES = {
     "crashy/workflow.py": """
         from engine import Workflow
         workflow = Workflow("crashy")
-        once = workflow.script("hangs-once", lease=1)
-        always = workflow.script("hangs-always", lease=1, max_attempts=2)
+        once = workflow.script("hangs-once", lease=2)
+        always = workflow.script("hangs-always", lease=2, max_attempts=2)
         after = workflow.script("after")
-        graceful = workflow.script("takes-a-second", lease=1)
+        graceful = workflow.script("outlives-its-lease", lease=2)
         workflow.transition(once, after)
         workflow.transition(always, after)
     """,
@@ -50,13 +50,13 @@ STAGES = {
             Path(os.environ["CRASH_DIR"], f"{task.id}-{ctx.attempt}-{os.getpid()}").touch()
             time.sleep(60)
     """,
-    "crashy/takes_a_second.py": """
+    "crashy/outlives_its_lease.py": """
         import os, time
         from pathlib import Path
 
         def run(task, ctx):
             Path(os.environ["CRASH_DIR"], f"{task.id}-{ctx.attempt}-{os.getpid()}").touch()
-            time.sleep(1.5)
+            time.sleep(3)
             ctx.run["finished"] = True
     """,
     "crashy/after.py": """
@@ -99,8 +99,8 @@ async def kill_in_the_middle(store: Store, env: dict[str, str], marks: Path, tas
             return any(a == attempt for a, _ in await asyncio.to_thread(marks_of, marks, task_id))
 
         await wait_for(started, f"attempt {attempt} to start")
-        # Heartbeats keep a 1-second lease alive while the stage runs well past it.
-        await asyncio.sleep(2.5)
+        # Heartbeats keep a 2-second lease alive while the stage runs well past it.
+        await asyncio.sleep(3)
         row = await task_row(store, task_id)
         assert (row["status"], row["attempts"]) == ("locked", attempt), tail(log)
         proc.send_signal(signal.SIGKILL)
@@ -189,7 +189,7 @@ async def test_a_stage_killed_every_time_fails_after_max_attempts(setup, tmp_pat
 
 async def test_sigterm_lets_the_stage_in_flight_finish_and_commit_before_exiting(setup, tmp_path) -> None:
     store, env, marks = setup
-    run_id, task_id = await store.start_run(store.registry.get("crashy").stage("takes-a-second"), {})
+    run_id, task_id = await store.start_run(store.registry.get("crashy").stage("outlives-its-lease"), {})
     log = tmp_path / "w.log"
     proc = spawn("worker", env=env, log=log)
     try:

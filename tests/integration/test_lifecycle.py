@@ -372,20 +372,20 @@ async def test_a_stopping_worker_releases_a_stage_that_outlives_the_grace_period
 
 async def test_a_stopping_worker_keeps_renewing_the_lease_of_a_stage_finishing_in_the_grace_period(
         make_stages, store_for) -> None:
-    # A 1-second lease, a stage of 2.5 s still running when stop is set: another worker's reaper
+    # A 2-second lease, a stage of 3.5 s still running when stop is set: another worker's reaper
     # must not take the task back while the grace period lets it finish.
-    store = store_for(make_stages(STAGES), lease_seconds=1)
+    store = store_for(make_stages(STAGES), lease_seconds=2)
     module = store.registry.get("life").stage("slow").module
     assert module is not None
     module.started = asyncio.Event()
-    run_id, task_id = await start(store, "slow", {"seconds": 2.5})
+    run_id, task_id = await start(store, "slow", {"seconds": 3.5})
     stop = asyncio.Event()
     worker = Worker(store, WorkerOptions(shutdown_grace=10, poll_interval=0.2), name="wk")
     running = asyncio.create_task(worker.run(stop))
     await asyncio.wait_for(module.started.wait(), timeout=10)
     stop.set()
     reaped = []
-    for _ in range(4):
+    for _ in range(7):
         await asyncio.sleep(0.5)
         reaped += await store.reap_expired(actor="other-worker")
     await asyncio.wait_for(running, timeout=20)

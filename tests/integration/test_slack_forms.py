@@ -252,11 +252,12 @@ async def test_a_form_slack_would_reject_fails_at_start_with_a_clear_message(
     import pytest
 
     from engine.app import open_app
-    from engine.errors import ConfigError
+    from engine.errors import WorkflowLoadError
     from tests.slack import slack_settings, write_stages
 
     stages = write_stages(tmp_path / "stages", BAD_STAGES)
-    with pytest.raises(ConfigError) as info:
+    # The loader checks forms against Slack's limits itself: opening fails before Slack starts.
+    with pytest.raises(WorkflowLoadError) as info:
         async with open_app(slack_settings(database_url, stages, fake_slack, tmp_path)):
             pass
     message = str(info.value)
@@ -416,3 +417,58 @@ async def test_an_expired_form_session_says_so_and_is_forgotten(slack_app: Start
     assert await scalar(h.app.store, "SELECT count(*) FROM form_sessions WHERE expires_at > :now",
                         now=clock.now - dt.timedelta(seconds=1)) == 1
     assert await scalar(h.app.store, "SELECT count(*) FROM form_sessions") == 1
+
+
+SLOW_STAGES = {
+    "slow/workflow.py": """
+        from engine import Workflow
+        workflow = Workflow("slow")
+        ask = workflow.form("ask", assignee="U0ANN")
+    """,
+    "slow/ask.py": """
+        import time
+        from engine.forms import Form, Text
+        form = Form("Ask", [Text("name", "Name")])
+        def run(task, answers, ctx):
+            time.sleep(1.0)  # a slow CRM call, longer than the ack budget below
+            if answers["name"] == "boom":
+                raise ValueError("the CRM said no")
+            ctx.run["name"] = answers["name"]
+    """,
+}
+
+
+async def test_a_slow_form_is_acked_in_time_and_finishes_after_the_ack(
+        slack_app: StartSlack, fake_slack: FakeSlack, monkeypatch: Any) -> None:
+    import time
+
+    from bot import interactions
+
+    monkeypatch.setattr(interactions, "SUBMIT_BUDGET_SECONDS", 0.3)
+    h = await slack_app(SLOW_STAGES)
+    _run, ok_task = await h.app.store.start_run(h.app.registry.get("slow").stage("ask"), {})
+    _run, bad_task = await h.app.store.start_run(h.app.registry.get("slow").stage("ask"), {})
+    views = []
+    for task_id in (ok_task, bad_task):
+        await h.click("U0ANN", "flowbot_open", str(task_id), channel="DU0ANN")
+        await h.settle()
+        views.append(h.last_view())
+    started = time.monotonic()
+    resp = await h.submit("U0ANN", views[0], {"name": {"type": "plain_text_input", "value": "Ann"}})
+    assert time.monotonic() - started < 0.9
+    assert resp.json["response_action"] == "update" and "being processed" in str(resp.json["view"]["blocks"])
+    assert_valid_modal(resp.json["view"])
+
+    async def completed() -> Any:
+        return (await task_row(h.app.store, ok_task))["status"] == "completed"
+
+    await eventually(completed, what="the slow submission completed")
+    resp = await h.submit("U0ANN", views[1], {"name": {"type": "plain_text_input", "value": "boom"}})
+    assert "being processed" in str(resp.json["view"]["blocks"])
+
+    async def told() -> Any:
+        return [c for c in fake_slack.calls("chat.postMessage") if "the CRM said no" in str(c.params.get("text"))]
+
+    [dm] = await eventually(told, what="the failure DM")
+    assert dm.params["channel"] == "U0ANN"
+    assert (await task_row(h.app.store, bad_task))["status"] == "pending"
