@@ -1,5 +1,7 @@
 """DM cards: the message asking someone to approve or fill a form, and its resolved state.
 
+Fact values are escaped (data never turns into mentions or links) unless they are ``Mrkdwn``:
+a form's ``Facts`` rendered by ``form_facts`` keep the author's markup, with the data escaped.
 Buttons carry the task reference as their value; the action ids are fixed so the
 interactivity handler routes them: ``flowbot_approve``, ``flowbot_decline``, ``flowbot_open``.
 """
@@ -10,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bot import messages as texts
-from bot.blocks import button, context, escape, facts_blocks, header, section
-from engine.forms.templates import format_value
+from bot.blocks import button, context, escape, facts_blocks, header, section, to_mrkdwn
+from engine.forms import Facts as FormFacts
+from engine.forms.templates import fill_template, format_value
 
 ACTION_APPROVE = "flowbot_approve"
 ACTION_DECLINE = "flowbot_decline"
@@ -22,6 +25,25 @@ ACTIONS_BLOCK = "flowbot_task"
 MAX_CARD_FACTS = 20
 
 Facts = Mapping[str, Any] | Sequence[tuple[str, Any]]
+
+
+class Mrkdwn(str):
+    """A fact value that already is safe mrkdwn (the author's template, with the payload's
+    values escaped in it): cards show it as is, where any other value is escaped."""
+
+
+def form_facts(facts: FormFacts, payload: Mapping[str, Any]) -> list[tuple[str, Mrkdwn]]:
+    """A form's ``Facts`` for a card: the payload's values escaped, the author's template
+    (``"<@{requester}>"``, ``"*{amount}*"``) kept, so mentions and markup work."""
+    return [(label, Mrkdwn(text)) for label, text in facts.render(payload, escape=escape)]
+
+
+def form_text(text: str | None, payload: Mapping[str, Any]) -> str | None:
+    """A form's ``text`` for a card, as its modal shows it: Markdown converted to mrkdwn and
+    ``{placeholders}`` filled with the payload's values escaped."""
+    if not text:
+        return None
+    return fill_template(to_mrkdwn(text), payload, escape=escape)
 
 
 def _fact_pairs(facts: Facts | None) -> list[tuple[str, Any]]:
@@ -35,7 +57,8 @@ def _body(text: str | None, facts: Facts | None, note: str | None) -> list[dict[
     if text:
         blocks.append(section(text))
     pairs = _fact_pairs(facts)
-    shown = [(label, escape(format_value(value))) for label, value in pairs[:MAX_CARD_FACTS]]
+    shown = [(label, value if isinstance(value, Mrkdwn) else escape(format_value(value)))
+             for label, value in pairs[:MAX_CARD_FACTS]]
     blocks += facts_blocks(shown)
     if len(pairs) > MAX_CARD_FACTS:
         blocks.append(context(texts.MORE_FACTS.format(n=len(pairs) - MAX_CARD_FACTS)))

@@ -75,9 +75,45 @@ class Command:
         return cls(str(body["user_id"]), str(body.get("text") or ""), body.get("trigger_id"), body.get("channel_id"))
 
 
+#: What Slack escapes in command text (the manifest sets ``should_escape``): its entities
+#: (``<@U…|name>``, ``<#C…|name>``, ``<!subteam^S…|@handle>``, ``<mailto:…|…>``, ``<https://…>``)
+#: and the three characters ``&amp;`` ``&lt;`` ``&gt;`` the person typed.
+_SLACK_ESCAPE_RE = re.compile(r"<([^<>]*)>|&(amp|lt|gt);")
+_ENTITY_CHARS = {"amp": "&", "lt": "<", "gt": ">"}
+
+
+def _entity(inner: str) -> str:
+    target, _bar, label = inner.partition("|")
+    if target[:1] in ("@", "#"):
+        return target[1:]  # <@U123|sam> → U123, <#C123|general> → C123
+    if target.startswith("!"):
+        special = target[1:]
+        if special.startswith("subteam^"):
+            return special.split("^", 1)[1]  # <!subteam^S123|@staff> → S123
+        if special.startswith("date^"):
+            return label or special
+        return label or "@" + special  # <!here> → @here
+    if target.startswith("mailto:"):
+        return target[len("mailto:"):]
+    return target  # a link: its address
+
+
+def unescape(text: str) -> str:
+    """Command text as the person typed it, with mentions, channels and user groups as their
+    ids: ``<@U123|sam>`` → ``U123``, ``<#C123|general>`` → ``C123``, ``<mailto:a@b.c|a@b.c>`` →
+    ``a@b.c``, ``<https://x.y|x.y>`` → ``https://x.y``, ``&lt;`` → ``<`` (one pass, so a typed
+    ``&amp;lt;`` stays ``&lt;``)."""
+
+    def replace(m: re.Match[str]) -> str:
+        return _ENTITY_CHARS[m.group(2)] if m.group(2) else _entity(m.group(1))
+
+    return _SLACK_ESCAPE_RE.sub(replace, text)
+
+
 def split(text: str) -> list[str]:
-    """The words of a command (``key="two words"`` stays one word); ValueError on bad quotes."""
-    return shlex.split(text.replace("“", '"').replace("”", '"'))
+    """The words of a command, unescaped (``key="two words"`` stays one word); ValueError on
+    bad quotes."""
+    return [unescape(word) for word in shlex.split(text.replace("“", '"').replace("”", '"'))]
 
 
 def parse_value(raw: str) -> Any:

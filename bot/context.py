@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,8 +28,18 @@ if TYPE_CHECKING:
 USER_ID_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
+#: A user group id (``S…``), what ``usergroups.users.list`` needs.
+USERGROUP_ID_RE = re.compile(r"^S[A-Z0-9]{2,}$")
+#: How long a missing ``@handle`` waits before ``usergroups.list`` is asked again (seconds).
+HANDLES_REFRESH_SECONDS = 60.0
+
+
 class UserNotFound(LookupError):
     """Raised when an email matches no Slack user of the workspace."""
+
+
+class UserGroupNotFound(LookupError):
+    """Raised when an ``@handle`` names no user group of the workspace."""
 
 
 @dataclass
@@ -41,7 +52,11 @@ class UserResolver:
     client: AsyncWebClient
     db: Database | None = None
     cache: dict[str, str] = field(default_factory=dict)
+    #: User group handle (lower case, no ``@``) → ``S…`` id, from ``usergroups.list``.
+    handles: dict[str, str] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _handles_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _handles_at: float | None = None
 
     async def user_id(self, who: str) -> str:
         """The Slack user id for ``who`` (an email, ``<@U…>`` or a user id)."""
@@ -82,6 +97,34 @@ class UserResolver:
         ids = [await self.user_id(w) for w in who]
         return list(dict.fromkeys(ids))
 
+    async def usergroup_id(self, ref: str) -> str:
+        """The ``S…`` id of a user group given as its id, ``@handle`` or ``<!subteam^S…>``.
+
+        Handles are resolved through ``usergroups.list`` (one call lists every group) and
+        cached for the process; an unknown handle asks again at most once a minute, then
+        raises UserGroupNotFound.
+        """
+        ref = ref.strip()
+        subteam = re.fullmatch(r"<!subteam\^(S[A-Z0-9]+)(?:\|[^>]*)?>", ref)
+        if subteam:
+            return subteam.group(1)
+        if USERGROUP_ID_RE.match(ref):
+            return ref
+        handle = ref.lstrip("@").lower()
+        if handle in self.handles:
+            return self.handles[handle]
+        async with self._handles_lock:
+            if handle not in self.handles:
+                now = time.monotonic()
+                if self._handles_at is None or now - self._handles_at >= HANDLES_REFRESH_SECONDS:
+                    resp = await self.client.usergroups_list(include_disabled=False)
+                    self._handles_at = now
+                    self.handles = {str(g["handle"]).lower(): str(g["id"])
+                                    for g in resp.get("usergroups") or [] if g.get("handle") and g.get("id")}
+        if handle not in self.handles:
+            raise UserGroupNotFound(ref)
+        return self.handles[handle]
+
 
 @dataclass
 class BotContext:
@@ -120,7 +163,8 @@ def make_context(app: App, client: AsyncWebClient | None = None) -> BotContext:
 @dataclass
 class SlackDirectory:
     """``engine.people.Directory`` over Slack: emails through the resolver, teams through
-    ``usergroups.users.list`` (``S…`` / ``@handle``) or ``conversations.members`` (``C…``)."""
+    ``usergroups.users.list`` (``S…``, or ``@handle`` resolved by ``usergroups.list``) or
+    ``conversations.members`` (``C…``)."""
 
     client: AsyncWebClient
     resolver: UserResolver
@@ -133,9 +177,10 @@ class SlackDirectory:
             return entry
 
     async def members(self, team: str) -> list[str]:
-        """The user ids of a user group or channel."""
-        ref = team.strip().lstrip("@#")
-        if ref[:1] in ("C", "G") and ref.upper() == ref:
+        """The user ids of a user group or channel (UserGroupNotFound for an unknown handle)."""
+        team = team.strip()
+        ref = team.lstrip("@#")
+        if not team.startswith("@") and ref[:1] in ("C", "G") and ref.upper() == ref:
             members: list[str] = []
             cursor = None
             while True:
@@ -144,14 +189,15 @@ class SlackDirectory:
                 cursor = (resp.get("response_metadata") or {}).get("next_cursor")
                 if not cursor:
                     return members
-        resp = await self.client.usergroups_users_list(usergroup=ref)
+        group = await self.resolver.usergroup_id(team)
+        resp = await self.client.usergroups_users_list(usergroup=group)
         return list(resp.get("users") or [])
 
     async def is_member(self, team: str, actor: str) -> bool:
         """Whether ``actor`` belongs to ``team``."""
         try:
             return actor in await self.members(team)
-        except SlackApiError:
+        except (SlackApiError, UserGroupNotFound):
             return False
 
 

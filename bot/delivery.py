@@ -2,7 +2,8 @@
 
 ``slack.post`` / ``slack.dm``: a stage's messages. ``form.assigned``: a form task needs a person
 (DM each assignee a card, or post a Claim card for a team). ``form.completed`` /
-``form.claimed`` / ``form.reassigned``: update the task's cards in place, buttons removed.
+``form.claimed``: update the task's cards in place, buttons removed (a reassignment's
+``form.handover`` is delivered by ``bot.reminders``: old cards resolved, then the new card sent).
 A 429 becomes ``RetryLater`` after Retry-After; errors retrying cannot fix become
 ``PermanentFailure`` (recorded on the effect and its task by the dispatcher).
 """
@@ -19,8 +20,15 @@ from slack_sdk.errors import SlackApiError
 
 from bot import messages
 from bot.blocks import button
-from bot.cards import ACTIONS_BLOCK, approval_message_blocks, assignment_message_blocks, resolved_message_blocks
-from bot.context import BotContext, UserNotFound, is_channel
+from bot.cards import (
+    ACTIONS_BLOCK,
+    approval_message_blocks,
+    assignment_message_blocks,
+    form_facts,
+    form_text,
+    resolved_message_blocks,
+)
+from bot.context import BotContext, UserGroupNotFound, UserNotFound, is_channel
 from engine import people, queries
 from engine.db import Row
 from engine.errors import FlowbotError
@@ -58,6 +66,8 @@ async def slack_errors(what: str) -> AsyncIterator[None]:
         raise RetryLater(f"{what}: {error}", delay=5.0) from None
     except UserNotFound as exc:
         raise PermanentFailure(f"{what}: no Slack user with the email {exc.args[0]!r}") from None
+    except UserGroupNotFound as exc:
+        raise PermanentFailure(f"{what}: no Slack user group {exc.args[0]!r}") from None
 
 
 def _msg_args(payload: dict[str, Any]) -> dict[str, Any]:
@@ -98,17 +108,12 @@ def handlers(bctx: BotContext) -> dict[str, OutboxHandler]:
         return await update_cards(bctx, int(p["task_id"]), messages.claimed_by(p["by"], _at(row)),
                                   kinds={"claim"})
 
-    async def reassigned(row: dict[str, Any]) -> dict[str, Any]:
-        p = row["payload"]
-        return await update_cards(bctx, int(p["task_id"]), messages.reassigned(p["by"], _at(row)), forget=True)
-
     return {
         "slack.post": post,
         "slack.dm": dm,
         "form.assigned": assigned,
         "form.completed": completed,
         "form.claimed": claimed,
-        "form.reassigned": reassigned,
     }
 
 
@@ -133,15 +138,16 @@ async def task_card(bctx: BotContext, task: Row, form: Form, *,
     payload = task["payload"]
     title = form.title
     if claim_for is not None:
-        facts = form.facts.render(payload) if isinstance(form, Approval) else None
-        blocks = assignment_message_blocks(title, task_ref=ref, text=getattr(form, "text", None),
+        facts = form_facts(form.facts, payload) if isinstance(form, Approval) else None
+        blocks = assignment_message_blocks(title, task_ref=ref, text=form_text(getattr(form, "text", None), payload),
                                            facts=facts or _payload_facts(payload),
                                            note=messages.team_note(claim_for))
         blocks[-1] = {"type": "actions", "block_id": ACTIONS_BLOCK,
                       "elements": [button(messages.CLAIM, ACTION_CLAIM, ref, style="primary")]}
         return messages.team_fallback(title), blocks
     if isinstance(form, Approval):
-        blocks = approval_message_blocks(title, form.facts.render(payload), task_ref=ref, text=form.text, note=note,
+        blocks = approval_message_blocks(title, form_facts(form.facts, payload), task_ref=ref,
+                                         text=form_text(form.text, payload), note=note,
                                          approve_label=form.approve_label, decline_label=form.decline_label,
                                          open_label=messages.OPEN_DETAILS)
         return messages.approval_fallback(title), blocks
@@ -223,8 +229,9 @@ async def update_cards(bctx: BotContext, task_id: int, outcome: str, *, kinds: s
     stage = bctx.app.store.stage_of(task)
     try:
         form = await people.load_form(stage, task_of(task))
-        title, text = form.title, getattr(form, "text", None)
-        facts = form.facts.render(task["payload"]) if isinstance(form, Approval) else _payload_facts(task["payload"])
+        title, text = form.title, form_text(getattr(form, "text", None), task["payload"])
+        facts: list[tuple[str, Any]] = (form_facts(form.facts, task["payload"]) if isinstance(form, Approval)
+                                        else _payload_facts(task["payload"]))
     except Exception:
         title, text, facts = stage.name, None, _payload_facts(task["payload"])
     blocks = resolved_message_blocks(title, outcome, text=text, facts=facts)

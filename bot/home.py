@@ -195,8 +195,9 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
 
 
 #: Effects after which the Home tabs of the people concerned are published again: a task was
-#: assigned to them, completed, claimed or reassigned (delivered by ``bot.delivery``).
-REFRESHING_KINDS = ("form.assigned", "form.completed", "form.claimed", "form.reassigned")
+#: assigned to them, completed or claimed (delivered by ``bot.delivery``); a handover refreshes
+#: the Homes of the old and new assignees itself (``bot.reminders.deliver_handover``).
+REFRESHING_KINDS = ("form.assigned", "form.completed", "form.claimed")
 
 
 def _slack_user(ref: str) -> str | None:

@@ -20,6 +20,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "conversations.members": ("channels:read", "groups:read"),
     "users.lookupByEmail": ("users:read", "users:read.email"),
     "users.info": ("users:read",),
+    "usergroups.list": ("usergroups:read",),
     "usergroups.users.list": ("usergroups:read",),
     "views.open": (),
     "views.update": (),
@@ -49,7 +50,9 @@ def manifest(*, url: str | None = None, name: str = "flowbot", socket_mode: bool
         "command": COMMAND,
         "description": COMMAND_DESCRIPTION,
         "usage_hint": COMMAND_USAGE,
-        "should_escape": False,
+        # Slack then sends mentions, channels and links as ``<@U…|name>``, ``<#C…|name>``,
+        # ``<mailto:…|…>``, which ``bot.commands`` turns back into ids and addresses.
+        "should_escape": True,
     }
     events: dict[str, Any] = {"bot_events": list(BOT_EVENTS)}
     interactivity: dict[str, Any] = {"is_enabled": True}

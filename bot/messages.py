@@ -125,11 +125,6 @@ def session_expired() -> str:
     return "This form has expired. Open it again from its message."
 
 
-def reassigned(by: str, at: dt.datetime) -> str:
-    """Outcome line of a card whose task was given to someone else."""
-    return f":arrow_right: Reassigned by <@{by}> {slack_date(at)}"
-
-
 def outcome_line(answers: dict[str, object], by: str, at: dt.datetime) -> str:
     """The line replacing a resolved card's buttons, from the submitted answers."""
     decision = answers.get("decision")

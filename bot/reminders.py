@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 #: Outbox kinds: a reminder under a task's cards; an escalation; a reassignment by a person.
 REMINDER = "form.reminder"
 ESCALATED = "form.escalated"
-HANDOVER = "form.handover"
+HANDOVER = people.HANDOVER
 #: The actor recorded on task events of an escalation.
 ESCALATION_ACTOR = "flowbot:escalation"
 #: Due tasks handled per stage and kind in one pass (the rest wait for the next pass).
@@ -204,20 +204,7 @@ async def reassign(bctx: BotContext, task_id: int, target: str, actor: str) -> p
         user = await bctx.resolver.user_id(target)
     except UserNotFound:
         return people.Result(people.INVALID, message=f"no Slack user has the email {target}")
-    new = {"users": [user]}
-    now = bctx.store.clock()
-    async with bctx.app.db.transaction() as tx:
-        task = await tx.fetch_one(queries.LOCK_TASK, {"id": task_id})
-        if task is None or task["status"] != "pending":
-            return people.Result(people.GONE, message="it is no longer waiting")
-        old = task["assignee"] or {}
-        await tx.execute(queries.SET_TASK_ASSIGNEE, {"id": task_id, "assignee": new})
-        await tx.execute(queries.ADD_TASK_EVENT, {"id": task_id, "status": "pending", "actor": actor, "now": now,
-                                                  "reason": f"reassigned to {user}"})
-        await bctx.store.add_effects(tx, [(HANDOVER, {"task_id": task_id, "by": actor, "from": old, "to": new},
-                                           task_id, str(task["run_id"]))], now)
-        await tx.notify()
-    return people.Result(people.COMPLETED, task={**task, "assignee": new}, by=actor, at=now)
+    return await people.reassign(bctx.store, task_id, {"users": [user]}, actor)
 
 
 # --- delivering the effects ----------------------------------------------------------------------

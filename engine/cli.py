@@ -66,8 +66,8 @@ def worker_part(app: App) -> Part:
     """The worker, as a part."""
     from engine.worker import Worker, WorkerOptions
 
-    options = WorkerOptions(concurrency=app.settings.concurrency, max_payload_bytes=app.settings.max_payload_bytes,
-                            poll_interval=app.settings.poll_interval)
+    options = WorkerOptions(concurrency=app.settings.concurrency, threads=app.settings.threads,
+                            max_payload_bytes=app.settings.max_payload_bytes, poll_interval=app.settings.poll_interval)
     return Worker(app.store, options).run
 
 
@@ -129,7 +129,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 async def cmd_web(args: argparse.Namespace) -> int:
     async with open_app(settings_from(args)) as app:
         _announce(app)
-        await run_parts(app, [web_part(app)] + app.background)
+        await run_parts(app, [web_part(app), *app.background])
     return 0
 
 
@@ -187,7 +187,7 @@ async def cmd_trigger(args: argparse.Namespace) -> int:
         if not args.wait:
             print(json.dumps({"run_id": run_id}) if args.json else run_id)
             return 0
-        data = await report.wait_for(app.store, run_id, timeout=args.timeout)
+        data = await report.wait_for(app.store, run_id, within=args.timeout)
         print(json.dumps(data, indent=2, default=str) if args.json else report.render(data))
         if data["status"] in ("running",):
             print(f"flowbot: run still running after {args.timeout:g} s: is a worker running (`flowbot run`)?",

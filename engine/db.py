@@ -6,6 +6,7 @@ it. Driver errors are translated at this boundary into ``engine.errors.DatabaseE
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -168,14 +169,16 @@ class Database:
                 raw = await conn.get_raw_connection()
                 driver = raw.driver_connection
                 assert driver is not None
+                # Listener callbacks must not block the driver: coroutines run as tasks, kept
+                # here until they finish (the loop holds only weak references to tasks).
+                pending: set[asyncio.Future[None]] = set()
 
                 def _on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
                     result = callback(payload)
                     if result is not None:
-                        # Listener callbacks must not block the driver; coroutines are scheduled.
-                        import asyncio
-
-                        asyncio.ensure_future(result)
+                        future = asyncio.ensure_future(result)
+                        pending.add(future)
+                        future.add_done_callback(pending.discard)
 
                 await driver.add_listener(channel, _on_notify)
                 try:

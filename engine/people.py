@@ -23,6 +23,10 @@ from engine.runner import call, task_of
 from engine.store import Finished, Store, plan
 from engine.workflow import Stage, StageKind
 
+#: Outbox kind of a reassignment (by a person or an escalation): one effect whose handler
+#: resolves the old cards, then notifies the new assignee.
+HANDOVER = "form.handover"
+
 #: How long an opened form keeps its answers (a person may leave a modal open a while).
 SESSION_TTL_SECONDS = 6 * 3600
 
@@ -230,21 +234,46 @@ async def claim(store: Store, task_id: int, actor: str, directory: Directory) ->
 
 
 async def reassign(store: Store, task_id: int, assignee: dict[str, Any], actor: str) -> Result:
-    """Give a pending form task to someone else (``{"users": [...]}`` or ``{"team": ref}``); the
-    old cards are updated and the new assignee notified, through the outbox."""
+    """Give a pending form task to someone else (``{"users": [...]}`` or ``{"team": ref}``).
+
+    One ``form.handover`` outbox effect is committed with the change: its handler resolves the
+    old cards, then sends the new assignee theirs, in that order (two effects delivered
+    concurrently could let the old cards' cleanup forget the new ones). A bad ``assignee`` is
+    INVALID and changes nothing."""
+    problem = _assignee_problem(assignee)
+    if problem:
+        return Result(INVALID, message=problem)
     now = store.clock()
     async with store.db.transaction() as tx:
         task = await tx.fetch_one(queries.LOCK_TASK, {"id": task_id})
         if task is None:
             return Result(GONE, message="the task no longer exists")
+        if task["kind"] != StageKind.FORM.value:
+            return Result(GONE, task=task, message="the task is not a form")
         if task["status"] != "pending":
-            return Result(ALREADY if task["status"] == "completed" else GONE, task=task, by=task["completed_by"])
+            return Result(ALREADY if task["status"] == "completed" else GONE, task=task, by=task["completed_by"],
+                          at=task["finished_at"], message=f"the task is {task['status']}")
+        old = task.get("assignee") or {}
         await tx.execute(queries.SET_TASK_ASSIGNEE, {"id": task_id, "assignee": assignee})
-        await store.add_effects(tx, [
-            ("form.reassigned", {"task_id": task_id, "by": actor, "to": assignee}, task_id, str(task["run_id"])),
-            ("form.assigned", {"task_id": task_id}, task_id, str(task["run_id"])),
-        ], now)
+        to = assignee.get("team") or ", ".join(str(u) for u in assignee.get("users") or [])
+        await tx.execute(queries.ADD_TASK_EVENT, {"id": task_id, "status": "pending", "actor": actor, "now": now,
+                                                  "reason": f"reassigned to {to}"})
+        await store.add_effects(tx, [(HANDOVER, {"task_id": task_id, "by": actor, "from": old, "to": assignee},
+                                      task_id, str(task["run_id"]))], now)
+        await tx.notify()
     return Result(COMPLETED, task={**task, "assignee": assignee}, by=actor, at=now)
+
+
+def _assignee_problem(assignee: Any) -> str | None:
+    if not isinstance(assignee, dict):
+        return f"an assignee is {{'users': [...]}} or {{'team': ref}}, not {assignee!r}"
+    users, team = assignee.get("users"), assignee.get("team")
+    if team is not None:
+        return None if isinstance(team, str) and team.strip() else f"the team must be a name, not {team!r}"
+    if (not isinstance(users, list) or not users
+            or not all(isinstance(u, str) and u.strip() for u in users)):
+        return f"an assignee needs users (a non-empty list of emails or ids) or a team, got {assignee!r}"
+    return None
 
 
 # --- form sessions: answers of a form in progress, page by page -----------------------------

@@ -14,9 +14,10 @@ from engine.store import Store
 SETTLED = ("completed", "failed", "cancelled", "waiting")
 
 
-async def wait_for(store: Store, run_id: str, *, timeout: float = 60.0, interval: float = 0.05) -> dict[str, Any]:
-    """Poll until the run completes, fails, is cancelled or waits on a person (or time runs out)."""
-    deadline = time.monotonic() + timeout
+async def wait_for(store: Store, run_id: str, *, within: float = 60.0, interval: float = 0.05) -> dict[str, Any]:
+    """Poll until the run completes, fails, is cancelled or waits on a person (or ``within``
+    seconds have passed: the report as it stands then)."""
+    deadline = time.monotonic() + within
     while True:
         data = await store.report(run_id)
         assert data is not None, run_id

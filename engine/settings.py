@@ -40,7 +40,8 @@ class Settings:
     host: str = "0.0.0.0"
     api_token: str | None = None
     lease_seconds: int = 30
-    concurrency: int = 16
+    concurrency: int = 200
+    threads: int = 32
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: Largest hook request body (``FLOWBOT_HOOK_MAX_BYTES``); a hook may lower it with ``max_bytes=``.
@@ -65,7 +66,8 @@ class Settings:
             port=_int(env, "PORT", 8080),
             api_token=env.get("FLOWBOT_API_TOKEN") or None,
             lease_seconds=_int(env, "FLOWBOT_LEASE_SECONDS", 30),
-            concurrency=_int(env, "FLOWBOT_CONCURRENCY", 16),
+            concurrency=_int(env, "FLOWBOT_CONCURRENCY", 200),
+            threads=_int(env, "FLOWBOT_THREADS", 32),
             max_payload_bytes=_int(env, "FLOWBOT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
             max_body_bytes=_int(env, "FLOWBOT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             hook_max_bytes=_int(env, "FLOWBOT_HOOK_MAX_BYTES", DEFAULT_MAX_BODY_BYTES),

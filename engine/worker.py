@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 class WorkerOptions:
     """How one worker behaves."""
 
-    concurrency: int = 16
+    #: Tasks one worker holds at once (claimed and not yet committed).
+    concurrency: int = 200
+    #: Threads for sync stage functions (async stages need none); more sync stages than this
+    #: wait for a thread while keeping their slot and lease.
+    threads: int = 32
     #: Most tasks claimed in one query; by default a quarter of ``concurrency`` (at most 500), so
     #: that one batch is being claimed while others run and commit.
     claim_batch: int | None = None
@@ -73,7 +77,7 @@ class Worker:
         self._reserved = 0  # slots asked for by claims in flight
         self._commits: set[asyncio.Task[None]] = set()
         self._claim_batch = self.options.claim_batch or max(1, min(500, self.options.concurrency // 4))
-        self._executor = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="stage")
+        self._executor = ThreadPoolExecutor(max_workers=max(1, min(self.options.concurrency, self.options.threads)), thread_name_prefix="stage")
         self.completed = 0
         self.failed = 0
 

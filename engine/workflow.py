@@ -20,7 +20,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _REQUIRED: Any = object()
 
 
-class StageKind(str, enum.Enum):
+class StageKind(enum.StrEnum):
     """What starts a stage: a task (script, form), an HTTP request (hook), a clock (job)."""
 
     SCRIPT = "script"

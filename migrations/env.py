@@ -9,9 +9,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from engine.embedded import sqlalchemy_url
 import bot.models  # noqa: F401  (Slack tables)
 import engine.people_models  # noqa: F401  (form sessions)
+from engine.embedded import sqlalchemy_url
 from engine.hooks import models as _hook_models  # noqa: F401  (registers hook_deliveries)
 from engine.jobs import models as _job_models  # noqa: F401  (registers job_fires)
 from engine.models import Base

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,7 +69,9 @@ class FakeSlack:
         self.requests: list[Call] = []
         self.users: dict[str, dict[str, Any]] = {}
         self.members: dict[str, list[str]] = {}
+        #: User group members by ``S…`` id, and the ids by handle.
         self.usergroups: dict[str, list[str]] = {}
+        self.usergroup_handles: dict[str, str] = {}
         #: Messages posted or updated, by (channel, ts).
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         #: Views opened, pushed, updated or published, by view id.
@@ -102,9 +105,21 @@ class FakeSlack:
         """Members ``conversations.members`` returns for ``channel``."""
         self.members[channel] = list(user_ids)
 
-    def set_usergroup(self, usergroup: str, user_ids: list[str]) -> None:
-        """Members ``usergroups.users.list`` returns for ``usergroup``."""
-        self.usergroups[usergroup] = list(user_ids)
+    def set_usergroup(self, usergroup: str, user_ids: list[str], *, handle: str | None = None) -> str:
+        """A user group and its members; returns its ``S…`` id.
+
+        ``usergroup`` is the group's id (``S0FIN``; its handle is then ``handle`` or the id in
+        lower case) or its handle (``staff``/``@staff``: an id is made up). As on Slack,
+        ``usergroups.list`` maps handles to ids and ``usergroups.users.list`` takes only ids.
+        """
+        if re.fullmatch(r"S[A-Z0-9]{2,}", usergroup):
+            group_id, handle = usergroup, handle or usergroup.lower()
+        else:
+            handle = handle or usergroup.lstrip("@")
+            group_id = self.usergroup_handles.get(handle) or f"S{next(self._ids):08d}"
+        self.usergroups[group_id] = list(user_ids)
+        self.usergroup_handles[handle] = group_id
+        return group_id
 
     def rate_limit(self, method: str, times: int = 1, *, retry_after: int = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with 429 and ``Retry-After``."""
@@ -266,7 +281,21 @@ class FakeSlack:
             "response_metadata": {"next_cursor": ""},
         }
 
+    def _api_usergroups_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        groups = []
+        for handle, group_id in self.usergroup_handles.items():
+            group: dict[str, Any] = {
+                "id": group_id, "team_id": self.team_id, "is_usergroup": True, "name": handle.title(),
+                "description": "", "handle": handle, "is_external": False, "date_delete": 0,
+                "user_count": len(self.usergroups[group_id]),
+            }
+            if str(params.get("include_users")).lower() in ("true", "1"):
+                group["users"] = list(self.usergroups[group_id])
+            groups.append(group)
+        return {"ok": True, "usergroups": groups}
+
     def _api_usergroups_users_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        # Only an ``S…`` id names a group here: a handle is refused, as by Slack.
         group = str(params.get("usergroup"))
         if group not in self.usergroups:
             return {"ok": False, "error": "no_such_subteam"}
