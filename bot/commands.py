@@ -98,6 +98,10 @@ def _entity(inner: str) -> str:
     return target  # a link: its address
 
 
+def _chars(text: str) -> str:
+    return re.sub(r"&(amp|lt|gt);", lambda m: _ENTITY_CHARS[m.group(1)], text)
+
+
 def unescape(text: str) -> str:
     """Command text as the person typed it, with mentions, channels and user groups as their
     ids: ``<@U123|sam>`` → ``U123``, ``<#C123|general>`` → ``C123``, ``<mailto:a@b.c|a@b.c>`` →
@@ -105,7 +109,7 @@ def unescape(text: str) -> str:
     ``&amp;lt;`` stays ``&lt;``)."""
 
     def replace(m: re.Match[str]) -> str:
-        return _ENTITY_CHARS[m.group(2)] if m.group(2) else _entity(m.group(1))
+        return _ENTITY_CHARS[m.group(2)] if m.group(2) else _chars(_entity(m.group(1)))
 
     return _SLACK_ESCAPE_RE.sub(replace, text)
 

@@ -27,7 +27,8 @@ INSERT_RUNS = text(
     """
     INSERT INTO runs (workflow, trigger, context, status, created_at, updated_at)
     SELECT w, t, c, 'running', CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-    FROM unnest(CAST(:workflows AS text[]), CAST(CAST(:triggers AS text[]) AS jsonb[]), CAST(CAST(:contexts AS text[]) AS jsonb[]))
+    FROM unnest(CAST(:workflows AS text[]), CAST(CAST(:triggers AS text[]) AS jsonb[]),
+                CAST(CAST(:contexts AS text[]) AS jsonb[]))
          WITH ORDINALITY AS x(w, t, c, ord)
     ORDER BY ord
     RETURNING id
@@ -45,7 +46,8 @@ PATCH_RUN_CONTEXTS = text(
     UPDATE runs r
     SET context = (r.context - ARRAY(SELECT jsonb_array_elements_text(u.deleted))) || u.patch,
         updated_at = CAST(:now AS timestamptz)
-    FROM unnest(CAST(:ids AS uuid[]), CAST(CAST(:patches AS text[]) AS jsonb[]), CAST(CAST(:deleted AS text[]) AS jsonb[]))
+    FROM unnest(CAST(:ids AS uuid[]), CAST(CAST(:patches AS text[]) AS jsonb[]),
+                CAST(CAST(:deleted AS text[]) AS jsonb[]))
          AS u(id, patch, deleted)
     WHERE r.id = u.id
     """
@@ -87,7 +89,8 @@ REFRESH_RUN_STATUS = text(
 # -- name: fail_runs -- a task failed for good: its run fails with the error.
 FAIL_RUNS = text(
     """
-    UPDATE runs r SET status = 'failed', error = u.error, updated_at = CAST(:now AS timestamptz), finished_at = CAST(:now AS timestamptz)
+    UPDATE runs r SET status = 'failed', error = u.error,
+                      updated_at = CAST(:now AS timestamptz), finished_at = CAST(:now AS timestamptz)
     FROM unnest(CAST(:ids AS uuid[]), CAST(:errors AS text[])) AS u(id, error)
     WHERE r.id = u.id AND r.status IN ('running', 'waiting')
     """
@@ -97,7 +100,8 @@ FAIL_RUNS = text(
 CANCEL_RUN = text(
     """
     WITH r AS (
-        UPDATE runs SET status = 'cancelled', updated_at = CAST(:now AS timestamptz), finished_at = CAST(:now AS timestamptz)
+        UPDATE runs SET status = 'cancelled',
+                        updated_at = CAST(:now AS timestamptz), finished_at = CAST(:now AS timestamptz)
         WHERE id = :id AND status IN ('running', 'waiting') RETURNING id
     ), t AS (
         UPDATE tasks SET status = 'cancelled', locked_by = NULL, locked_until = NULL,

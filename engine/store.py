@@ -93,7 +93,8 @@ class Store:
         """A new run with one task at ``stage`` (a manual start); returns (run id, task id)."""
         now = self.clock()
         async with self.db.transaction() as tx:
-            [run_id] = await self._insert_runs(tx, [(stage.workflow.name, trigger or {"kind": "manual"}, context or {})], now)
+            fresh = (stage.workflow.name, trigger or {"kind": "manual"}, context or {})
+            [run_id] = await self._insert_runs(tx, [fresh], now)
             created = await self._insert_tasks(tx, [new_task(stage, type, payload, run_id=run_id)], now)
             await self._after_insert(tx, created, now)
             await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": [run_id], "now": now})
@@ -327,7 +328,8 @@ class Store:
         if not task_ids:
             return 0
         async with self.db.transaction() as tx:
-            rows = await tx.fetch_all(queries.RELEASE_TASKS, {"ids": list(task_ids), "worker": worker, "now": self.clock()})
+            rows = await tx.fetch_all(queries.RELEASE_TASKS,
+                                      {"ids": list(task_ids), "worker": worker, "now": self.clock()})
             if rows:
                 await tx.notify()
         return len(rows)
@@ -432,7 +434,8 @@ class Store:
                  "deleted": jsonb_array(sorted(d) for _, d in patches.values()), "now": now},
             )
         if unrouted:
-            await tx.execute(queries.APPEND_UNROUTED, {"ids": list(unrouted), "items": jsonb_array(unrouted.values()), "now": now})
+            await tx.execute(queries.APPEND_UNROUTED,
+                             {"ids": list(unrouted), "items": jsonb_array(unrouted.values()), "now": now})
         await self.add_effects(tx, effects, now)
 
     async def _join(self, tx: Tx, arrivals: list[tuple[str, Arrival]], now: dt.datetime) -> list[NewTask]:

@@ -77,7 +77,8 @@ class Worker:
         self._reserved = 0  # slots asked for by claims in flight
         self._commits: set[asyncio.Task[None]] = set()
         self._claim_batch = self.options.claim_batch or max(1, min(500, self.options.concurrency // 4))
-        self._executor = ThreadPoolExecutor(max_workers=max(1, min(self.options.concurrency, self.options.threads)), thread_name_prefix="stage")
+        threads = max(1, min(self.options.concurrency, self.options.threads))
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage")
         self.completed = 0
         self.failed = 0
 

@@ -15,16 +15,12 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import TextClause
-
 from engine import queries
 from engine.context import Outcome, Send
-from engine.db import NOTIFY_CHANNEL, Database, Row, wrap_exceptions
-from engine.errors import DatabaseError
+from engine.db import NOTIFY_CHANNEL, Database
 from engine.hooks.request import HookRequest
 from engine.store import Store
 from engine.workflow import Stage, StageKind
@@ -106,7 +102,7 @@ async def deliver(store: Store, stage: Stage, request: HookRequest, outcome: Out
             cols["leases"].append(target.lease or store.lease_seconds)
     ids = [str(r) for r in run_ids]
     status, headers, body = rendered or ok_response(ids)
-    row = await fetch_one_autocommit(store.db, queries.DELIVER_HOOK, {
+    row = await store.db.fetch_one_autocommit(queries.DELIVER_HOOK, {
         "hook": stage.key, "delivery_id": request.delivery_id, "method": request.method, "status": status,
         "headers": headers, "body": body, "run_ids_json": ids, "unrouted": unrouted, "log": outcome.log,
         "now": now, "workflow": stage.workflow.name, "trigger": trigger_of(stage, request),
@@ -184,37 +180,9 @@ class Waker:
         while self._pending:
             self._pending = False
             try:
-                await fetch_one_autocommit(self.db, queries.NOTIFY, {"channel": NOTIFY_CHANNEL})
+                await self.db.fetch_one_autocommit(queries.NOTIFY, {"channel": NOTIFY_CHANNEL})
             except Exception as exc:  # the workers' poll picks the tasks up anyway
                 log.warning("could not wake the workers: %s", exc, extra={"action": "hook_wake_failed"})
                 return
             await asyncio.sleep(self.min_interval)
 
-
-async def fetch_one_autocommit(db: Database, query: TextClause, params: Mapping[str, Any]) -> Row | None:
-    """Run one statement as its own implicit transaction: one round trip, no BEGIN/COMMIT.
-
-    Only for a statement that is atomic by itself (Postgres commits it when it returns). It runs on
-    the pooled connection's driver directly, with the driver's prepared-statement cache: the
-    hook hot path spent a third of its CPU in SQLAlchemy's execution layer.
-    """
-    compiled = _COMPILED.get(query)
-    if compiled is None:
-        c = query.compile(dialect=db.engine.dialect)
-        compiled = _COMPILED[query] = (c.string, tuple(c.positiontup or ()))
-    sql, names = compiled
-    with wrap_exceptions():
-        async with db.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            try:
-                row = await driver.fetchrow(sql, *[params[n] for n in names])
-            except Exception as exc:
-                raise DatabaseError(str(exc)) from exc
-    return dict(row) if row is not None else None
-
-
-#: Statements compiled for the driver (positional parameters), by statement.
-_COMPILED: dict[TextClause, tuple[str, tuple[str, ...]]] = {}

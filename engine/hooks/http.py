@@ -24,7 +24,7 @@ from engine.context import Context
 from engine.db import Row
 from engine.errors import FlowbotError
 from engine.hooks.auth import HookAuthError
-from engine.hooks.deliver import Rendered, Waker, deliver, fetch_one_autocommit
+from engine.hooks.deliver import Rendered, Waker, deliver
 from engine.hooks.parse import DEFAULT_ACCEPT, BodyError, accepts, parse, split_content_type
 from engine.hooks.request import HookRequest, HookResponse
 from engine.runner import call
@@ -123,7 +123,7 @@ class HookServer:
             return error(400, str(exc))
         if delivery_id is not None:
             async with self.db_slots:
-                earlier = await fetch_one_autocommit(self.app.db, queries.FIND_HOOK_DELIVERY,
+                earlier = await self.app.db.fetch_one_autocommit(queries.FIND_HOOK_DELIVERY,
                                                      {"hook": stage.key, "delivery_id": delivery_id})
             if earlier is not None:
                 return _replay(earlier)
@@ -155,7 +155,7 @@ class HookServer:
             return error(422, str(exc))
         if delivered.rendered is None:
             assert request.delivery_id is not None
-            twin = await fetch_one_autocommit(self.app.db, queries.FIND_HOOK_DELIVERY,
+            twin = await self.app.db.fetch_one_autocommit(queries.FIND_HOOK_DELIVERY,
                                               {"hook": stage.key, "delivery_id": request.delivery_id})
             assert twin is not None, "a conflicting delivery is visible once its insert returned"
             return _replay(twin)

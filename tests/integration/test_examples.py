@@ -136,12 +136,17 @@ async def test_access_request_declined_with_a_comment(slack_app: StartSlack, peo
     resp = await h.submit("U0ANN", form, {
         "system": {"type": "static_select", "selected_option": {"value": "aws"}},
         "level": {"type": "radio_buttons", "selected_option": {"value": "admin"}},
-        "reason": {"type": "plain_text_input", "value": "deploys"},
+        "reason": {"type": "plain_text_input", "value": "deploys <!channel> & <@U0BOB>"},
         "approver": {"type": "users_select", "selected_user": "U0BOB"},
     })
     assert resp.status == 200 and not (resp.json or {}).get("errors")
-    ts, blocks = await card(people, "DU0BOB")
-    assert "U0ANN" in json.dumps(blocks) and "admin" in json.dumps(blocks)
+    ts, blocks = await card(people, "DU0BOB")  # validated against the Block Kit schema
+    facts = {f["text"].split("\n")[0]: f["text"].split("\n", 1)[1]
+             for b in blocks if b["type"] == "section" for f in b.get("fields") or []}
+    # The author's "<@{requester}>" is a mention; what the requester typed is only text.
+    assert facts["*Requested by*"] == "<@U0ANN>"
+    assert facts["*Reason*"] == "deploys &lt;!channel&gt; &amp; &lt;@U0BOB&gt;"
+    assert facts["*Level*"] == "admin" and facts["*System*"] == "aws"
     task_id = int(await scalar(h.app.store, "SELECT id FROM tasks WHERE stage = 'approve'"))
     await h.click("U0BOB", "flowbot_decline", str(task_id), channel="DU0BOB", message_ts=ts)
     comment_form = await opened_view(people, 2)
@@ -153,6 +158,14 @@ async def test_access_request_declined_with_a_comment(slack_app: StartSlack, peo
     assert report["context"]["refused"] == "use read only"
     await card(people, "DU0ANN")
     assert "declined: use read only" in text_of(people, "DU0ANN")
+
+    async def resolved() -> Any:
+        return [c for c in people.calls("chat.update") if c.params.get("channel") == "DU0BOB"]
+
+    [update] = await eventually(resolved, what="Bob's card resolved")
+    assert_valid_blocks(update.params["blocks"])
+    flat = json.dumps(update.params["blocks"])
+    assert "*Requested by*\\n<@U0ANN>" in flat and "&lt;!channel&gt;" in flat and "<!channel>" not in flat
 
 
 async def test_helpdesk_ticket_claimed_by_a_team_member(slack_app: StartSlack, people: FakeSlack, stages: Path) -> None:

@@ -250,10 +250,11 @@ async def test_reassign_hands_my_task_to_someone_else(slack_app: StartSlack, peo
 
     await eventually(card, what="Bob's card")
     task_id = int(await scalar(h.app.store, "SELECT id FROM tasks WHERE stage = 'fix'"))
-    await command(h, "U0EVE", f"reassign {task_id} <@U0EVE>")
+    await command(h, "U0EVE", f"reassign {task_id} <@U0EVE|eve>")
     assert "only they can act on it. Nothing was changed" in (await answer(people, 1))["text"]
     assert (await scalar(h.app.store, "SELECT assignee FROM tasks WHERE id = :id", id=task_id)) == {"users": ["U0BOB"]}
-    await command(h, "U0BOB", f"reassign {task_id} sam@example.com")
+    # Slack escapes the command text (should_escape): an email arrives as a mailto link.
+    await command(h, "U0BOB", f"reassign {task_id} <mailto:sam@example.com|sam@example.com>")
     assert "now <@U0SAM>'s" in (await answer(people, 2))["text"]
     assert (await scalar(h.app.store, "SELECT assignee FROM tasks WHERE id = :id", id=task_id)) == {"users": ["U0SAM"]}
 
@@ -272,8 +273,8 @@ async def test_reassign_hands_my_task_to_someone_else(slack_app: StartSlack, peo
         return views and f"flowbot_open.{task_id}" in json.dumps(views[-1])
 
     await eventually(sams_home, what="Sam's Home listing the task")
-    await command(h, "U0SAM", f"reassign {task_id} nobody@example.com")
-    assert "no Slack user has the email" in (await answer(people, 3))["text"]
+    await command(h, "U0SAM", f"reassign {task_id} <mailto:nobody@example.com|nobody@example.com>")
+    assert "no Slack user has the email nobody@example.com" in (await answer(people, 3))["text"]
     await command(h, "U0BOB", "reassign x y")
     assert "Usage" in (await answer(people, 4))["text"]
 
@@ -291,3 +292,64 @@ def test_starters_are_validated_at_load(make_stages: Any) -> None:
     text = str(err.value)
     assert "starters: 'not a person' is not an email" in text and "starters: 42" in text
     assert "workflow.py:2" in text
+
+
+async def test_reassign_to_a_mention_as_slack_escapes_it(slack_app: StartSlack, people: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    stage = h.app.registry.get("ticket").stage("open")
+    await h.app.store.start_run(stage, {"title": "printer", "owner": "U0BOB"})
+
+    async def card() -> Any:
+        return [c for c in people.calls("chat.postMessage") if c.response.get("channel") == "DU0BOB"]
+
+    await eventually(card, what="Bob's card")
+    task_id = int(await scalar(h.app.store, "SELECT id FROM tasks WHERE stage = 'fix'"))
+    # "/flowbot reassign 12 @sam" reaches flowbot as "<@U0SAM|sam>" once the command escapes.
+    await command(h, "U0BOB", f"reassign {task_id} <@U0SAM|sam>")
+    assert "now <@U0SAM>'s" in (await answer(people, 1))["text"]
+    assert (await scalar(h.app.store, "SELECT assignee FROM tasks WHERE id = :id", id=task_id)) == {"users": ["U0SAM"]}
+    assert people.calls("users.lookupByEmail") == []  # a mention needs no lookup
+
+
+def test_the_manifest_has_slack_escape_the_command_text() -> None:
+    from bot.manifest import manifest
+
+    [cmd] = manifest(url="https://flowbot.example.com")["features"]["slash_commands"]
+    assert cmd["should_escape"] is True
+
+
+async def test_start_arguments_are_unescaped_as_slack_escapes_them(slack_app: StartSlack, people: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    text = ('start ticket title="R&amp;D &lt;lab&gt; &amp;lt;" owner=<@U0BOB|bob> room=<#C0LAB|lab> '
+            "contact=<mailto:ann@example.com|ann@example.com> link=<https://x.example/a?b=1&amp;c=2|x.example/a> "
+            "group=<!subteam^S0STAFF|@staff> n=&lt;3")
+    await command(h, "U0ANN", text)
+    assert "Started *Ticket*" in (await answer(people))["text"]
+    payload = await scalar(h.app.store, "SELECT payload FROM tasks WHERE stage = 'open'")
+    assert payload == {
+        "title": "R&D <lab> &lt;",  # a typed "&lt;" arrives as "&amp;lt;" and stays as typed
+        "owner": "U0BOB", "room": "C0LAB", "contact": "ann@example.com",
+        "link": "https://x.example/a?b=1&c=2", "group": "S0STAFF", "n": "<3", "started_by": "U0ANN",
+    }
+
+    async def bobs_card() -> Any:  # the mention worked as an assignee: Bob got the card
+        return [c for c in people.calls("chat.postMessage") if c.response.get("channel") == "DU0BOB"]
+
+    await eventually(bobs_card, what="Bob's card")
+    # An escaped word that is not key=value is named as the person typed it.
+    await command(h, "U0ANN", "start ticket &lt;oops&gt;")
+    assert "`&lt;oops&gt;` is not `key=value`" in (await answer(people, 2))["text"]
+    assert await runs(h) == 1
+
+
+async def test_a_user_group_handle_is_resolved_to_its_id_once(slack_app: StartSlack, people: FakeSlack) -> None:
+    staff = people.set_usergroup("staff", ["U0SAM", "U0TOM"])  # the fixture's group, now with Tom
+    h = await slack_app(STAGES)
+    for n, user in enumerate(("U0SAM", "U0TOM"), start=1):
+        await command(h, user, "start leave days=2")
+        await eventually(lambda n=n: _views(people, n), what="the start form")  # type: ignore[misc]
+    await command(h, "U0EVE", "start leave")
+    assert "not allowed to start *Leave request*" in (await answer(people))["text"]
+    assert len(people.calls("usergroups.list")) == 1  # handles are cached
+    assert {c.params["usergroup"] for c in people.calls("usergroups.users.list")} == {staff}
+    assert all(c.response["ok"] for c in people.calls("usergroups.users.list"))

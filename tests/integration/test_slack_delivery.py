@@ -217,3 +217,31 @@ async def test_a_team_channel_gets_one_card_with_claim(slack_app: StartSlack, fa
         return (await task_row(h.app.store, task_id))["assignee"].get("claimed_by")
 
     assert await eventually(claimed, what="the claim") == "U0BOB"
+
+
+async def test_a_team_given_by_handle_is_resolved_through_usergroups_list(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    group = fake_slack.set_usergroup("helpdesk", ["U0ANN", "U0BOB"])
+    h = await slack_app(TEAM_STAGES)
+    desk = h.app.registry.get("desk").stage("ticket")
+    await h.app.store.start_run(desk, {"summary": "VPN down", "team": "@helpdesk"})
+
+    async def two_cards() -> Any:
+        counts = delivered(fake_slack)
+        return counts if counts["DU0ANN"] == 1 and counts["DU0BOB"] == 1 else None
+
+    await eventually(two_cards, what="claim cards to both members of @helpdesk")
+    # Slack's usergroups.users.list takes the S… id only (the fake refuses a handle, as Slack does).
+    assert [c.params["usergroup"] for c in fake_slack.calls("usergroups.users.list")] == [group]
+    assert len(fake_slack.calls("usergroups.list")) == 1
+
+    # An unknown handle fails for good, with a clear error, and nobody gets a card.
+    _run_id, ghost_task = await h.app.store.start_run(desk, {"summary": "Printer", "team": "@ghosts"})
+
+    async def failed() -> Any:
+        return await scalar(h.app.store, "SELECT error FROM outbox WHERE task_id = :t AND status = 'failed'",
+                            t=ghost_task)
+
+    assert "no Slack user group '@ghosts'" in await eventually(failed, what="the assignment failed")
+    assert sum(delivered(fake_slack).values()) == 2
+    assert all(c.params["usergroup"] == group for c in fake_slack.calls("usergroups.users.list"))

@@ -270,3 +270,56 @@ async def test_escalation_marker_kinds_are_delivered(slack_app: StartSlack, peop
     h = await slack_app(STAGES)
     assert {REMINDER, ESCALATED, "form.handover"} <= set(h.app.outbox_handlers)
     assert "slack.reminders" in h.app.state
+
+
+async def test_engine_reassign_is_one_handover_that_resolves_old_cards_before_sending_new(
+        slack_app: StartSlack, people: FakeSlack) -> None:
+    from engine import people as engine_people
+
+    h = await slack_app(STAGES)
+    task_id = await ask(h)  # an approval for Bob
+    store = h.app.store
+    # Bad input is refused and changes nothing.
+    for bad in ({"users": []}, {"users": ["  "]}, {"team": ""}, {"nobody": 1}):
+        refused = await engine_people.reassign(store, task_id, bad, "U0ADMIN")
+        assert refused.status == engine_people.INVALID and refused.message
+    assert await scalar(store, "SELECT assignee FROM tasks WHERE id = :t", t=task_id) == {"users": ["bob@example.com"]}
+
+    done = await engine_people.reassign(store, task_id, {"users": ["lea@example.com"]}, "U0ADMIN")
+    assert done.ok
+    kinds = await h.app.db.fetch_all(_sql("SELECT kind FROM outbox WHERE task_id = :t ORDER BY id"), {"t": task_id})
+    # One sequential effect, not form.reassigned + form.assigned racing in the dispatcher.
+    assert [r["kind"] for r in kinds] == ["form.assigned", "form.handover"]
+    reason = await scalar(store, "SELECT reason FROM task_events WHERE task_id = :t AND actor = 'U0ADMIN'", t=task_id)
+    assert reason == "reassigned to lea@example.com"
+
+    lea_ts = (await eventually(lambda: _posted(people, "DU0LEA"), what="Lea's card"))[0].response["ts"]
+    bob = await eventually(lambda: _updated(people, "DU0BOB"), what="Bob's card resolved")
+    assert_valid_blocks(bob[0].params["blocks"])
+    assert "Handed to lea@example.com by <@U0ADMIN>" in json.dumps(bob[0].params["blocks"])
+
+    async def handed_over() -> Any:
+        return await scalar(store, "SELECT status FROM outbox WHERE kind = 'form.handover'") == "delivered"
+
+    await eventually(handed_over, what="the handover delivered")
+    cards = await h.app.db.fetch_all(
+        _sql("SELECT recipient, ts FROM slack_task_messages WHERE task_id = :t"), {"t": task_id})
+    assert [(c["recipient"], c["ts"]) for c in cards] == [("U0LEA", lea_ts)]  # the new card is remembered
+
+    await h.click("U0BOB", "flowbot_approve", str(task_id), channel="DU0BOB")  # no longer Bob's
+    await h.click("U0LEA", "flowbot_approve", str(task_id), channel="DU0LEA", message_ts=lea_ts)
+    lea = await eventually(lambda: _updated(people, "DU0LEA"), what="Lea's card resolved")
+    assert "Approved by <@U0LEA>" in json.dumps(lea[0].params["blocks"])
+    assert len(await _updated(people, "DU0BOB")) == 1  # Bob's old card was resolved once, by the handover
+    assert await scalar(store, "SELECT completed_by FROM tasks WHERE id = :t", t=task_id) == "U0LEA"
+    again = await engine_people.reassign(store, task_id, {"users": ["bob@example.com"]}, "U0ADMIN")
+    assert again.status == engine_people.ALREADY and again.by == "U0LEA"
+
+
+async def _posted(fake: FakeSlack, channel: str) -> list[Any]:
+    return [c for c in fake.calls("chat.postMessage") if c.response.get("channel") == channel
+            and not c.params.get("thread_ts")]
+
+
+async def _updated(fake: FakeSlack, channel: str) -> list[Any]:
+    return [c for c in fake.calls("chat.update") if c.params.get("channel") == channel]

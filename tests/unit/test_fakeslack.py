@@ -99,6 +99,21 @@ async def test_channel_and_user_group_members_are_configurable(
     assert (await client.usergroups_users_list(usergroup="S0FIN"))["users"] == ["U3"]
 
 
+async def test_user_groups_are_listed_with_handles_and_only_ids_list_their_members(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    staff = slack.set_usergroup("@staff", ["U1", "U2"])
+    assert staff.startswith("S") and slack.set_usergroup("staff", ["U1"]) == staff  # same group again
+    slack.set_usergroup("S0FIN", ["U3"], handle="finance")
+    listed = (await client.usergroups_list())["usergroups"]
+    assert {(g["handle"], g["id"]) for g in listed} == {("staff", staff), ("finance", "S0FIN")}
+    assert (await client.usergroups_users_list(usergroup=staff))["users"] == ["U1"]
+    for handle in ("staff", "@staff", "finance"):  # Slack refuses a handle where it wants the id
+        with pytest.raises(SlackApiError) as err:
+            await client.usergroups_users_list(usergroup=handle)
+        assert err.value.response["error"] == "no_such_subteam"
+
+
 async def test_views_are_opened_pushed_updated_and_published(
     slack: FakeSlack, client: AsyncWebClient
 ) -> None:

@@ -520,3 +520,20 @@ def test_a_resolved_message_has_the_outcome_and_no_buttons() -> None:
         ":x: Declined by <@U123> "
         "<!date^1714564800^{date_short_pretty} at {time}|2024-05-01 12:00 UTC>\n>Too much"
     )
+
+
+def test_a_forms_facts_on_a_card_keep_the_authors_markup_and_escape_the_data() -> None:
+    from bot.cards import form_facts, form_text
+    from engine.forms import Facts as FormFacts
+
+    payload = {"requester": "U0ANN", "reason": "<!channel> & co", "amount": 12}
+    facts = form_facts(FormFacts({"Requested by": "<@{requester}>", "Reason": "{reason}", "Amount": 12}), payload)
+    text = form_text("**Please** check {reason}", payload)
+    blocks = approval_message_blocks("Access", facts, task_ref="t", text=text)
+    assert_valid_blocks(blocks)
+    assert [f["text"] for f in blocks[2]["fields"]] == [
+        "*Requested by*\n<@U0ANN>", "*Reason*\n&lt;!channel&gt; &amp; co", "*Amount*\n12"]
+    assert blocks[1]["text"]["text"] == "*Please* check &lt;!channel&gt; &amp; co"
+    # Plain values (not rendered from a form's Facts) are still escaped as a whole.
+    plain = approval_message_blocks("Access", {"Who": "<@U0ANN>"}, task_ref="t")
+    assert plain[1]["fields"][0]["text"] == "*Who*\n&lt;@U0ANN&gt;"
