@@ -17,7 +17,7 @@ from typing import Any
 from engine import migrate, queries, report
 from engine.app import App, Part, database_url, open_app
 from engine.errors import FlowbotError, WorkflowLoadError
-from engine.loader import find_stage, load_workflows
+from engine.loader import Registry, find_stage, load_workflows
 from engine.plugins import load_plugins
 from engine.settings import Settings
 from engine.workflow import StageKind
@@ -144,14 +144,21 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_workflows(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+def load_or_report(settings: Settings) -> Registry | None:
+    """The workflows, or None after printing every load error (file:line: ...) to stderr."""
     try:
-        registry = load_workflows(settings.stages_dir)
+        return load_workflows(settings.stages_dir)
     except WorkflowLoadError as exc:
         print(f"flowbot: {len(exc.errors)} error(s) in workflows under {settings.stages_dir}:", file=sys.stderr)
         for e in exc.errors:
             print(f"  {e}", file=sys.stderr)
+        return None
+
+
+def cmd_workflows(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    registry = load_or_report(settings)
+    if registry is None:
         return 1
     if args.json:
         from engine import graph

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from engine.errors import WorkflowLoadError
-from engine.loader import load_workflows
 from engine.workflow import Stage, StageKind
 
 
@@ -39,15 +36,11 @@ def _accept(stage: Stage) -> tuple[str, ...]:
 
 def cmd_hooks(args: argparse.Namespace) -> int:
     """List the hooks of the loaded workflows."""
-    from engine.cli import settings_from
+    from engine.cli import load_or_report, settings_from
 
     settings = settings_from(args)
-    try:
-        registry = load_workflows(settings.stages_dir)
-    except WorkflowLoadError as exc:
-        print(f"flowbot: {len(exc.errors)} error(s) in workflows under {settings.stages_dir}:", file=sys.stderr)
-        for e in exc.errors:
-            print(f"  {e}", file=sys.stderr)
+    registry = load_or_report(settings)
+    if registry is None:
         return 1
     base_url = args.base_url or f"http://localhost:{settings.port}"
     hooks = [describe(s, base_url) for s in registry.stages(StageKind.HOOK)]
