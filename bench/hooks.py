@@ -204,6 +204,9 @@ class Result:
     server_cpu: float = 0.0
     #: CPU seconds Postgres used in the window.
     pg_cpu: float = 0.0
+    #: flowbot only: delivery rows, and transactions committed in its database over the whole run.
+    deliveries: int = 0
+    commits: int = 0
 
     @property
     def pg_ms_per_request(self) -> float:
@@ -308,8 +311,14 @@ async def bench_flowbot(pg: str, tmp: Path, args: argparse.Namespace,
     try:
         runs, tasks, deliveries = await conn.fetchrow(
             "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM tasks), (SELECT count(*) FROM hook_deliveries)")
+        # Transactions committed in this database (migrations, warm-up and the coalesced NOTIFYs
+        # included; the server's backends have exited, so their counts are flushed).
+        await asyncio.sleep(0.5)
+        result.commits = int(await conn.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"))
     finally:
         await conn.close()
+    result.deliveries = int(deliveries)
     # Every 200 was durable: one run, one task and one delivery row per accepted request (warm-up
     # included), and nothing for a request that got no 200.
     if not (runs == tasks == deliveries >= result.requests):
@@ -338,9 +347,11 @@ async def bench_minimal(pg: str, args: argparse.Namespace,
 
 
 def describe(name: str, r: Result) -> str:
+    commits = f"; {r.deliveries:,} deliveries in {r.commits:,} commits" if r.commits else ""
     return (f"{name}: {r.rate:,.0f} req/s, p50 {r.pct(0.50):.1f} ms, p99 {r.pct(0.99):.1f} ms "
             f"({r.requests:,} requests in {r.seconds:g} s, {r.errors} non-200; "
-            f"CPU per request: server {r.cpu_ms_per_request:.2f} ms, Postgres {r.pg_ms_per_request:.2f} ms)")
+            f"CPU per request: server {r.cpu_ms_per_request:.2f} ms, Postgres {r.pg_ms_per_request:.2f} ms"
+            f"{commits})")
 
 
 async def run(pg: str, args: argparse.Namespace) -> tuple[Result, Result]:

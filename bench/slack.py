@@ -244,7 +244,7 @@ async def count(app: Any, sql: str) -> int:
 
 
 async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, submissions: int,
-                        rate: float | None) -> tuple[dict[str, list[float]], float, float]:
+                        rate: float | None) -> tuple[dict[str, list[float]], float, float, float, float]:
     from bot import modals
     from engine.cli import outbox_part, worker_part
     from engine.http import serve
@@ -279,7 +279,9 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
         bodies += [("modal submission", submit_body(v, f"note {i}")) for i, v in enumerate(views)]
         bodies = [b for pair in zip(bodies[:clicks], bodies[clicks:], strict=False) for b in pair] + \
             bodies[2 * min(clicks, submissions):]
+        cpu_before = time.process_time()
         latencies, start = await burst_elsewhere(f"http://127.0.0.1:{port}/slack/events", bodies, rate)
+        cpu_acked = time.process_time() - cpu_before
 
         async def routed() -> bool:
             return await count(app, "SELECT count(*) FROM tasks WHERE stage = 'done'") >= total
@@ -294,7 +296,8 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
             raise RuntimeError(f"{failed} tasks failed")
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return latencies, (routed_at - start) * 1000, (finished_at - start) * 1000
+        cpu_done = time.process_time() - cpu_before
+    return latencies, (routed_at - start) * 1000, (finished_at - start) * 1000, cpu_acked * 1000, cpu_done * 1000
 
 
 async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: float | None
@@ -341,6 +344,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=float, default=100.0,
                         help="requests per second of the paced run (the burst sends them all at once)")
+    parser.add_argument("--only", choices=["burst", "paced"], help="run only the burst or only the paced run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="flowbot-bench-slack-"))
@@ -354,11 +358,12 @@ async def main() -> None:
     try:
         with fake_slack_elsewhere() as fake_url:
             for r in range(1, args.rounds + 1):
-                for rate in (None, args.rate):
+                rates = {"burst": [None], "paced": [args.rate]}.get(args.only or "", [None, args.rate])
+                for rate in rates:
                     mode = "all at once" if rate is None else f"paced at {rate:g} requests/s"
                     async with database(tmp / f"r{r}{rate}") as db_url:
-                        lat, routed, finished = await flowbot_round(db_url, stages, fake_url, args.clicks,
-                                                                    args.submissions, rate)
+                        lat, routed, finished, cpu_acked, cpu_done = await flowbot_round(
+                            db_url, stages, fake_url, args.clicks, args.submissions, rate)
                     base = await baseline_round(fake_url, args.clicks, args.submissions, rate)
                     print(f"round {r}, {mode}:")
                     print(" flowbot /slack/events (ack):")
@@ -367,6 +372,8 @@ async def main() -> None:
                     print(line("all", [v for k, vs in lat.items() if "not 200" not in k for v in vs]))
                     print(f"  every task completed and its follow-up routed: {routed:7.0f} ms after the first request")
                     print(f"  every follow-up task ran:                      {finished:7.0f} ms")
+                    print(f"  server CPU (all threads) until the last ack: {cpu_acked:7.0f} ms "
+                          f"({cpu_acked / total:.1f} ms/request); until every follow-up ran: {cpu_done:7.0f} ms")
                     print(" baseline: Bolt app that only acks:")
                     for kind, values in base.items():
                         print(line(kind, values))

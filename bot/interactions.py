@@ -6,14 +6,22 @@ exception that decides before acking, because its validation errors and next pag
 ack. Who may act is decided by ``engine.people`` (an assignee, or a member of the task's team);
 anyone else gets an ephemeral explanation and nothing changes. Of two racing answers the engine
 completes exactly one; the other person is told who won.
+
+Acks stay fast under load: a submission reads its session, task and run context in one
+statement and commits through a group commit (``Completions``) that completes every answer
+waiting at once in one transaction; clicks' after-ack work runs a few at a time and gives way
+to submissions in flight (``Priority``), whose answers wait on their work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from bot import messages, modals
 from bot.cards import ACTION_APPROVE, ACTION_DECLINE, ACTION_OPEN
@@ -25,6 +33,7 @@ from engine.db import Row
 from engine.errors import FlowbotError
 from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
 from engine.runner import task_of
+from engine.store import Finished, Store
 from engine.workflow import Stage
 
 if TYPE_CHECKING:
@@ -39,20 +48,165 @@ PURPOSE_START = "start"
 
 #: How long a modal submission may run the stage's code before the ack goes out (Slack allows 3 s).
 SUBMIT_BUDGET_SECONDS = 2.5
+#: ``app.state`` key of the group commit of form completions.
+STATE_COMPLETIONS = "slack.completions"
 #: Late submissions still being reported (kept referenced until done).
 _BACKGROUND: set[asyncio.Task[None]] = set()
+#: How many clicks' after-ack work (Approve, Decline, Claim) runs at once. A burst of clicks
+#: otherwise fills the event loop with database work that delays every ack queued behind it
+#: (the clicks' own and the modal submissions', whose answers wait on their work). Open stays
+#: outside the limit: its trigger id expires 3 s after the click.
+FOLLOW_UP_CONCURRENCY = 8
+#: The longest a click's after-ack work defers to modal submissions in flight.
+FOLLOW_UP_MAX_DEFER_SECONDS = 1.0
+
+
+class Priority:
+    """Acks first: a modal submission's answer rides on its ack, a click's work comes after its
+    ack. So clicks' after-ack work runs ``FOLLOW_UP_CONCURRENCY`` at a time, and each waits
+    (up to ``FOLLOW_UP_MAX_DEFER_SECONDS``) while submissions are in flight."""
+
+    def __init__(self, concurrency: int = FOLLOW_UP_CONCURRENCY,
+                 max_defer: float = FOLLOW_UP_MAX_DEFER_SECONDS) -> None:
+        self.slots = asyncio.Semaphore(concurrency)
+        self.max_defer = max_defer
+        self.submitting = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    @contextlib.contextmanager
+    def urgent(self) -> Iterator[None]:
+        """Around a submission that is answered in its ack."""
+        self.submitting += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self.submitting -= 1
+            if not self.submitting:
+                self._quiet.set()
+
+    @contextlib.asynccontextmanager
+    async def after_ack(self) -> AsyncIterator[None]:
+        """Around a click's work after its ack. (It defers before taking a slot: under a steady
+        stream of submissions every click waits at most ``max_defer`` once, and the slots keep
+        working at full rate.)"""
+        if not self._quiet.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), self.max_defer)
+        async with self.slots:
+            yield
+
+
+class Completions:
+    """Group commit of form completions: at most ``max_in_flight`` transactions at a time, each
+    completing every answer that was waiting when it began (up to ``max_batch``).
+
+    A lone answer on an idle server commits at once; under a burst, one transaction completes
+    many tasks (each guarded on 'pending', so of racing answers exactly one wins). Two answers
+    to the same task never share a transaction: the later one goes to the next, finds the task
+    completed and loses. When a transaction of several answers fails, each is retried alone, so
+    one bad answer fails only its own submission. Nothing is reported won before its commit.
+    """
+
+    def __init__(self, store: Store, *, max_batch: int = 100, max_in_flight: int = 2) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._waiting: list[tuple[Finished, str, asyncio.Future[bool]]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Sizes of the last transactions (tests, diagnostics), most recent last.
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+
+    def committer(self, actor: str) -> Callable[[Finished], Awaitable[bool]]:
+        """``people.submit``'s ``commit`` for answers by ``actor``."""
+        return lambda finished: self.commit(finished, actor)
+
+    async def commit(self, finished: Finished, actor: str) -> bool:
+        """Complete ``finished`` as done by ``actor``: True once committed, False if the task was
+        no longer pending. Raises the database error when its transaction failed."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((finished, actor, future))
+        if self._in_flight < self.max_in_flight:
+            self._start()
+        # Shielded: the ack that gives up waiting does not stop the commit of the others.
+        return await asyncio.shield(future)
+
+    def _start(self) -> None:
+        self._in_flight += 1
+        task = asyncio.ensure_future(self._flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[tuple[Finished, str, asyncio.Future[bool]]]:
+        batch: list[tuple[Finished, str, asyncio.Future[bool]]] = []
+        later: list[tuple[Finished, str, asyncio.Future[bool]]] = []
+        ids: set[Any] = set()
+        for entry in self._waiting:
+            task_id = entry[0].task["id"]
+            if len(batch) >= self.max_batch or task_id in ids:
+                later.append(entry)
+                continue
+            ids.add(task_id)
+            batch.append(entry)
+        self._waiting = later
+        return batch
+
+    async def _flush(self) -> None:
+        try:
+            batch = self._take()
+            if batch:
+                self.batch_sizes.append(len(batch))
+                by_actor: dict[str, list[tuple[Finished, str, asyncio.Future[bool]]]] = {}
+                for entry in batch:
+                    by_actor.setdefault(entry[1], []).append(entry)
+                for actor, entries in by_actor.items():
+                    await self._commit(actor, entries)
+        finally:
+            self._in_flight -= 1
+            if self._waiting and self._in_flight < self.max_in_flight:
+                self._start()
+
+    async def _commit(self, actor: str, entries: list[tuple[Finished, str, asyncio.Future[bool]]]) -> None:
+        try:
+            result = await self.store.commit(None, [e[0] for e in entries], from_status="pending", actor=actor)
+        except Exception as exc:
+            if len(entries) > 1:
+                for entry in entries:
+                    await self._commit(actor, [entry])
+                return
+            if not entries[0][2].done():
+                entries[0][2].set_exception(exc)
+            return
+        won = set(result.completed)
+        for finished, _actor, future in entries:
+            if not future.done():
+                future.set_result(finished.task["id"] in won)
+
+
+def completions(ctx: BotContext) -> Completions:
+    """The app's group commit of form completions (one per App)."""
+    found = ctx.app.state.get(STATE_COMPLETIONS)
+    if found is None:
+        found = ctx.app.state[STATE_COMPLETIONS] = Completions(ctx.store)
+    return cast(Completions, found)
 
 
 def register(bolt: AsyncApp, ctx: BotContext) -> None:
     """Add the card buttons, the form modal submission and the options listener to ``bolt``."""
 
+    priority = Priority()
+
     async def on_approve(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        await decide(ctx, body, int(action["value"]), APPROVED)
+        async with priority.after_ack():
+            await decide(ctx, body, int(action["value"]), APPROVED)
 
     async def on_decline(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        await decide(ctx, body, int(action["value"]), DECLINED)
+        async with priority.after_ack():
+            await decide(ctx, body, int(action["value"]), DECLINED)
 
     async def on_open(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
@@ -60,10 +214,13 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
 
     async def on_claim(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        await claim(ctx, body, int(action["value"]))
+        async with priority.after_ack():
+            await claim(ctx, body, int(action["value"]))
 
     async def on_submit(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        await ack(**await submission(ctx, body["user"]["id"], view))
+        with priority.urgent():
+            answer = await submission(ctx, body["user"]["id"], view)
+        await ack(**answer)
 
     async def on_options(ack: Any, body: dict[str, Any]) -> None:
         await ack(**await options(ctx, body))
@@ -125,7 +282,12 @@ async def _form_of(ctx: BotContext, task: Row) -> tuple[Stage, Form]:
 async def decide(ctx: BotContext, body: dict[str, Any], task_id: int, decision: str) -> None:
     """Approve or Decline on an approval card (Decline asks for a comment when the form wants one)."""
     user = body["user"]["id"]
-    allowed = await people.check(ctx.store, task_id, user, ctx.directory)
+    # The task and its run's context in one read; the completion below is guarded on 'pending'.
+    task, run_context = await people.get_task_in_run(ctx.app.db, task_id)
+    if task is None:
+        allowed = people.Result(people.GONE, message="the task no longer exists")
+    else:
+        allowed = await people.check(ctx.store, task_id, user, ctx.directory, task=task)
     if not allowed.ok:
         await tell(ctx, body, refusal(allowed))
         return
@@ -142,7 +304,8 @@ async def decide(ctx: BotContext, body: dict[str, Any], task_id: int, decision: 
         await _open(ctx, body, user, allowed.task, form.decline_form(), purpose=PURPOSE_DECLINE)
         return
     result = await people.submit(ctx.store, task_id, form.answers(decision), user, ctx.directory,
-                                 max_payload_bytes=ctx.settings.max_payload_bytes)
+                                 max_payload_bytes=ctx.settings.max_payload_bytes, task=allowed.task,
+                                 run_context=run_context, form=form, commit=completions(ctx).committer(user))
     if not result.ok:
         await tell(ctx, body, refusal(result))
 
@@ -223,33 +386,40 @@ def _field_error(form: Form, page: str | None, text: str) -> dict[str, Any]:
     return errors_response({inputs[0].name: text})
 
 
-async def _session_form(ctx: BotContext, session: Row) -> tuple[Stage, Form, dict[str, Any], Row | None]:
-    """(stage, form, payload, task) of a form session."""
+async def _session_form(ctx: BotContext, session: Row, task: Row | None = None
+                        ) -> tuple[Stage, Form, dict[str, Any], Row | None, Form]:
+    """(stage, form shown, payload, task, the stage's own form) of a form session; ``task`` is
+    the session's task row when the caller read it already."""
     wf = ctx.app.registry.get(session["workflow"])
     stage = wf.stage(session["stage"])
-    task: Row | None = None
     if session["task_id"] is not None:
-        task = await people.get_task(ctx.app.db, int(session["task_id"]))
+        if task is None:
+            task = await people.get_task(ctx.app.db, int(session["task_id"]))
         form = await people.load_form(stage, task_of(task))
         payload = dict(task["payload"])
     else:
+        task = None
         payload = dict(session["payload"] or {})
         form = await people.load_form(stage, task_of({"id": None, "type": "start", "payload": payload,
                                                       "run_id": None, "stage": stage.name}))
     if session["purpose"] == PURPOSE_DECLINE and isinstance(form, Approval):
-        return stage, form.decline_form(), payload, task
-    return stage, form, payload, task
+        return stage, form.decline_form(), payload, task, form
+    return stage, form, payload, task, form
 
 
 async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dict[str, Any]:
     """The ack of a form modal's submission: errors, the next page, a notice, or nothing (close)."""
     now = ctx.store.clock()
     sid = str(view.get("private_metadata") or "")
-    session = await people.get_session(ctx.app.db, sid, now=now)
-    if session is None or session["user_id"] != user_id:
+    # The session, its task and the run's context in one read (the ack waits on every round trip).
+    found = await people.get_submission(ctx.app.db, sid, now=now)
+    if found is None or found[0]["user_id"] != user_id:
         return _notice(messages.session_expired())
+    session, task_row, run_context = found
+    if session["task_id"] is not None and task_row is None:
+        return _notice(messages.gone(f"task {session['task_id']} does not exist"))
     try:
-        stage, form, payload, task = await _session_form(ctx, session)
+        stage, form, payload, task, own_form = await _session_form(ctx, session, task_row)
     except FlowbotError as exc:
         return _notice(messages.gone(str(exc)))
     page = form.page(session["page"])
@@ -268,15 +438,16 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
             return _field_error(form, page.name, messages.form_unavailable(str(exc)))
         return {"response_action": "update", "view": next_view}
     if session["purpose"] == PURPOSE_DECLINE:
-        approval = await people.load_form(stage, task_of(task)) if task is not None else None
-        assert isinstance(approval, Approval)
-        answers = approval.answers(DECLINED, answers.get("comment"))
+        assert isinstance(own_form, Approval)
+        answers = own_form.answers(DECLINED, answers.get("comment"))
     limit = ctx.settings.max_payload_bytes
     if task is None:
         work = people.start(ctx.store, stage, payload, answers, user_id, max_payload_bytes=limit,
-                            trigger={"kind": "slack", "user": user_id, "stage": stage.name})
+                            trigger={"kind": "slack", "user": user_id, "stage": stage.name}, form=own_form)
     else:
-        work = people.submit(ctx.store, int(task["id"]), answers, user_id, ctx.directory, max_payload_bytes=limit)
+        work = people.submit(ctx.store, int(task["id"]), answers, user_id, ctx.directory, max_payload_bytes=limit,
+                             task=task, run_context=run_context, form=own_form,
+                             commit=completions(ctx).committer(user_id))
     running = asyncio.ensure_future(work)
     try:
         # Slack drops an ack later than 3 s: a slow stage finishes after the ack, and the person
@@ -328,7 +499,7 @@ async def options(ctx: BotContext, body: dict[str, Any]) -> dict[str, Any]:
     if session is None:
         return {"options": []}
     try:
-        _stage, form, payload, _task = await _session_form(ctx, session)
+        _stage, form, payload, _task, _own = await _session_form(ctx, session)
         return suggest_options(form, str(body.get("action_id")), str(body.get("value") or ""), payload)
     except Exception:
         log.exception("options of %s failed", body.get("action_id"), extra={"action": "options_error"})

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from bot import messages
 from bot.blocks import button, section
 from bot.cards import ACTION_OPEN, ACTIONS_BLOCK
-from bot.context import BotContext, UserNotFound
+from bot.context import USER_ID_RE, BotContext, UserNotFound
 from engine import assignees, people, queries
 from engine.context import Task
 from engine.db import Row
@@ -200,6 +200,9 @@ async def reassign(bctx: BotContext, task_id: int, target: str, actor: str) -> p
     allowed = await people.check(bctx.store, task_id, actor, bctx.directory)
     if not allowed.ok:
         return allowed
+    if not (USER_ID_RE.match(target) or "@" in target.lstrip("@") or target.startswith("<@")):
+        # "@sam" typed where Slack did not escape it into a mention: nothing to look up.
+        return people.Result(people.INVALID, message=f"{target} is not a Slack user: mention them or give their email")
     try:
         user = await bctx.resolver.user_id(target)
     except UserNotFound:

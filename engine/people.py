@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -89,10 +90,19 @@ async def load_form(stage: Stage, task: Any) -> Form:
 
 async def get_task(db: Database, task_id: int) -> Row:
     """One task row (TaskNotFound when there is none)."""
-    row = await db.fetch_one(queries.GET_TASK, {"id": task_id})
+    row = await db.fetch_one_autocommit(queries.GET_TASK, {"id": task_id})
     if row is None:
         raise TaskNotFound(f"task {task_id} does not exist")
     return row
+
+
+async def get_task_in_run(db: Database, task_id: int) -> tuple[Row | None, dict[str, Any]]:
+    """One task row and its run's context, in one read ((None, {}) when there is no task)."""
+    row = await db.fetch_one_autocommit(queries.TASK_WITH_RUN_CONTEXT, {"id": task_id})
+    if row is None:
+        return None, {}
+    task = dict(row)
+    return task, task.pop("run_context", None) or {}
 
 
 async def may_act(task: Row, actor: str, directory: Directory) -> bool:
@@ -108,7 +118,7 @@ async def may_act(task: Row, actor: str, directory: Directory) -> bool:
 
 
 async def _winner(db: Database, task_id: int) -> Result:
-    row = await db.fetch_one(queries.TASK_COMPLETER, {"id": task_id})
+    row = await db.fetch_one_autocommit(queries.TASK_COMPLETER, {"id": task_id})
     if row is None:
         return Result(GONE, message="the task no longer exists")
     if row["status"] == "completed":
@@ -116,12 +126,16 @@ async def _winner(db: Database, task_id: int) -> Result:
     return Result(GONE, message=f"the task is {row['status']}")
 
 
-async def check(store: Store, task_id: int, actor: str, directory: Directory) -> Result:
-    """Whether ``actor`` may act on ``task_id`` now (COMPLETED means yes; the task is attached)."""
-    try:
-        task = await get_task(store.db, task_id)
-    except TaskNotFound:
-        return Result(GONE, message="the task no longer exists")
+async def check(store: Store, task_id: int, actor: str, directory: Directory, *,
+                task: Row | None = None) -> Result:
+    """Whether ``actor`` may act on ``task_id`` now (COMPLETED means yes; the task is attached).
+
+    ``task`` is the task's row when the caller just read it (saves a read)."""
+    if task is None:
+        try:
+            task = await get_task(store.db, task_id)
+        except TaskNotFound:
+            return Result(GONE, message="the task no longer exists")
     if task["kind"] != StageKind.FORM.value:
         return Result(GONE, task=task, message="the task is not a form")
     if task["status"] != "pending":
@@ -132,26 +146,38 @@ async def check(store: Store, task_id: int, actor: str, directory: Directory) ->
 
 
 async def submit(store: Store, task_id: int, answers: dict[str, Any], actor: str, directory: Directory,
-                 *, max_payload_bytes: int, effect: dict[str, Any] | None = None) -> Result:
+                 *, max_payload_bytes: int, effect: dict[str, Any] | None = None, task: Row | None = None,
+                 run_context: dict[str, Any] | None = None, form: Form | None = None,
+                 commit: Callable[[Finished], Awaitable[bool]] | None = None) -> Result:
     """Validate ``answers``, run the form stage's ``run(task, answers, ctx)`` and complete the task.
 
     The completion is guarded (``from_status='pending'``): of two racing submissions exactly one
     completes; the other gets ALREADY with the winner. A ``form.completed`` effect (with
     ``effect`` merged in) is committed with the completion so cards update in place.
+
+    A caller that just read the task (with its run's context) and its form passes them to save
+    the reads; the guard makes a stale row harmless (the loser still learns who won). ``commit``
+    replaces the commit of the completion (a group commit: it commits the Finished as completed
+    by ``actor``, guarded on 'pending', and returns whether it won).
     """
-    allowed = await check(store, task_id, actor, directory)
+    if task is None:
+        task, run_context = await get_task_in_run(store.db, task_id)
+        if task is None:
+            return Result(GONE, message="the task no longer exists")
+    allowed = await check(store, task_id, actor, directory, task=task)
     if not allowed.ok:
         return allowed
-    task = allowed.task
-    assert task is not None
+    if run_context is None:
+        run = await store.get_run(str(task["run_id"]))
+        run_context = run["context"] if run else {}
     stage = store.stage_of(task)
     t = task_of(task)
-    form = await load_form(stage, t)
+    if form is None:
+        form = await load_form(stage, t)
     errors = form.validate(answers)
     if errors:
         return Result(INVALID, task=task, errors=errors)
-    run = await store.get_run(str(task["run_id"]))
-    ctx = Context(stage_key=stage.key, run_context=run["context"] if run else {}, attempt=1,
+    ctx = Context(stage_key=stage.key, run_context=run_context or {}, attempt=1,
                   max_payload_bytes=max_payload_bytes, task_id=task["id"], run_id=str(task["run_id"]))
     try:
         await call(stage.entry("run"), t, dict(answers), ctx)
@@ -163,18 +189,24 @@ async def submit(store: Store, task_id: int, answers: dict[str, Any], actor: str
     outcome.effects.append(Effect("form.completed", {
         "task_id": task["id"], "by": actor, "answers": answers, **(effect or {}),
     }))
-    result = await store.commit(None, [Finished(task, outcome, routes)], from_status="pending", actor=actor)
-    if result.lost:
+    finished = Finished(task, outcome, routes)
+    if commit is not None:
+        won = await commit(finished)
+    else:
+        won = not (await store.commit(None, [finished], from_status="pending", actor=actor)).lost
+    if not won:
         return await _winner(store.db, task_id)
     return Result(COMPLETED, task=task, by=actor, at=store.clock(), run_id=str(task["run_id"]))
 
 
 async def start(store: Store, stage: Stage, payload: dict[str, Any], answers: dict[str, Any], actor: str,
-                *, max_payload_bytes: int, trigger: dict[str, Any] | None = None) -> Result:
+                *, max_payload_bytes: int, trigger: dict[str, Any] | None = None, form: Form | None = None) -> Result:
     """A person submitted a start form: a new run whose first task (at ``stage``) is completed
-    by them, with what ``run(task, answers, ctx)`` sent — all in one transaction."""
+    by them, with what ``run(task, answers, ctx)`` sent — all in one transaction. ``form`` is
+    the start form when the caller has it already."""
     t = task_of({"id": None, "type": "start", "payload": payload, "run_id": None, "stage": stage.name})
-    form = await load_form(stage, t)
+    if form is None:
+        form = await load_form(stage, t)
     errors = form.validate(answers)
     if errors:
         return Result(INVALID, errors=errors)
@@ -299,7 +331,24 @@ async def get_session(db: Database, session_id: str, *, now: dt.datetime) -> Row
         uuid.UUID(session_id)
     except ValueError:
         return None
-    return await db.fetch_one(queries.GET_FORM_SESSION, {"id": session_id, "now": now})
+    return await db.fetch_one_autocommit(queries.GET_FORM_SESSION, {"id": session_id, "now": now})
+
+
+async def get_submission(db: Database, session_id: str, *, now: dt.datetime
+                         ) -> tuple[Row, Row | None, dict[str, Any]] | None:
+    """An unexpired session with its task row (None for a start form) and the run's context, in
+    one read; None when there is no such session (also for a malformed id)."""
+    try:
+        uuid.UUID(session_id)
+    except ValueError:
+        return None
+    row = await db.fetch_one_autocommit(queries.FORM_SUBMISSION_CONTEXT, {"id": session_id, "now": now})
+    if row is None:
+        return None
+    task = dict(row)
+    session = task.pop("form_session")
+    run_context = task.pop("run_context", None) or {}
+    return session, (task if task.get("id") is not None else None), run_context
 
 
 async def save_session(db: Database, session_id: str, *, answers: dict[str, Any], page: str | None,
@@ -312,8 +361,7 @@ async def save_session(db: Database, session_id: str, *, answers: dict[str, Any]
 
 async def close_session(db: Database, session_id: str) -> None:
     """Forget a session (its form was submitted)."""
-    async with db.transaction() as tx:
-        await tx.execute(queries.DELETE_FORM_SESSION, {"id": session_id})
+    await db.fetch_one_autocommit(queries.DELETE_FORM_SESSION, {"id": session_id})
 
 
 # --- load-time checks --------------------------------------------------------------------------

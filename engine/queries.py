@@ -755,42 +755,78 @@ RUNS_BY_ID_PREFIX = text(
 # Hooks: a delivery committed in one statement (the hot path of `POST /hooks/<path>`)
 # ---------------------------------------------------------------------------------------------
 
-# -- name: deliver_hook -- record a hook delivery and start its runs (one per send, ids made by the
-# -- caller) with their first script tasks and "created" events, as ONE statement in its own
-# -- implicit transaction (one round trip). A concurrent twin with the same delivery id makes the
-# -- delivery insert return nothing; every other insert then selects no rows. (Workers are woken
-# -- by a separate, coalesced NOTIFY: a NOTIFY here would serialise the commits.)
-DELIVER_HOOK = text(
+# -- name: deliver_hooks -- record a batch of hook deliveries (group commit: the requests that
+# -- arrived while the previous batch was in flight) and start their runs (one per send, ids made by
+# -- the caller) with their first script tasks and "created" events, as ONE statement in its own
+# -- implicit transaction (one round trip, one commit for the batch). Items are numbered by the
+# -- caller; runs and tasks carry their item's number. An item whose delivery id a concurrent twin
+# -- (or an earlier delivery) holds gets no delivery row, and then none of its runs or tasks are
+# -- inserted; `kept` lists the items that were committed. (The caller puts at most one item per
+# -- (hook, delivery id) in a batch. Workers are woken by a separate, coalesced NOTIFY: a NOTIFY
+# -- here would serialise the commits.)
+DELIVER_HOOKS = text(
     """
-    WITH d AS (
+    WITH input AS (
+        SELECT * FROM unnest(CAST(:items AS int[]), CAST(:hooks AS text[]), CAST(:delivery_ids AS text[]),
+                             CAST(:methods AS text[]), CAST(:statuses AS int[]),
+                             CAST(CAST(:headers AS text[]) AS jsonb[]), CAST(:bodies AS bytea[]),
+                             CAST(CAST(:run_ids_json AS text[]) AS jsonb[]),
+                             CAST(CAST(:unrouted AS text[]) AS jsonb[]), CAST(CAST(:logs AS text[]) AS jsonb[]),
+                             CAST(:nows AS timestamptz[]))
+             AS x(item, hook, delivery_id, method, status, headers, body, run_ids, unrouted, log, at)
+    ), d AS (
         INSERT INTO hook_deliveries (hook, delivery_id, method, status, response_headers, response_body,
                                      run_ids, unrouted, log, created_at)
-        VALUES (:hook, :delivery_id, :method, :status, CAST(:headers AS jsonb), :body,
-                CAST(:run_ids_json AS jsonb), CAST(:unrouted AS jsonb), CAST(:log AS jsonb),
-                CAST(:now AS timestamptz))
+        SELECT hook, delivery_id, method, status, headers, body, run_ids, unrouted, log, at FROM input
         ON CONFLICT (hook, delivery_id) WHERE delivery_id IS NOT NULL DO NOTHING
-        RETURNING id
+        RETURNING hook, delivery_id
+    ), kept AS (
+        SELECT i.item FROM input i WHERE i.delivery_id IS NULL
+        UNION ALL
+        SELECT i.item FROM input i JOIN d ON d.hook = i.hook AND d.delivery_id = i.delivery_id
+    ), run_input AS (
+        SELECT * FROM unnest(CAST(:run_items AS int[]), CAST(:run_ids AS uuid[]), CAST(:workflows AS text[]),
+                             CAST(CAST(:triggers AS text[]) AS jsonb[]), CAST(CAST(:contexts AS text[]) AS jsonb[]),
+                             CAST(:actors AS text[]), CAST(:run_nows AS timestamptz[]))
+             AS r(item, id, workflow, trigger, context, actor, at)
+        WHERE r.item IN (SELECT item FROM kept)
     ), new_runs AS (
         INSERT INTO runs (id, workflow, trigger, context, status, created_at, updated_at)
-        SELECT r.id, :workflow, CAST(:trigger AS jsonb), CAST(:context AS jsonb), 'running',
-               CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-        FROM unnest(CAST(:run_ids AS uuid[])) AS r(id)
-        WHERE EXISTS (SELECT 1 FROM d)
+        SELECT id, workflow, trigger, context, 'running', at, at FROM run_input
     ), new_tasks AS (
         INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
                            lease_seconds, available_at, created_at)
-        SELECT x.run_id, :workflow, x.stage, 'script', x.type, x.payload, 'pending', x.max_attempts,
-               x.lease_seconds, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+        SELECT r.id, r.workflow, x.stage, 'script', x.type, x.payload, 'pending', x.max_attempts,
+               x.lease_seconds, r.at, r.at
         FROM unnest(CAST(:task_run_ids AS uuid[]), CAST(:stages AS text[]), CAST(:types AS text[]),
                     CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:max_attempts AS int[]),
                     CAST(:leases AS int[]))
              AS x(run_id, stage, type, payload, max_attempts, lease_seconds)
-        WHERE EXISTS (SELECT 1 FROM d)
-        RETURNING id
+        JOIN run_input r ON r.id = x.run_id
+        RETURNING id, run_id
     ), ev AS (
         INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT id, NULL, 'pending', :actor, 'created', CAST(:now AS timestamptz) FROM new_tasks
+        SELECT t.id, NULL, 'pending', r.actor, 'created', r.at FROM new_tasks t JOIN run_input r ON r.id = t.run_id
     )
-    SELECT (SELECT id FROM d) AS delivery, (SELECT count(*) FROM new_tasks) AS tasks
+    SELECT array(SELECT item FROM kept) AS kept
     """
+)
+
+# --- Slack acks (bot.interactions): one round trip per hot read -------------------------------
+
+# -- name: form_submission_context -- an unexpired form session (as JSON) with its task's columns
+# (all NULL for a start form) and the run's context: what a modal submission needs, in one read.
+FORM_SUBMISSION_CONTEXT = text(
+    """
+    SELECT t.*, to_jsonb(s) AS form_session, r.context AS run_context
+    FROM form_sessions s
+    LEFT JOIN tasks t ON t.id = s.task_id
+    LEFT JOIN runs r ON r.id = t.run_id
+    WHERE s.id = CAST(:id AS uuid) AND s.expires_at > CAST(:now AS timestamptz)
+    """
+)
+
+# -- name: task_with_run_context -- one task and its run's context (a button's form completion).
+TASK_WITH_RUN_CONTEXT = text(
+    "SELECT t.*, r.context AS run_context FROM tasks t LEFT JOIN runs r ON r.id = t.run_id WHERE t.id = :id"
 )

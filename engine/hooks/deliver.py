@@ -1,15 +1,20 @@
 """Committing a hook delivery: the record, the runs its sends start, and their first tasks.
 
 Two paths with the same effect. The common case (every send starts a fresh run whose first tasks
-are plain script tasks, no Slack effects) is ONE statement in its own implicit transaction
-(``queries.DELIVER_HOOK``): one round trip to Postgres per request. Anything else (a send into a
-named run, a form or join target, ``ctx.slack``) goes through ``Store.start_runs`` in a
-transaction. Either way the response is stored with the delivery, so a redelivery replays it.
+are plain script tasks, no Slack effects) goes through the ``Committer``: group commit. The
+deliveries that arrive while earlier ones are being committed are gathered and committed together
+by ONE statement in its own implicit transaction (``queries.DELIVER_HOOKS``): one round trip and
+one commit (one WAL flush) per batch, not per request, and no added wait when the server is idle
+(a lone delivery is sent at once). Each request is answered only after the statement that holds
+it committed. Anything else (a send into a named run, a form or join target, ``ctx.slack``) goes
+through ``Store.start_runs`` in a transaction. Either way the response is stored with the
+delivery, so a redelivery replays it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -75,44 +80,213 @@ def _unrouted(stage: Stage, send: Send, now: dt.datetime) -> dict[str, Any]:
 
 
 async def deliver(store: Store, stage: Stage, request: HookRequest, outcome: Outcome,
-                  rendered: Rendered | None, waker: Waker) -> Delivered:
+                  rendered: Rendered | None, committer: Committer, slots: asyncio.Semaphore) -> Delivered:
     """Commit what a hook's stage produced with the delivery record (``rendered`` None: the stage
-    returned None and the response lists the runs started)."""
+    returned None and the response lists the runs started). ``slots`` bounds the transactions
+    (the group-commit path needs none: it holds at most ``committer.max_in_flight`` connections)."""
     plan = _fast_plan(stage, outcome)
     if plan is None:
-        return await _deliver_in_transaction(store, stage, request, outcome, rendered)
+        async with slots:
+            return await _deliver_in_transaction(store, stage, request, outcome, rendered)
     now = store.clock()
     run_ids: list[uuid.UUID] = []
     unrouted: list[dict[str, Any]] = []
-    cols: dict[str, list[Any]] = {k: [] for k in ("task_run_ids", "stages", "types", "payloads",
-                                                   "max_attempts", "leases")}
+    tasks: list[tuple[uuid.UUID, str, str, str, int, int]] = []
     for send, targets in plan:
         if not targets:
             unrouted.append(_unrouted(stage, send, now))
             continue
         run_id = uuid.uuid4()
         run_ids.append(run_id)
-        payload = json.dumps(send.payload, separators=(",", ":"))
+        payload = _dumps(send.payload)
         for target in targets:
-            cols["task_run_ids"].append(run_id)
-            cols["stages"].append(target.name)
-            cols["types"].append(send.type)
-            cols["payloads"].append(payload)
-            cols["max_attempts"].append(target.max_attempts)
-            cols["leases"].append(target.lease or store.lease_seconds)
+            tasks.append((run_id, target.name, send.type, payload, target.max_attempts,
+                          target.lease or store.lease_seconds))
     ids = [str(r) for r in run_ids]
     status, headers, body = rendered or ok_response(ids)
-    row = await store.db.fetch_one_autocommit(queries.DELIVER_HOOK, {
-        "hook": stage.key, "delivery_id": request.delivery_id, "method": request.method, "status": status,
-        "headers": headers, "body": body, "run_ids_json": ids, "unrouted": unrouted, "log": outcome.log,
-        "now": now, "workflow": stage.workflow.name, "trigger": trigger_of(stage, request),
-        "context": outcome.context_set, "run_ids": run_ids, **cols, "actor": f"hook:{stage.key}",
-    })
-    if row is None or row["delivery"] is None:
+    item = Item(hook=stage.key, delivery_id=request.delivery_id, method=request.method, status=status,
+                headers=headers, body=body, run_ids=run_ids, unrouted=unrouted, log=outcome.log, now=now,
+                workflow=stage.workflow.name, trigger=trigger_of(stage, request),
+                context=outcome.context_set, tasks=tasks)
+    if not await committer.commit(item):
         return Delivered(None)
-    if run_ids:
-        waker.wake()
     return Delivered((status, headers, body), ids, unrouted)
+
+
+@dataclass
+class Item:
+    """One delivery on the group-commit path, as the statement inserts it."""
+
+    hook: str
+    delivery_id: str | None
+    method: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    run_ids: list[uuid.UUID]
+    unrouted: list[dict[str, Any]]
+    log: list[Any]
+    now: dt.datetime
+    workflow: str
+    trigger: dict[str, Any]
+    context: dict[str, Any] | None
+    #: (run id, stage, type, payload JSON, max attempts, lease seconds) of each first task.
+    tasks: list[tuple[uuid.UUID, str, str, str, int, int]]
+
+
+#: One encoder for every delivery (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+def _dumps(value: Any) -> str:
+    # Empty values are the common case (no log, nothing unrouted, no run context).
+    if not value and isinstance(value, list | dict):
+        return "[]" if isinstance(value, list) else "{}"
+    return _ENCODER.encode(value)
+
+
+def batch_params(items: list[Item]) -> dict[str, Any]:
+    """The parameters of ``queries.DELIVER_HOOKS`` for ``items`` (numbered by position)."""
+    p: dict[str, list[Any]] = {k: [] for k in (
+        "items", "hooks", "delivery_ids", "methods", "statuses", "headers", "bodies", "run_ids_json",
+        "unrouted", "logs", "nows", "run_items", "run_ids", "workflows", "triggers", "contexts", "actors",
+        "run_nows", "task_run_ids", "stages", "types", "payloads", "max_attempts", "leases")}
+    for n, item in enumerate(items):
+        p["items"].append(n)
+        p["hooks"].append(item.hook)
+        p["delivery_ids"].append(item.delivery_id)
+        p["methods"].append(item.method)
+        p["statuses"].append(item.status)
+        p["headers"].append(_dumps(item.headers))
+        p["bodies"].append(item.body)
+        p["run_ids_json"].append(_dumps([str(r) for r in item.run_ids]))
+        p["unrouted"].append(_dumps(item.unrouted))
+        p["logs"].append(_dumps(item.log))
+        p["nows"].append(item.now)
+        if item.run_ids:
+            trigger, context = _dumps(item.trigger), _dumps(item.context)
+            for run_id in item.run_ids:
+                p["run_items"].append(n)
+                p["run_ids"].append(run_id)
+                p["workflows"].append(item.workflow)
+                p["triggers"].append(trigger)
+                p["contexts"].append(context)
+                p["actors"].append(f"hook:{item.hook}")
+                p["run_nows"].append(item.now)
+        for run_id, stage, type_, payload, max_attempts, lease in item.tasks:
+            p["task_run_ids"].append(run_id)
+            p["stages"].append(stage)
+            p["types"].append(type_)
+            p["payloads"].append(payload)
+            p["max_attempts"].append(max_attempts)
+            p["leases"].append(lease)
+    return p
+
+
+class Committer:
+    """Group commit for hook deliveries: at most ``max_in_flight`` statements at a time, each
+    committing every delivery that was waiting when it started (up to ``max_batch``).
+
+    A delivery waits only while earlier statements are in flight, so an idle server commits a
+    lone request at once. Two items with the same (hook, delivery id) never share a statement:
+    the later one goes to the next, where it finds the first committed and is told it lost (the
+    caller replays the first response). When a statement of several items fails, each item is
+    retried alone, so one bad item fails only its own request.
+    """
+
+    def __init__(self, db: Database, waker: Waker, *, max_batch: int = 100, max_in_flight: int = 1) -> None:
+        self.db = db
+        self.waker = waker
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._waiting: list[tuple[Item, asyncio.Future[bool]]] = []
+        self._in_flight = 0
+        #: Statements in flight (the loop keeps only weak references to tasks).
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Sizes of the last batches committed (for tests and diagnostics), most recent last.
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+
+    async def commit(self, item: Item) -> bool:
+        """Commit ``item``; True once it is committed, False if its delivery id was already taken.
+
+        Raises the database error if its statement failed (nothing of it was committed)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._in_flight < self.max_in_flight:
+            self._start()
+        # Shielded: a client that disconnects does not stop the commit of others in the batch.
+        return await asyncio.shield(future)
+
+    def _start(self) -> None:
+        self._in_flight += 1
+        task = asyncio.ensure_future(self._flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[tuple[Item, asyncio.Future[bool]]]:
+        """The waiting items for the next statement: up to ``max_batch``, one per delivery id."""
+        batch: list[tuple[Item, asyncio.Future[bool]]] = []
+        later: list[tuple[Item, asyncio.Future[bool]]] = []
+        keys: set[tuple[str, str]] = set()
+        for entry in self._waiting:
+            item = entry[0]
+            key = (item.hook, item.delivery_id) if item.delivery_id is not None else None
+            if len(batch) >= self.max_batch or (key is not None and key in keys):
+                later.append(entry)
+                continue
+            if key is not None:
+                keys.add(key)
+            batch.append(entry)
+        self._waiting = later
+        return batch
+
+    async def _flush(self) -> None:
+        try:
+            batch = self._take()
+            if not batch:
+                return
+            try:
+                kept = await self._execute([item for item, _ in batch])
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][1], exc)
+                    return
+                log.warning("a batch of %d hook deliveries failed (%s); committing them one by one",
+                            len(batch), exc, extra={"action": "hook_batch_failed"})
+                for item, future in batch:
+                    try:
+                        _settle(future, 0 in await self._execute([item]))
+                    except Exception as one:  # this item's own failure
+                        _settle(future, one)
+                return
+            for n, (_, future) in enumerate(batch):
+                _settle(future, n in kept)
+        finally:
+            self._in_flight -= 1
+            if self._waiting and self._in_flight < self.max_in_flight:
+                self._start()
+
+    async def _execute(self, items: list[Item]) -> set[int]:
+        row = await self.db.fetch_one_autocommit(queries.DELIVER_HOOKS, batch_params(items))
+        kept = set(row["kept"]) if row is not None else set()
+        self.batch_sizes.append(len(items))
+        if any(items[n].run_ids for n in kept):
+            self.waker.wake()
+        return kept
+
+    async def close(self) -> None:
+        """Wait for the statements in flight (shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _settle(future: asyncio.Future[bool], outcome: bool | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 async def _deliver_in_transaction(store: Store, stage: Stage, request: HookRequest, outcome: Outcome,

@@ -3,14 +3,17 @@
 One request, in order: find the hook (404), check the method (405), read the body within the limit
 (413), authenticate it (401), check and parse its content type (415, 400), replay an earlier
 delivery with the same id, else run the stage and commit what it sent (one run per send) together
-with the delivery record, then answer. Every refusal happens before anything is written; the 2xx
-goes out only after the commit (durable before acknowledged). A stage that raises gets a 500 with
-a correlation id; its traceback goes to the log, never to the client.
+with the delivery record (concurrent deliveries share one statement: ``deliver.Committer``), then
+answer. Every refusal happens before anything is written; the 2xx goes out only after the commit
+(durable before acknowledged). A stage that raises gets a 500 with a correlation id; its
+traceback goes to the log, never to the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import json
 import logging
 import uuid
@@ -24,7 +27,7 @@ from engine.context import Context
 from engine.db import Row
 from engine.errors import FlowbotError
 from engine.hooks.auth import HookAuthError
-from engine.hooks.deliver import Rendered, Waker, deliver
+from engine.hooks.deliver import Committer, Rendered, Waker, deliver
 from engine.hooks.parse import DEFAULT_ACCEPT, BodyError, accepts, parse, split_content_type
 from engine.hooks.request import HookRequest, HookResponse
 from engine.runner import call
@@ -44,8 +47,23 @@ def mount_hooks(http: web.Application, app: App) -> HookServer:
     server = HookServer(app)
     server.warn_at_startup()
     http.router.add_route("*", "/hooks/{path:.+}", server.handle)
+    http.on_startup.append(_freeze_startup_objects)
     http.on_cleanup.append(server.close)
     return server
+
+
+async def _freeze_startup_objects(_http: web.Application) -> None:
+    _freeze_once()
+
+
+@functools.cache
+def _freeze_once() -> None:
+    """Hide what startup built (modules, workflows, the database engine) from the garbage
+    collector, once per process: its full collections then scan only what requests allocate.
+    Under load they were the p99 latency of hooks (pauses of tens of ms; bench/hooks.py p99
+    ~60 ms before, ~20 ms after, p50 unchanged)."""
+    gc.collect()
+    gc.freeze()
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
@@ -60,15 +78,18 @@ class HookServer:
     def __init__(self, app: App) -> None:
         self.app = app
         self.waker = Waker(app.db)
-        # At most as many deliveries in the database as the pool holds: beyond it, SQLAlchemy opens
-        # overflow connections per request (connect, type introspection, prepare, close), which
-        # cost more than queueing here.
+        self.committer = Committer(app.db, self.waker)
+        # At most as many statements in the database as the pool holds (the committer's included):
+        # beyond it, SQLAlchemy opens overflow connections per request (connect, type
+        # introspection, prepare, close), which cost more than queueing here.
         size = getattr(app.db.engine.pool, "size", None)
-        self.db_slots = asyncio.Semaphore(max(1, size() if callable(size) else 10))
+        pool = size() if callable(size) else 10
+        self.db_slots = asyncio.Semaphore(max(1, pool - self.committer.max_in_flight))
         self.hooks: dict[str, Stage] = {s.path or "": s for s in app.registry.stages(StageKind.HOOK)}
 
     async def close(self, _http: web.Application | None = None) -> None:
-        """Stop the pending worker wake-up (the server is shutting down)."""
+        """Finish the commits in flight and stop the pending wake-up (the server is shutting down)."""
+        await self.committer.close()
         await self.waker.close()
 
     def warn_at_startup(self) -> None:
@@ -146,8 +167,8 @@ class HookServer:
             # The stage refused the request: like a raise, what it sent is dropped.
             return _respond(rendered)
         try:
-            async with self.db_slots:
-                delivered = await deliver(self.app.store, stage, request, ctx.finish(), rendered, self.waker)
+            delivered = await deliver(self.app.store, stage, request, ctx.finish(), rendered, self.committer,
+                                      self.db_slots)
         except FlowbotError as exc:
             # Routing what the stage sent failed (a form's assignee rule without its payload key,
             # a send naming a run that does not exist): nothing was committed.

@@ -309,6 +309,11 @@ async def test_reassign_to_a_mention_as_slack_escapes_it(slack_app: StartSlack, 
     assert "now <@U0SAM>'s" in (await answer(people, 1))["text"]
     assert (await scalar(h.app.store, "SELECT assignee FROM tasks WHERE id = :id", id=task_id)) == {"users": ["U0SAM"]}
     assert people.calls("users.lookupByEmail") == []  # a mention needs no lookup
+    # A bare "@sam" (an app whose command does not escape) cannot name anyone: said, nothing changes.
+    await command(h, "U0SAM", f"reassign {task_id} @bob")
+    assert "@bob is not a Slack user: mention them or give their email" in (await answer(people, 2))["text"]
+    assert (await scalar(h.app.store, "SELECT assignee FROM tasks WHERE id = :id", id=task_id)) == {"users": ["U0SAM"]}
+    assert people.calls("users.lookupByEmail") == []
 
 
 def test_the_manifest_has_slack_escape_the_command_text() -> None:

@@ -1,0 +1,265 @@
+"""What the fast Slack ack path must still guarantee under concurrency: validation errors, the
+next page and "already completed by X" travel in a submission's ack; exactly one completion per
+task under races; nothing is acked as done before it is committed; and clicks' after-ack work
+gives way to submissions in flight without being starved."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from support import eventually, scalar, task_row
+
+from bot import modals
+from bot.interactions import Completions, Priority
+from engine import people
+from engine.errors import DatabaseError
+from engine.store import Finished
+from tests.fakeslack import FakeSlack
+from tests.slack import SlackHarness, StartSlack
+
+STAGES = {
+    "desk/workflow.py": """
+        from engine import Workflow
+        workflow = Workflow("desk", title="Desk")
+        note = workflow.form("note", assignee=["U0ANN", "U0BOB"])
+        review = workflow.form("review", assignee=["U0ANN", "U0BOB"])
+        done = workflow.script("done")
+        workflow.transition(note, done, on="noted")
+        workflow.transition(review, done, on="approved")
+    """,
+    "desk/note.py": """
+        from engine.forms import Form, Page, Text
+        form = Form("Note", pages=[Page("first", [Text("title", "Title")]),
+                                   Page("second", [Text("note", "Note", min_length=3)])])
+        def run(task, answers, ctx):
+            ctx.run["seen"] = ctx.run.get("seen", 0) + 1
+            ctx.send("noted", {**task.payload, **answers})
+    """,
+    "desk/review.py": """
+        from engine.forms import Approval
+        form = Approval("Review", {"Item": "{item}"})
+        def run(task, answers, ctx):
+            ctx.send(answers["decision"], task.payload)
+    """,
+    "desk/done.py": """
+        def run(task, ctx):
+            pass
+    """,
+}
+
+
+def title(value: str) -> dict[str, dict[str, Any]]:
+    return {"title": {"type": "plain_text_input", "value": value}}
+
+
+def note(value: str | None) -> dict[str, dict[str, Any]]:
+    return {"note": {"type": "plain_text_input", "value": value}}
+
+
+async def session_view(h: SlackHarness, task_id: int, user: str, page: str = "first") -> dict[str, Any]:
+    """A modal as it would be open for ``user`` (its form session in Postgres)."""
+    stage = h.app.registry.get("desk").stage("note")
+    form = stage.module.form  # type: ignore[union-attr]
+    sid = await people.open_session(h.app.db, user_id=user, workflow="desk", stage="note", task_id=task_id,
+                                    page=page, now=h.app.store.clock())
+    if page == "second":  # the first page was answered already
+        await people.save_session(h.app.db, sid, answers={"title": "T"}, page=page)
+    return {**modals.form_view(form, {}, session_id=sid, page=form.page(page)), "id": f"V{task_id}{user}"}
+
+
+async def test_racing_last_pages_complete_each_task_once_and_only_a_committed_one_is_acked_done(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    stage = h.app.registry.get("desk").stage("note")
+    tasks = [(await h.app.store.start_run(stage, {"n": i}))[1] for i in range(5)]
+    views = {(t, u): await session_view(h, t, u, page="second") for t in tasks for u in ("U0ANN", "U0BOB")}
+    closed_while_pending: list[int] = []
+
+    async def submit(task_id: int, user: str) -> tuple[int, str, Any]:
+        resp = await h.submit(user, views[task_id, user], note(f"from {user}"))
+        assert resp.status == 200
+        if not resp.text.strip():  # acked as done: the completion must be committed already
+            if (await task_row(h.app.store, task_id))["status"] != "completed":
+                closed_while_pending.append(task_id)
+        return task_id, user, resp.json
+
+    answers = await asyncio.gather(*(submit(t, u) for t in tasks for u in ("U0ANN", "U0BOB")))
+    assert closed_while_pending == []
+    for task_id in tasks:
+        row = await task_row(h.app.store, task_id)
+        acks = {user: body for t, user, body in answers if t == task_id}
+        winners = [u for u, body in acks.items() if body is None]
+        assert winners == [row["completed_by"]], acks
+        [loser] = [u for u in acks if u not in winners]
+        assert acks[loser]["response_action"] == "update"
+        assert f"already completed by <@{row['completed_by']}>" in str(acks[loser]["view"]["blocks"])
+        assert await scalar(h.app.store, "SELECT count(*) FROM task_events WHERE task_id = :t "
+                                         "AND to_status = 'completed'", t=task_id) == 1
+    assert await scalar(h.app.store, "SELECT count(*) FROM tasks WHERE stage = 'done'") == len(tasks)
+    # The stage's code saw the run's context read with the task (one run per task: once each).
+    assert await scalar(h.app.store, "SELECT count(*) FROM runs WHERE context->>'seen' = '1'") == len(tasks)
+
+
+async def test_errors_and_next_pages_ride_on_the_acks_of_a_burst_mixed_with_clicks(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    wf = h.app.registry.get("desk")
+    notes = [(await h.app.store.start_run(wf.stage("note"), {"n": i}))[1] for i in range(4)]
+    reviews = [(await h.app.store.start_run(wf.stage("review"), {"item": f"i{i}"}))[1] for i in range(6)]
+    first = {t: await session_view(h, t, "U0ANN") for t in notes}
+    last = {t: await session_view(h, t, "U0BOB", page="second") for t in notes}
+    # Per note task: a first page (next page in the ack), a too-short last page (error in the
+    # ack); per review: a double click on Approve by both assignees.
+    work = [h.submit("U0ANN", first[t], title(f"t{t}")) for t in notes]
+    work += [h.submit("U0BOB", last[t], note("no")) for t in notes]
+    work += [h.click(u, "flowbot_approve", str(t), channel="D" + u) for t in reviews for u in ("U0ANN", "U0BOB")]
+    resps = await asyncio.gather(*work)
+    assert all(r.status == 200 for r in resps)
+    for r in resps[:len(notes)]:
+        assert r.json["response_action"] == "update"
+        assert [b.get("block_id") for b in r.json["view"]["blocks"] if b["type"] == "input"] == ["note"]
+    for r in resps[len(notes):2 * len(notes)]:
+        assert r.json == {"response_action": "errors", "errors": {"note": r.json["errors"]["note"]}}
+    for t in notes:
+        assert (await task_row(h.app.store, t))["status"] == "pending"
+
+    async def reviews_done() -> bool:
+        return await scalar(h.app.store, "SELECT count(*) FROM tasks WHERE stage = 'review' "
+                                         "AND status = 'completed'") == len(reviews)
+
+    await eventually(reviews_done, what="every review completed")
+    for t in reviews:
+        assert await scalar(h.app.store, "SELECT count(*) FROM task_events WHERE task_id = :t "
+                                         "AND to_status = 'completed'", t=t) == 1
+    # The losers of each double click are told who won.
+    await h.settle()
+    told = [c.params["text"] for c in fake_slack.calls("chat.postEphemeral")]
+    assert len([t for t in told if "already completed by" in t]) == len(reviews)
+
+
+async def test_submission_context_is_one_read_matching_the_task_row(slack_app: StartSlack,
+                                                                    fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES, worker=False, outbox=False)
+    stage = h.app.registry.get("desk").stage("note")
+    run_id, task_id = await h.app.store.start_run(stage, {"n": 1})
+    now = h.app.store.clock()
+    sid = await people.open_session(h.app.db, user_id="U0ANN", workflow="desk", stage="note", task_id=task_id,
+                                    page="first", now=now)
+    found = await people.get_submission(h.app.db, sid, now=now)
+    assert found is not None
+    session, task, run_context = found
+    assert (session["user_id"], session["task_id"], session["page"], session["answers"]) == \
+        ("U0ANN", task_id, "first", {})
+    assert task == await task_row(h.app.store, task_id)
+    run = await h.app.store.get_run(run_id)
+    assert run is not None and run_context == run["context"]
+    start = await people.open_session(h.app.db, user_id="U0ANN", workflow="desk", stage="note",
+                                      payload={"k": 1}, page="first", now=now)
+    found = await people.get_submission(h.app.db, start, now=now)
+    assert found is not None and found[1] is None and found[0]["payload"] == {"k": 1}
+    assert await people.get_submission(h.app.db, "not-a-uuid", now=now) is None
+    later = now.replace(year=now.year + 1)
+    assert await people.get_submission(h.app.db, sid, now=later) is None
+
+
+async def test_click_work_waits_for_submissions_in_flight_and_runs_a_few_at_a_time() -> None:
+    priority = Priority(concurrency=1, max_defer=60)
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def click(name: str) -> None:
+        async with priority.after_ack():
+            started.append(name)
+            await release.wait()
+
+    with priority.urgent():
+        first = asyncio.create_task(click("a"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert started == []  # a submission is in flight
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert started == ["a"]
+    second = asyncio.create_task(click("b"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert started == ["a"]  # one slot
+    release.set()
+    await asyncio.gather(first, second)
+    assert started == ["a", "b"]
+
+
+async def test_click_work_is_not_starved_by_a_stream_of_submissions() -> None:
+    priority = Priority(concurrency=2, max_defer=0)
+    ran = asyncio.Event()
+
+    async def click() -> None:
+        async with priority.after_ack():
+            ran.set()
+
+    with priority.urgent():
+        await asyncio.wait_for(click(), 5)
+    assert ran.is_set()
+
+
+class Open:
+    """Anyone may act (the tasks name their assignees)."""
+
+    async def identity(self, entry: str) -> str:
+        return entry
+
+    async def is_member(self, team: str, actor: str) -> bool:
+        return False
+
+
+async def test_completions_commit_many_answers_together_and_one_per_task(slack_app: StartSlack,
+                                                                       fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES, worker=False, outbox=False)
+    store = h.app.store
+    stage = h.app.registry.get("desk").stage("note")
+    tasks = [(await store.start_run(stage, {"n": i}))[1] for i in range(8)]
+    batcher = Completions(store)
+
+    async def answer(task_id: int, user: str) -> people.Result:
+        return await people.submit(store, task_id, {"title": "T", "note": f"by {user}"}, user, Open(),
+                                   max_payload_bytes=100_000, commit=batcher.committer(user))
+
+    results = await asyncio.gather(*(answer(t, u) for t in tasks for u in ("U0ANN", "U0BOB")))
+    assert max(batcher.batch_sizes) > 1  # answers waiting together committed together
+    for i, task_id in enumerate(tasks):
+        row = await task_row(store, task_id)
+        mine = results[2 * i:2 * i + 2]
+        won = [r for r in mine if r.ok]
+        assert len(won) == 1 and won[0].by == row["completed_by"] and row["status"] == "completed"
+        [lost] = [r for r in mine if not r.ok]
+        assert lost.status == people.ALREADY and lost.by == row["completed_by"]
+        assert await scalar(store, "SELECT count(*) FROM task_events WHERE task_id = :t "
+                                   "AND to_status = 'completed'", t=task_id) == 1
+    assert await scalar(store, "SELECT count(*) FROM tasks WHERE stage = 'done'") == len(tasks)
+
+
+async def test_a_bad_answer_fails_alone_and_the_others_of_its_batch_complete(slack_app: StartSlack,
+                                                                           fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES, worker=False, outbox=False)
+    store = h.app.store
+    stage = h.app.registry.get("desk").stage("note")
+    tasks = [(await store.start_run(stage, {"n": i}))[1] for i in range(4)]
+    prepared: list[Finished] = []
+
+    async def keep(finished: Finished) -> bool:  # run the stage, keep the completion for later
+        prepared.append(finished)
+        return True
+
+    for i, task_id in enumerate(tasks):
+        # Postgres refuses a NUL character in JSON: the bad answer's completion cannot commit.
+        answers = {"title": "T", "note": "nul \x00 here" if i == 2 else "fine"}
+        await people.submit(store, task_id, answers, "U0ANN", Open(), max_payload_bytes=100_000, commit=keep)
+    batcher = Completions(store, max_in_flight=1)
+    results = await asyncio.gather(*(batcher.commit(f, "U0ANN") for f in prepared), return_exceptions=True)
+    assert list(batcher.batch_sizes) == [4]  # one transaction tried all four, then each alone
+    assert isinstance(results[2], DatabaseError)
+    assert [r for i, r in enumerate(results) if i != 2] == [True, True, True]
+    statuses = [(await task_row(store, t))["status"] for t in tasks]
+    assert statuses == ["completed", "completed", "pending", "completed"]
+    assert await scalar(store, "SELECT count(*) FROM tasks WHERE stage = 'done'") == 3
