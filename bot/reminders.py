@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncApp
 
     from engine.app import App
+    from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +82,10 @@ class ReminderSettings:
     interval: float = 60.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ReminderSettings:
-        """Read them from the environment."""
-        env = os.environ if env is None else env
-
-        def number(name: str) -> float | None:
-            raw = env.get(name)
-            if not raw:
-                return None
-            try:
-                value = float(raw)
-            except ValueError:
-                raise FlowbotError(f"{name} must be a number of seconds, got {raw!r}") from None
-            if value <= 0:
-                raise FlowbotError(f"{name} must be positive, got {raw!r}")
-            return value
-
-        return cls(number("FLOWBOT_REMIND_AFTER"), number("FLOWBOT_REMINDER_INTERVAL") or 60.0)
+    def from_settings(cls, settings: Settings) -> ReminderSettings:
+        """Take them from flowbot's settings (read from the environment at the entry point)."""
+        after = settings.remind_after
+        return cls(float(after) if after else None, float(settings.reminder_interval))
 
 
 @dataclass
@@ -301,7 +288,7 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
     ctx.app.add_outbox_handler(REMINDER, reminder)
     ctx.app.add_outbox_handler(ESCALATED, handover)
     ctx.app.add_outbox_handler(HANDOVER, handover)
-    part = Reminders(ctx.app, settings=ReminderSettings.from_env())
+    part = Reminders(ctx.app, settings=ReminderSettings.from_settings(ctx.app.settings))
     ctx.app.add_background(part.run)
     ctx.app.state["slack.reminders"] = part
 

@@ -42,6 +42,10 @@ class Settings:
     lease_seconds: int = 30
     concurrency: int = 200
     threads: int = 32
+    #: Reminder delay (seconds) of form stages without ``remind_after=``; None: no default reminders.
+    remind_after: int | None = None
+    #: Seconds between passes looking for due reminders and escalations.
+    reminder_interval: int = 60
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: Largest hook request body (``FLOWBOT_HOOK_MAX_BYTES``); a hook may lower it with ``max_bytes=``.
@@ -68,6 +72,8 @@ class Settings:
             lease_seconds=_int(env, "FLOWBOT_LEASE_SECONDS", 30),
             concurrency=_int(env, "FLOWBOT_CONCURRENCY", 200),
             threads=_int(env, "FLOWBOT_THREADS", 32),
+            remind_after=_int(env, "FLOWBOT_REMIND_AFTER", 0) or None,
+            reminder_interval=_int(env, "FLOWBOT_REMINDER_INTERVAL", 60),
             max_payload_bytes=_int(env, "FLOWBOT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
             max_body_bytes=_int(env, "FLOWBOT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             hook_max_bytes=_int(env, "FLOWBOT_HOOK_MAX_BYTES", DEFAULT_MAX_BODY_BYTES),

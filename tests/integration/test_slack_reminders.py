@@ -13,6 +13,7 @@ from support import FakeClock, eventually, scalar
 
 from bot.reminders import ESCALATED, REMINDER, Reminders, ReminderSettings, deliver_reminder, follow_ups
 from engine.errors import FlowbotError, WorkflowLoadError
+from engine.settings import Settings
 from tests.fakeslack import FakeSlack
 from tests.slack import SlackHarness, StartSlack
 
@@ -235,10 +236,16 @@ def test_follow_up_configuration(make_stages: Any) -> None:
     assert found == {"review": (3600, 4 * 3600), "triage": (600, None)}
     with_default = {f.stage.name: f.remind_after for f in follow_ups(registry, default_remind_after=900)}
     assert with_default == {"review": 3600, "triage": 600, "quiet": 900}
-    assert ReminderSettings.from_env({"FLOWBOT_REMIND_AFTER": "900"}) == ReminderSettings(900.0, 60.0)
-    assert ReminderSettings.from_env({}) == ReminderSettings(None, 60.0)
-    with pytest.raises(FlowbotError, match="FLOWBOT_REMIND_AFTER must be a number"):
-        ReminderSettings.from_env({"FLOWBOT_REMIND_AFTER": "soon"})
+    def from_env(env: dict[str, str]) -> ReminderSettings:
+        return ReminderSettings.from_settings(Settings.from_env(env))
+
+    assert from_env({"FLOWBOT_REMIND_AFTER": "900"}) == ReminderSettings(900.0, 60.0)
+    assert from_env({"FLOWBOT_REMINDER_INTERVAL": "15"}) == ReminderSettings(None, 15.0)
+    assert from_env({}) == ReminderSettings(None, 60.0)
+    with pytest.raises(FlowbotError, match="FLOWBOT_REMIND_AFTER must be a whole number"):
+        from_env({"FLOWBOT_REMIND_AFTER": "soon"})
+    with pytest.raises(FlowbotError, match="FLOWBOT_REMIND_AFTER must be positive"):
+        from_env({"FLOWBOT_REMIND_AFTER": "-5"})
 
 
 def test_bad_follow_up_options_fail_at_load(make_stages: Any) -> None:
