@@ -32,6 +32,7 @@ from engine import people
 from engine.db import Row
 from engine.errors import FlowbotError
 from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
+from engine.groupcommit import GroupCommit
 from engine.runner import task_of
 from engine.store import Finished, Store
 from engine.workflow import Stage
@@ -111,13 +112,14 @@ class Completions:
 
     def __init__(self, store: Store, *, max_batch: int = 100, max_in_flight: int = 2) -> None:
         self.store = store
-        self.max_batch = max_batch
-        self.max_in_flight = max_in_flight
-        self._waiting: list[tuple[Finished, str, asyncio.Future[bool]]] = []
-        self._in_flight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        #: Sizes of the last transactions (tests, diagnostics), most recent last.
-        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+        self._group: GroupCommit[tuple[Finished, str]] = GroupCommit(
+            self._execute, what="form completions", key=lambda entry: entry[0].task["id"],
+            group=lambda entry: entry[1], max_batch=max_batch, max_in_flight=max_in_flight)
+
+    @property
+    def batch_sizes(self) -> collections.deque[int]:
+        """Sizes of the last batches of answers taken together (tests, diagnostics)."""
+        return self._group.batch_sizes
 
     def committer(self, actor: str) -> Callable[[Finished], Awaitable[bool]]:
         """``people.submit``'s ``commit`` for answers by ``actor``."""
@@ -126,63 +128,14 @@ class Completions:
     async def commit(self, finished: Finished, actor: str) -> bool:
         """Complete ``finished`` as done by ``actor``: True once committed, False if the task was
         no longer pending. Raises the database error when its transaction failed."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((finished, actor, future))
-        if self._in_flight < self.max_in_flight:
-            self._start()
-        # Shielded: the ack that gives up waiting does not stop the commit of the others.
-        return await asyncio.shield(future)
+        return await self._group.commit((finished, actor))
 
-    def _start(self) -> None:
-        self._in_flight += 1
-        task = asyncio.ensure_future(self._flush())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _take(self) -> list[tuple[Finished, str, asyncio.Future[bool]]]:
-        batch: list[tuple[Finished, str, asyncio.Future[bool]]] = []
-        later: list[tuple[Finished, str, asyncio.Future[bool]]] = []
-        ids: set[Any] = set()
-        for entry in self._waiting:
-            task_id = entry[0].task["id"]
-            if len(batch) >= self.max_batch or task_id in ids:
-                later.append(entry)
-                continue
-            ids.add(task_id)
-            batch.append(entry)
-        self._waiting = later
-        return batch
-
-    async def _flush(self) -> None:
-        try:
-            batch = self._take()
-            if batch:
-                self.batch_sizes.append(len(batch))
-                by_actor: dict[str, list[tuple[Finished, str, asyncio.Future[bool]]]] = {}
-                for entry in batch:
-                    by_actor.setdefault(entry[1], []).append(entry)
-                for actor, entries in by_actor.items():
-                    await self._commit(actor, entries)
-        finally:
-            self._in_flight -= 1
-            if self._waiting and self._in_flight < self.max_in_flight:
-                self._start()
-
-    async def _commit(self, actor: str, entries: list[tuple[Finished, str, asyncio.Future[bool]]]) -> None:
-        try:
-            result = await self.store.commit(None, [e[0] for e in entries], from_status="pending", actor=actor)
-        except Exception as exc:
-            if len(entries) > 1:
-                for entry in entries:
-                    await self._commit(actor, [entry])
-                return
-            if not entries[0][2].done():
-                entries[0][2].set_exception(exc)
-            return
+    async def _execute(self, entries: list[tuple[Finished, str]]) -> set[int]:
+        # One actor per call: GroupCommit splits batches by ``group``.
+        actor = entries[0][1]
+        result = await self.store.commit(None, [f for f, _ in entries], from_status="pending", actor=actor)
         won = set(result.completed)
-        for finished, _actor, future in entries:
-            if not future.done():
-                future.set_result(finished.task["id"] in won)
+        return {n for n, (finished, _) in enumerate(entries) if finished.task["id"] in won}
 
 
 def completions(ctx: BotContext) -> Completions:

@@ -14,7 +14,6 @@ delivery, so a redelivery replays it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import datetime as dt
 import json
@@ -26,6 +25,7 @@ from typing import Any
 from engine import queries
 from engine.context import Outcome, Send
 from engine.db import NOTIFY_CHANNEL, Database
+from engine.groupcommit import GroupCommit
 from engine.hooks.request import HookRequest
 from engine.store import Store
 from engine.workflow import Stage, StageKind
@@ -183,110 +183,31 @@ def batch_params(items: list[Item]) -> dict[str, Any]:
     return p
 
 
-class Committer:
-    """Group commit for hook deliveries: at most ``max_in_flight`` statements at a time, each
-    committing every delivery that was waiting when it started (up to ``max_batch``).
+class Committer(GroupCommit[Item]):
+    """Group commit for hook deliveries (``engine.groupcommit``): one statement commits every
+    delivery that was waiting when it started.
 
-    A delivery waits only while earlier statements are in flight, so an idle server commits a
-    lone request at once. Two items with the same (hook, delivery id) never share a statement:
-    the later one goes to the next, where it finds the first committed and is told it lost (the
-    caller replays the first response). When a statement of several items fails, each item is
-    retried alone, so one bad item fails only its own request.
+    Two items with the same (hook, delivery id) never share a statement: the later one goes to
+    the next, where it finds the first committed and is told it lost (the caller replays the
+    first response). A statement of several items that fails is retried item by item.
     """
 
     def __init__(self, db: Database, waker: Waker, *, max_batch: int = 100, max_in_flight: int = 1) -> None:
+        super().__init__(self._execute, what="hook deliveries", key=_delivery_key, max_batch=max_batch,
+                         max_in_flight=max_in_flight)
         self.db = db
         self.waker = waker
-        self.max_batch = max_batch
-        self.max_in_flight = max_in_flight
-        self._waiting: list[tuple[Item, asyncio.Future[bool]]] = []
-        self._in_flight = 0
-        #: Statements in flight (the loop keeps only weak references to tasks).
-        self._tasks: set[asyncio.Task[None]] = set()
-        #: Sizes of the last batches committed (for tests and diagnostics), most recent last.
-        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
-
-    async def commit(self, item: Item) -> bool:
-        """Commit ``item``; True once it is committed, False if its delivery id was already taken.
-
-        Raises the database error if its statement failed (nothing of it was committed)."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        if self._in_flight < self.max_in_flight:
-            self._start()
-        # Shielded: a client that disconnects does not stop the commit of others in the batch.
-        return await asyncio.shield(future)
-
-    def _start(self) -> None:
-        self._in_flight += 1
-        task = asyncio.ensure_future(self._flush())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _take(self) -> list[tuple[Item, asyncio.Future[bool]]]:
-        """The waiting items for the next statement: up to ``max_batch``, one per delivery id."""
-        batch: list[tuple[Item, asyncio.Future[bool]]] = []
-        later: list[tuple[Item, asyncio.Future[bool]]] = []
-        keys: set[tuple[str, str]] = set()
-        for entry in self._waiting:
-            item = entry[0]
-            key = (item.hook, item.delivery_id) if item.delivery_id is not None else None
-            if len(batch) >= self.max_batch or (key is not None and key in keys):
-                later.append(entry)
-                continue
-            if key is not None:
-                keys.add(key)
-            batch.append(entry)
-        self._waiting = later
-        return batch
-
-    async def _flush(self) -> None:
-        try:
-            batch = self._take()
-            if not batch:
-                return
-            try:
-                kept = await self._execute([item for item, _ in batch])
-            except Exception as exc:
-                if len(batch) == 1:
-                    _settle(batch[0][1], exc)
-                    return
-                log.warning("a batch of %d hook deliveries failed (%s); committing them one by one",
-                            len(batch), exc, extra={"action": "hook_batch_failed"})
-                for item, future in batch:
-                    try:
-                        _settle(future, 0 in await self._execute([item]))
-                    except Exception as one:  # this item's own failure
-                        _settle(future, one)
-                return
-            for n, (_, future) in enumerate(batch):
-                _settle(future, n in kept)
-        finally:
-            self._in_flight -= 1
-            if self._waiting and self._in_flight < self.max_in_flight:
-                self._start()
 
     async def _execute(self, items: list[Item]) -> set[int]:
         row = await self.db.fetch_one_autocommit(queries.DELIVER_HOOKS, batch_params(items))
         kept = set(row["kept"]) if row is not None else set()
-        self.batch_sizes.append(len(items))
         if any(items[n].run_ids for n in kept):
             self.waker.wake()
         return kept
 
-    async def close(self) -> None:
-        """Wait for the statements in flight (shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
-
-def _settle(future: asyncio.Future[bool], outcome: bool | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+def _delivery_key(item: Item) -> tuple[str, str] | None:
+    return (item.hook, item.delivery_id) if item.delivery_id is not None else None
 
 
 async def _deliver_in_transaction(store: Store, stage: Stage, request: HookRequest, outcome: Outcome,

@@ -1,0 +1,124 @@
+"""Group commit: callers that want to commit while a commit is in flight share the next one.
+
+A lone item on an idle process commits at once; under a burst, one transaction (or statement)
+commits every item that was waiting when it began. Hook deliveries (``engine.hooks.deliver``)
+and Slack form completions (``bot.interactions``) both commit this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Commits some items atomically; returns the indices (into its argument) of those that took
+#: effect (the others lost a race: a delivery id already taken, a task no longer pending).
+Execute = Callable[[list[T]], Awaitable[set[int]]]
+
+
+class GroupCommit(Generic[T]):
+    """At most ``max_in_flight`` commits at a time, each of every waiting item (up to ``max_batch``).
+
+    Two items with the same ``key`` never share a commit: the later one goes to the next, where it
+    finds the first one's effect. A batch is split by ``group`` into separate commits (items of
+    different groups cannot share one). When a commit of several items fails, each is retried
+    alone, so one bad item fails only its own caller. Nobody hears "done" before the commit.
+    """
+
+    def __init__(self, execute: Execute[T], *, what: str, key: Callable[[T], Hashable | None] = lambda _: None,
+                 group: Callable[[T], Hashable] = lambda _: None, max_batch: int = 100,
+                 max_in_flight: int = 1) -> None:
+        self.execute = execute
+        self.what = what
+        self.key = key
+        self.group = group
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._waiting: list[tuple[T, asyncio.Future[bool]]] = []
+        self._in_flight = 0
+        #: Commits in flight (the loop keeps only weak references to tasks).
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Sizes of the last batches taken (tests, diagnostics), most recent last.
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+
+    async def commit(self, item: T) -> bool:
+        """Commit ``item``: True once committed, False if it lost (see ``Execute``). Raises the
+        error of its commit when that failed (nothing of it was committed)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._in_flight < self.max_in_flight:
+            self._start()
+        # Shielded: a caller that stops waiting does not stop the commit of the others.
+        return await asyncio.shield(future)
+
+    async def close(self) -> None:
+        """Wait for the commits in flight (shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _start(self) -> None:
+        self._in_flight += 1
+        task = asyncio.ensure_future(self._flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[tuple[T, asyncio.Future[bool]]]:
+        """The waiting items for the next commit: up to ``max_batch``, one per key."""
+        batch: list[tuple[T, asyncio.Future[bool]]] = []
+        later: list[tuple[T, asyncio.Future[bool]]] = []
+        keys: set[Hashable] = set()
+        for entry in self._waiting:
+            key = self.key(entry[0])
+            if len(batch) >= self.max_batch or (key is not None and key in keys):
+                later.append(entry)
+                continue
+            if key is not None:
+                keys.add(key)
+            batch.append(entry)
+        self._waiting = later
+        return batch
+
+    async def _flush(self) -> None:
+        try:
+            batch = self._take()
+            if batch:
+                self.batch_sizes.append(len(batch))
+                groups: dict[Hashable, list[tuple[T, asyncio.Future[bool]]]] = {}
+                for entry in batch:
+                    groups.setdefault(self.group(entry[0]), []).append(entry)
+                for entries in groups.values():
+                    await self._commit(entries)
+        finally:
+            self._in_flight -= 1
+            if self._waiting and self._in_flight < self.max_in_flight:
+                self._start()
+
+    async def _commit(self, entries: list[tuple[T, asyncio.Future[bool]]]) -> None:
+        try:
+            kept = await self.execute([item for item, _ in entries])
+        except Exception as exc:
+            if len(entries) == 1:
+                _settle(entries[0][1], exc)
+                return
+            log.warning("a batch of %d %s failed (%s); committing them one by one", len(entries), self.what, exc,
+                        extra={"action": "group_commit_failed"})
+            for entry in entries:
+                await self._commit([entry])
+            return
+        for n, (_, future) in enumerate(entries):
+            _settle(future, n in kept)
+
+
+def _settle(future: asyncio.Future[bool], outcome: bool | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
