@@ -9,6 +9,7 @@ DATABASE).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -79,13 +80,13 @@ def template_db(pg_server: str) -> str:
     return TEMPLATE
 
 
-@pytest.fixture
-async def database_url(pg_server: str, template_db: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test (dropped afterwards); a SQLAlchemy URL."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
+@contextlib.asynccontextmanager
+async def _scratch_database(pg_server: str, prefix: str, template: str | None = None) -> AsyncIterator[str]:
+    """A database created for one test (from ``template`` if given) and dropped after it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(_raw(pg_server))
     try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+        await conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
     finally:
         await conn.close()
     yield sqlalchemy_url(_raw(pg_server, name))
@@ -94,23 +95,20 @@ async def database_url(pg_server: str, template_db: str) -> AsyncIterator[str]:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def database_url(pg_server: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test (dropped afterwards); a SQLAlchemy URL."""
+    async with _scratch_database(pg_server, "t", template_db) as url:
+        yield url
 
 
 @pytest.fixture
 async def empty_database_url(pg_server: str) -> AsyncIterator[str]:
     """A fresh database with no schema at all (migration tests)."""
-    name = f"e_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(_raw(pg_server))
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    yield sqlalchemy_url(_raw(pg_server, name))
-    conn = await asyncpg.connect(_raw(pg_server))
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
+    async with _scratch_database(pg_server, "e") as url:
+        yield url
 
 
 @pytest.fixture
