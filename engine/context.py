@@ -20,8 +20,9 @@ from engine.errors import PayloadError
 log = logging.getLogger(__name__)
 
 
-def check_payload(payload: Any, *, limit: int, where: str) -> dict[str, Any]:
-    """A JSON-object payload within the size limit, copied; else a PayloadError naming ``where``."""
+def encode_payload(payload: Any, *, limit: int, where: str) -> str:
+    """A JSON-object payload within the size limit, as compact JSON text; else a PayloadError
+    naming ``where``."""
     if not isinstance(payload, dict):
         raise PayloadError(f"{where}: payload must be a JSON object (a dict), got {type(payload).__name__}")
     try:
@@ -30,7 +31,12 @@ def check_payload(payload: Any, *, limit: int, where: str) -> dict[str, Any]:
         raise PayloadError(f"{where}: payload is not JSON-serialisable: {exc}") from None
     if len(raw.encode()) > limit:
         raise PayloadError(f"{where}: payload is {len(raw.encode())} bytes, over the {limit}-byte limit")
-    loaded: dict[str, Any] = json.loads(raw)
+    return raw
+
+
+def check_payload(payload: Any, *, limit: int, where: str) -> dict[str, Any]:
+    """A JSON-object payload within the size limit, copied; else a PayloadError naming ``where``."""
+    loaded: dict[str, Any] = json.loads(encode_payload(payload, limit=limit, where=where))
     return loaded
 
 
@@ -73,6 +79,8 @@ class RunContext(MutableMapping[str, Any]):
         self._data = dict(data or {})
         self._set: dict[str, Any] = {}
         self._deleted: set[str] = set()
+        #: Counts the changes (a job's sends check it to follow the context as it changes).
+        self.version = 0
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -81,8 +89,10 @@ class RunContext(MutableMapping[str, Any]):
         self._data[key] = value
         self._set[key] = value
         self._deleted.discard(key)
+        self.version += 1
 
     def __delitem__(self, key: str) -> None:
+        self.version += 1
         del self._data[key]
         self._set.pop(key, None)
         self._deleted.add(key)
@@ -98,13 +108,35 @@ class RunContext(MutableMapping[str, Any]):
         return dict(self._set), sorted(self._deleted)
 
 
-@dataclass
 class Send:
-    """A task a stage sent: routed by type when the stage completes."""
+    """A task a stage sent: routed by type when the stage completes.
 
-    type: str
-    payload: dict[str, Any]
-    run_id: str | None = None
+    It keeps the payload as the JSON text it was checked as (``raw``): that text is what goes to
+    the database, so a job sending 100,000 tasks encodes each payload once. ``payload`` decodes
+    it (once) for the few paths that look inside.
+    """
+
+    __slots__ = ("_payload", "raw", "run_id", "type")
+
+    def __init__(self, type: str, payload: dict[str, Any] | None = None, run_id: str | None = None, *,
+                 raw: str | None = None) -> None:
+        self.type = type
+        self.run_id = run_id
+        self._payload = payload
+        self.raw = raw if raw is not None else json.dumps(payload or {}, separators=(",", ":"))
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The payload as a dict (decoded from ``raw`` on first use)."""
+        if self._payload is None:
+            self._payload = json.loads(self.raw)
+        return self._payload
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Send) and (self.type, self.raw, self.run_id) == (other.type, other.raw, other.run_id))
+
+    def __repr__(self) -> str:
+        return f"Send({self.type!r}, {self.raw}, run_id={self.run_id!r})"
 
 
 @dataclass
@@ -188,8 +220,8 @@ class Context:
             raise PayloadError(f"{self.stage}: task type must be a non-empty string, got {type!r}")
         if run_id is not None and not self._can_name_run:
             raise PayloadError(f"{self.stage}: only hooks and jobs may send into another run")
-        clean = check_payload({} if payload is None else payload, limit=self._limit, where=self.stage)
-        self.outcome.sends.append(Send(type, clean, run_id))
+        raw = encode_payload({} if payload is None else payload, limit=self._limit, where=self.stage)
+        self.outcome.sends.append(Send(type, run_id=run_id, raw=raw))
 
     def log(self, message: str, *args: Any) -> None:
         """A log line kept with the task (and written to the process log)."""

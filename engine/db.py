@@ -13,11 +13,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import asyncpg
 import sqlalchemy.exc
 from sqlalchemy import TextClause, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from engine import queries
+from engine import pgcopy, queries
 from engine.embedded import sqlalchemy_url
 from engine.errors import DatabaseError, SchemaNotReady
 
@@ -53,8 +54,21 @@ def _json_codecs(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.run_async(setup)
 
 
+class RawJSON(str):
+    """JSON text that is already encoded (a checked task payload): passed to jsonb as it is."""
+
+    __slots__ = ()
+
+
 def _dumps(value: Any) -> str:
+    if type(value) is RawJSON:
+        return str(value)
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def raw_json(value: Any) -> RawJSON:
+    """``value`` encoded once, for a jsonb column repeated on many rows of one statement."""
+    return RawJSON(_dumps(value))
 
 
 def jsonb_array(values: Iterable[Any]) -> list[str | None]:
@@ -96,10 +110,35 @@ class Tx:
             result = await self.conn.execute(query, dict(params or {}))
             return result.scalar()
 
+    async def copy_binary(self, target: queries.CopyTarget, rows: bytes | bytearray) -> None:
+        """Bulk-load ``rows`` (binary COPY rows, ``engine.pgcopy``) into ``target``, inside this
+        transaction."""
+
+        async def stream() -> AsyncIterator[bytes | memoryview]:
+            yield pgcopy.HEADER
+            view = memoryview(rows)
+            for at in range(0, len(view), _COPY_PIECE):
+                yield view[at:at + _COPY_PIECE]
+            yield pgcopy.TRAILER
+
+        raw = await self.conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        if not driver.is_in_transaction():
+            await self.execute(queries.PING)  # SQLAlchemy sends BEGIN with its first statement
+        with wrap_exceptions():
+            try:
+                await driver.copy_to_table(target.table, source=stream(), columns=target.columns, format="binary")
+            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise DatabaseError(str(exc)) from exc
+
     async def notify(self) -> None:
         """Wake the workers once this transaction commits (one NOTIFY per transaction)."""
         await self.execute(queries.NOTIFY, {"channel": NOTIFY_CHANNEL})
 
+
+#: Bytes per COPY data message: Postgres starts on the first piece while the rest is sent.
+_COPY_PIECE = 256 * 1024
 
 #: Statements compiled for the driver (positional parameters), by statement.
 _COMPILED: dict[TextClause, tuple[str, tuple[str, ...]]] = {}

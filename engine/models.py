@@ -110,6 +110,8 @@ class Task(Base):
         JSONB, nullable=False, server_default=text("'[]'::jsonb")
     )
     completed_by: Mapped[str | None] = mapped_column(Text)
+    #: Who created the task: "engine" (a stage's send), "job:wf/stage", "hook:wf/stage", a person.
+    created_by: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = _now()
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -140,7 +142,11 @@ class Task(Base):
 
 
 class TaskEvent(Base):
-    """Append-only log of every status change of a task: from, to, who, why, when."""
+    """Append-only log of every status change of a task: from, to, who, why, when.
+
+    A task's creation is on the task itself (``created_at``, ``created_by``); this log holds what
+    happened to it afterwards.
+    """
 
     __tablename__ = "task_events"
 

@@ -7,6 +7,8 @@ Batched statements take parallel arrays and ``unnest`` them: one round trip for 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import text
 
 # -- name: ping -- the database answers.
@@ -149,26 +151,21 @@ PENDING_JOINS = text(
 # Tasks: creation
 # ---------------------------------------------------------------------------------------------
 
-# -- name: insert_tasks -- create many tasks in one statement (with their 'created' events).
+# -- name: insert_tasks -- create many tasks in one statement (recording who created them).
 INSERT_TASKS = text(
     """
-    WITH new AS (
-        INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
-                           lease_seconds, source_task_id, assignee, available_at, created_at)
-        SELECT run_id, workflow, stage, kind, type, payload, 'pending', max_attempts,
-               lease_seconds, source_task_id, assignee, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-        FROM unnest(CAST(:run_ids AS uuid[]), CAST(:workflows AS text[]), CAST(:stages AS text[]),
+    INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
+                       lease_seconds, source_task_id, assignee, available_at, created_at, created_by)
+    SELECT run_id, workflow, stage, kind, type, payload, 'pending', max_attempts,
+           lease_seconds, source_task_id, assignee, CAST(:now AS timestamptz), CAST(:now AS timestamptz),
+           :actor
+    FROM unnest(CAST(:run_ids AS uuid[]), CAST(:workflows AS text[]), CAST(:stages AS text[]),
                     CAST(:kinds AS text[]), CAST(:types AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]),
                     CAST(:max_attempts AS int[]), CAST(:leases AS int[]),
                     CAST(:sources AS bigint[]), CAST(CAST(:assignees AS text[]) AS jsonb[]))
              AS x(run_id, workflow, stage, kind, type, payload, max_attempts, lease_seconds,
                   source_task_id, assignee)
-        RETURNING id, run_id, workflow, stage, kind, type
-    ), ev AS (
-        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT id, NULL, 'pending', :actor, 'created', CAST(:now AS timestamptz) FROM new
-    )
-    SELECT * FROM new ORDER BY id
+    RETURNING id, run_id, workflow, stage, kind, type
     """
 )
 
@@ -347,10 +344,18 @@ LIST_TASKS = text(
     """
 )
 
-# -- name: task_events -- the history of one task.
+# -- name: task_events -- the history of one task: its creation (on the task row), then its log.
 TASK_EVENTS = text(
-    "SELECT from_status, to_status, actor, reason, at FROM task_events WHERE task_id = :id "
-    "ORDER BY id"
+    """
+    SELECT from_status, to_status, actor, reason, at FROM (
+        SELECT 0 AS n, NULL AS from_status, 'pending' AS to_status, coalesce(created_by, 'engine') AS actor,
+               'created' AS reason, created_at AS at
+        FROM tasks WHERE id = :id
+        UNION ALL
+        SELECT id, from_status, to_status, actor, reason, at FROM task_events WHERE task_id = :id
+    ) AS h
+    ORDER BY n
+    """
 )
 
 # -- name: count_tasks_by_status -- how many tasks are in each status (CLI, tests, benchmarks).
@@ -591,38 +596,29 @@ DELETE_SLACK_MESSAGES = text("DELETE FROM slack_task_messages WHERE task_id = :t
 # Triggers: fan-out (runs started by hooks and jobs)
 # ---------------------------------------------------------------------------------------------
 
-# -- name: start_runs_with_tasks -- one new run per send and its first task(s), in one statement:
-# -- runs get ids here (a materialised CTE), tasks join them by send number. Chunked by the caller.
-START_RUNS_WITH_TASKS = text(
+# Bulk loads (COPY, through ``Tx.copy_rows``): a job fanning out 100,000 sends writes its runs
+# and their first script tasks this way, in the job's transaction (engine.fanout builds the
+# records; run ids are chosen in Python, task ids come from the column default).
+
+
+@dataclass(frozen=True)
+class CopyTarget:
+    """A table and the columns a COPY fills, in record order."""
+
+    table: str
+    columns: tuple[str, ...]
+
+
+COPY_RUNS = CopyTarget("runs", ("id", "workflow", "trigger", "context", "status", "created_at", "updated_at"))
+COPY_TASKS = CopyTarget("tasks", ("run_id", "workflow", "stage", "kind", "type", "payload", "status",
+                                  "max_attempts", "lease_seconds", "assignee", "available_at", "created_at",
+                                  "created_by"))
+
+# -- name: set_run_contexts -- the starting context of runs a job started before it set ctx.run.
+SET_RUN_CONTEXTS = text(
     """
-    WITH r AS MATERIALIZED (
-        SELECT ord::int AS send_no, gen_random_uuid() AS id, status
-        FROM unnest(CAST(:run_statuses AS text[])) WITH ORDINALITY AS s(status, ord)
-    ), new_runs AS (
-        INSERT INTO runs (id, workflow, trigger, context, status, created_at, updated_at)
-        SELECT id, :workflow, CAST(:trigger AS jsonb), CAST(:context AS jsonb), status,
-               CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-        FROM r
-    ), new_tasks AS (
-        INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
-                           lease_seconds, assignee, available_at, created_at)
-        SELECT r.id, :workflow, x.stage, x.kind, x.type, x.payload, 'pending', x.max_attempts,
-               x.lease_seconds, x.assignee, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-        FROM unnest(CAST(:send_nos AS int[]), CAST(:stages AS text[]), CAST(:kinds AS text[]),
-                    CAST(:types AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]),
-                    CAST(:max_attempts AS int[]), CAST(:leases AS int[]),
-                    CAST(CAST(:assignees AS text[]) AS jsonb[]))
-             AS x(send_no, stage, kind, type, payload, max_attempts, lease_seconds, assignee)
-        JOIN r ON r.send_no = x.send_no
-        RETURNING id, run_id, kind
-    ), ev AS (
-        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT id, NULL, 'pending', :actor, 'created', CAST(:now AS timestamptz) FROM new_tasks
-    )
-    SELECT (SELECT array_agg(id ORDER BY send_no) FROM r) AS run_ids,
-           (SELECT count(*) FROM new_tasks) AS tasks,
-           (SELECT array_agg(id ORDER BY id) FROM new_tasks WHERE kind = 'form') AS form_task_ids,
-           (SELECT array_agg(run_id ORDER BY id) FROM new_tasks WHERE kind = 'form') AS form_run_ids
+    UPDATE runs SET context = CAST(:context AS jsonb), updated_at = CAST(:now AS timestamptz)
+    WHERE id = ANY(CAST(:ids AS uuid[]))
     """
 )
 
@@ -795,18 +791,14 @@ DELIVER_HOOKS = text(
         SELECT id, workflow, trigger, context, 'running', at, at FROM run_input
     ), new_tasks AS (
         INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
-                           lease_seconds, available_at, created_at)
+                           lease_seconds, available_at, created_at, created_by)
         SELECT r.id, r.workflow, x.stage, 'script', x.type, x.payload, 'pending', x.max_attempts,
-               x.lease_seconds, r.at, r.at
+               x.lease_seconds, r.at, r.at, r.actor
         FROM unnest(CAST(:task_run_ids AS uuid[]), CAST(:stages AS text[]), CAST(:types AS text[]),
                     CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:max_attempts AS int[]),
                     CAST(:leases AS int[]))
              AS x(run_id, stage, type, payload, max_attempts, lease_seconds)
         JOIN run_input r ON r.id = x.run_id
-        RETURNING id, run_id
-    ), ev AS (
-        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT t.id, NULL, 'pending', r.actor, 'created', r.at FROM new_tasks t JOIN run_input r ON r.id = t.run_id
     )
     SELECT array(SELECT item FROM kept) AS kept
     """

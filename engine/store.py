@@ -17,14 +17,16 @@ from engine import queries
 from engine.context import Outcome, Send
 from engine.db import Database, Row, Tx, jsonb_array
 from engine.errors import RunNotFound
+from engine.fanout import FreshRuns
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, route
 from engine.workflow import Stage, StageKind
 
 Clock = Callable[[], dt.datetime]
 
-#: Sends per statement when a hook or job starts many runs (all in one transaction).
+#: Sends per COPY batch when a hook or job starts many runs (all in one transaction).
 FANOUT_CHUNK = 20_000
+
 
 
 def utcnow() -> dt.datetime:
@@ -59,6 +61,12 @@ class Started:
     run_ids: list[str] = field(default_factory=list)
     tasks: int = 0
     unrouted: list[dict[str, Any]] = field(default_factory=list)
+
+    def merge(self, other: Started) -> None:
+        """Add what ``other`` started (a later batch) to this."""
+        self.run_ids.extend(other.run_ids)
+        self.tasks += other.tasks
+        self.unrouted.extend(other.unrouted)
 
 
 @dataclass
@@ -144,75 +152,36 @@ class Store:
     async def _start_fresh(self, tx: Tx, stage: Stage, sends: list[Send], trigger: dict[str, Any],
                            context: dict[str, Any], now: dt.datetime, actor: str, chunk: int,
                            started: Started) -> None:
-        outgoing = [t for t in stage.outgoing if isinstance(t.target, Stage)]
-        cols: dict[str, list[Any]] = {k: [] for k in
-                                      ("send_nos", "stages", "kinds", "types", "payloads", "max_attempts",
-                                       "leases", "assignees")}
-        statuses: list[str] = []
-        arrivals: list[tuple[int, Arrival]] = []
-        any_script = False
+        """New runs for ``sends`` and their first tasks, ``chunk`` sends per batch."""
+        for at in range(0, len(sends), chunk):
+            batch = self.fresh_runs(stage, trigger=trigger, now=now, actor=actor)
+            batch.set_context(context)
+            for send in sends[at:at + chunk]:
+                batch.add(send)
+            started.merge(await self.write_fresh(tx, batch))
 
-        async def flush() -> None:
-            if not statuses:
-                return
-            row = await tx.fetch_one(
-                queries.START_RUNS_WITH_TASKS,
-                {**cols, "payloads": jsonb_array(cols["payloads"]), "assignees": jsonb_array(cols["assignees"]),
-                 "run_statuses": statuses, "workflow": stage.workflow.name, "trigger": trigger,
-                 "context": context, "now": now, "actor": actor},
-            )
-            assert row is not None
-            base = len(started.run_ids)
-            started.run_ids.extend(str(r) for r in row["run_ids"] or [])
-            started.tasks += int(row["tasks"])
-            forms = list(zip(row["form_task_ids"] or [], row["form_run_ids"] or [], strict=True))
-            if forms:
-                await self.add_effects(tx, [("form.assigned", {"task_id": t}, t, str(r)) for t, r in forms], now)
-            if arrivals:
-                joined = await self._join(
-                    tx, [(started.run_ids[base + n - 1], a) for n, a in arrivals], now)
-                created = await self._insert_tasks(tx, joined, now, actor)
-                started.tasks += len(created)
-                await self._after_insert(tx, created, now)
-            for values in cols.values():
-                values.clear()
-            statuses.clear()
-            arrivals.clear()
+    def fresh_runs(self, stage: Stage, *, trigger: dict[str, Any], now: dt.datetime,
+                   actor: str | None = None) -> FreshRuns:
+        """An empty batch of new runs started by ``stage`` (fill it with ``add``; no I/O)."""
+        return FreshRuns(stage, trigger, now, actor or f"{stage.kind.value}:{stage.key}", self.lease_seconds)
 
-        for send in sends:
-            targets = [t.target for t in outgoing if t.matches(send.type)]
-            if not targets:
-                started.unrouted.append({"stage": stage.name, "type": send.type, "task_id": None,
-                                         "payload_keys": sorted(send.payload)[:20], "run_id": None,
-                                         "at": now.isoformat()})
-                continue
-            statuses.append("running")
-            n = len(statuses)
-            has_script = False
-            for target in targets:
-                assert isinstance(target, Stage)
-                if target.join == "all":
-                    arrivals.append((n, Arrival(target, stage, send.type, send.payload)))
-                    has_script = True  # the run is still running: it waits for the join's siblings
-                    continue
-                task = new_task(target, send.type, send.payload)
-                cols["send_nos"].append(n)
-                cols["stages"].append(target.name)
-                cols["kinds"].append(target.kind.value)
-                cols["types"].append(send.type)
-                cols["payloads"].append(send.payload)
-                cols["max_attempts"].append(target.max_attempts)
-                cols["leases"].append(target.lease or self.lease_seconds)
-                cols["assignees"].append(task.assignee)
-                has_script = has_script or target.kind is StageKind.SCRIPT
-            if not has_script:
-                statuses[-1] = "waiting"  # only form tasks: the run waits on people
-            any_script = any_script or has_script
-            if n >= chunk:
-                await flush()
-        await flush()
-        if any_script:
+    async def write_fresh(self, tx: Tx, batch: FreshRuns) -> Started:
+        """Write a batch of new runs and their first tasks in ``tx``: COPY for the runs and their
+        script tasks, the ordinary statements for form tasks and join arrivals."""
+        started = Started(run_ids=batch.run_ids, unrouted=batch.unrouted)
+        if not batch.runs:
+            return started
+        await tx.copy_binary(queries.COPY_RUNS, batch.runs)
+        if batch.script_tasks:
+            await tx.copy_binary(queries.COPY_TASKS, batch.tasks)
             await tx.notify()
+        created = await self._insert_tasks(tx, batch.forms, batch.now, batch.actor)
+        if batch.arrivals:
+            created += await self._insert_tasks(tx, await self._join(tx, batch.arrivals, batch.now),
+                                                batch.now, batch.actor)
+        await self._after_insert(tx, created, batch.now)
+        started.tasks = batch.script_tasks + len(created)
+        return started
 
     async def _send_to_named(self, tx: Tx, stage: Stage, sends: list[Send], trigger: dict[str, Any],
                              now: dt.datetime, started: Started) -> None:

@@ -4,13 +4,14 @@ A fire is one transaction. It starts by inserting the (job, fire_time) row; a sc
 another process that tries the same fire waits on the unique index and, once the winner commits,
 gets no row and does nothing. If the winner dies before committing, its row vanishes with its
 transaction and the waiting peer fires instead. The job's ``run(ctx)`` runs inside that
-transaction; its sends start their runs (``Store.start_runs``, batched) and its Slack effects go to
-the outbox, committed with the fire row, or not at all: a job that raises commits only the fire
-row, marked failed with the error.
+transaction; its sends start their runs while it runs (``engine.jobs.stream``: COPY in chunks,
+inside a savepoint) and its Slack effects go to the outbox, committed with the fire row, or not
+at all: a job that raises commits only the fire row, marked failed with the error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 from engine import queries
 from engine.errors import UnknownStage
 from engine.jobs.context import JobContext, JobStats
+from engine.jobs.stream import SendStream
 from engine.loader import Registry
 from engine.runner import call
 from engine.schedules import Schedule, parse_schedule
@@ -109,30 +111,38 @@ async def fire(store: Store, job: Job, fire_time: dt.datetime, *, manual: bool =
                      extra={"action": "job_lost", "job": job.key})
             return FireResult(job.key, fire_time, "lost")
         result = FireResult(job.key, fire_time, "fired", fire_id=int(fire_id))
-        ctx = JobContext(job_key=job.key, fire_time=fire_time, manual=manual, stats=JobStats(tx),
+        lock = asyncio.Lock()
+        ctx = JobContext(job_key=job.key, fire_time=fire_time, manual=manual, stats=JobStats(tx, lock),
                          previous_fire_time=job.schedule.latest_fire_time(fire_time - dt.timedelta(microseconds=1)),
                          max_payload_bytes=max_payload_bytes)
+        now = store.clock()
+        trigger = {"kind": "job", "job": job.key, "fire_time": fire_time.isoformat(),
+                   "fire_id": result.fire_id, "manual": manual}
+        # A savepoint: a job that raises, or a send that cannot start (it names an unknown
+        # run...), fails the job without undoing the fire row. Its sends are written while it
+        # runs (engine.jobs.stream), inside the savepoint.
+        savepoint = await tx.conn.begin_nested()
+        stream = SendStream(store, tx, job.stage, trigger=trigger, now=now, lock=lock)
+        ctx.stream_to(stream)
         try:
             await call(job.stage.entry("run"), ctx)
             outcome = ctx.finish()
-            # A savepoint: a send that cannot start (it names an unknown run...) fails the job
-            # without undoing the fire row.
-            async with tx.conn.begin_nested():
-                now = store.clock()
-                trigger = {"kind": "job", "job": job.key, "fire_time": fire_time.isoformat(),
-                           "fire_id": result.fire_id, "manual": manual}
-                started = await store.start_runs(tx, job.stage, outcome.sends, trigger=trigger, now=now,
-                                                 context=outcome.context_set or None)
-                if outcome.effects:
-                    await store.add_effects(tx, [(e.kind, e.payload, None, None) for e in outcome.effects], now)
-                    await tx.notify()
+            started = await stream.close(ctx.unsent() or stream.new_batch(), outcome.sends, outcome.context_set)
+            if outcome.effects:
+                await store.add_effects(tx, [(e.kind, e.payload, None, None) for e in outcome.effects], now)
+                await tx.notify()
+            await savepoint.commit()
             result.runs_created, result.tasks = len(started.run_ids), started.tasks
             result.unrouted = started.unrouted
         except Exception as exc:
+            await stream.abort()
+            await savepoint.rollback()
             result.status = "failed"
             result.error = f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}"
             log.error("job %s at %s failed: %s", job.key, fire_time.isoformat(), exc,
                       extra={"action": "job_failed", "job": job.key})
+        finally:
+            await stream.abort()  # cancelled: a job thread still sending is told to stop
         await tx.execute(
             queries.FINISH_JOB_FIRE,
             {"id": result.fire_id, "status": result.status, "error": result.error, "now": store.clock(),

@@ -48,7 +48,7 @@ NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 async def counts(db: Database) -> dict[str, int]:
     return {table: int(await scalar_db(db, f"SELECT count(*) FROM {table}"))
-            for table in ("runs", "tasks", "task_events", "hook_deliveries")}
+            for table in ("runs", "tasks", "hook_deliveries")}
 
 
 async def scalar_db(db: Database, sql: str, **params: Any) -> Any:
@@ -88,15 +88,15 @@ async def test_concurrent_deliveries_share_one_statement_and_each_gets_its_own_r
 
     assert results == [True] * 12
     assert list(committer.batch_sizes) == [12]
-    assert await counts(db) == {"runs": 12, "tasks": 12, "task_events": 12, "hook_deliveries": 12}
+    assert await counts(db) == {"runs": 12, "tasks": 12, "hook_deliveries": 12}
     for it in items:
         run_id = it.run_ids[0]
         async with db.transaction() as tx:
-            row = await tx.fetch_one(text("SELECT r.workflow, r.status, t.stage, t.payload, e.actor "
-                                          "FROM runs r JOIN tasks t ON t.run_id = r.id "
-                                          "JOIN task_events e ON e.task_id = t.id WHERE r.id = :id"), {"id": run_id})
+            row = await tx.fetch_one(text("SELECT r.workflow, r.status, t.stage, t.payload, t.created_by "
+                                          "FROM runs r JOIN tasks t ON t.run_id = r.id WHERE r.id = :id"),
+                                     {"id": run_id})
         assert row == {"workflow": "batch", "status": "running", "stage": "handle",
-                       "payload": json.loads(it.body), "actor": "hook:batch/intake"}
+                       "payload": json.loads(it.body), "created_by": "hook:batch/intake"}
 
 
 async def test_a_delivery_id_twice_in_one_batch_or_already_committed_starts_one_run(
@@ -109,7 +109,7 @@ async def test_a_delivery_id_twice_in_one_batch_or_already_committed_starts_one_
     results = await commit_together(committer, [lead, *twins, again, item({"n": 1})])
 
     assert results == [True, True, False, False, False, True]
-    assert await counts(db) == {"runs": 4, "tasks": 4, "task_events": 4, "hook_deliveries": 4}
+    assert await counts(db) == {"runs": 4, "tasks": 4, "hook_deliveries": 4}
     assert await scalar_db(db, "SELECT count(*) FROM runs WHERE id = :id", id=twins[0].run_ids[0]) == 1
     assert await scalar_db(db, "SELECT count(*) FROM runs WHERE id = ANY(:ids)",
                            ids=[t.run_ids[0] for t in twins[1:]] + [again.run_ids[0]]) == 0
@@ -125,7 +125,7 @@ async def test_a_failing_item_fails_only_its_own_request_and_the_rest_of_its_bat
 
     assert results[:2] == [True, True] and results[3:] == [True, True]
     assert isinstance(results[2], DatabaseError) and "0000" in str(results[2])
-    assert await counts(db) == {"runs": 4, "tasks": 4, "task_events": 4, "hook_deliveries": 4}
+    assert await counts(db) == {"runs": 4, "tasks": 4, "hook_deliveries": 4}
     assert await scalar_db(db, "SELECT count(*) FROM runs WHERE id = :id", id=bad.run_ids[0]) == 0
 
 
@@ -171,7 +171,7 @@ async def test_concurrent_http_deliveries_are_batched_and_each_answer_names_its_
     assert len(set(run_ids)) == 24
     assert max(server.committer.batch_sizes) > 1
     assert sum(server.committer.batch_sizes) == 24
-    assert await counts(db) == {"runs": 24, "tasks": 24, "task_events": 24, "hook_deliveries": 24}
+    assert await counts(db) == {"runs": 24, "tasks": 24, "hook_deliveries": 24}
 
 
 async def test_a_delivery_postgres_cannot_store_is_a_422_that_creates_nothing_and_spares_its_neighbours(
@@ -190,7 +190,7 @@ async def test_a_delivery_postgres_cannot_store_is_a_422_that_creates_nothing_an
 
     assert [status for status, _ in results] == [200, 200, 200, 422, 200, 200]
     assert "0000" in results[3][1]["error"]
-    assert await counts(db) == {"runs": 5, "tasks": 5, "task_events": 5, "hook_deliveries": 5}
+    assert await counts(db) == {"runs": 5, "tasks": 5, "hook_deliveries": 5}
     assert sum(server.committer.batch_sizes) >= 5
 
 

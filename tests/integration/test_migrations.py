@@ -149,3 +149,31 @@ async def test_the_comparison_notices_a_schema_that_drifted(empty_database_url) 
         await engine.dispose()
     diffs = await _inspect(empty_database_url, _diffs)
     assert any(d[0] == "add_column" and d[3].name == "completed_by" for d in diffs if isinstance(d, tuple)), diffs
+
+
+async def test_0005_moves_created_events_onto_their_tasks_and_back(empty_database_url) -> None:
+    from sqlalchemy import text
+
+    async def run(sql: str) -> list[Any]:
+        engine = create_async_engine(empty_database_url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(sql))
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    await migrate.upgrade(empty_database_url, "0004")
+    await run("INSERT INTO runs (id, workflow) VALUES ('00000000-0000-4000-8000-000000000001', 'w')")
+    await run("INSERT INTO tasks (id, run_id, workflow, stage, type, payload) "
+              "VALUES (7, '00000000-0000-4000-8000-000000000001', 'w', 's', 't', '{}')")
+    await run("INSERT INTO task_events (task_id, from_status, to_status, actor, reason) VALUES "
+              "(7, NULL, 'pending', 'hook:w/in', 'created'), (7, 'pending', 'locked', 'worker-1', 'claimed')")
+
+    await migrate.upgrade(empty_database_url, "0005")
+    assert await run("SELECT created_by FROM tasks WHERE id = 7") == [("hook:w/in",)]
+    assert await run("SELECT reason FROM task_events WHERE task_id = 7") == [("claimed",)]
+
+    await migrate.downgrade(empty_database_url, "0004")
+    assert sorted(await run("SELECT reason, actor FROM task_events WHERE task_id = 7")) == [
+        ("claimed", "worker-1"), ("created", "hook:w/in")]
