@@ -133,7 +133,6 @@ class Task(Base):
             postgresql_where=text("status = 'locked'"),
         ),
         Index(None, "run_id"),
-        Index(None, "workflow", "stage", "status"),
         # The App Home's "waiting for you" and "your runs" read these, never every task.
         Index("ix_tasks_pending_forms", "created_at", "id",
               postgresql_where=text("status = 'pending' AND kind = 'form'")),
