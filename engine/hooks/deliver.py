@@ -98,7 +98,7 @@ async def deliver(store: Store, stage: Stage, request: HookRequest, outcome: Out
             continue
         run_id = uuid.uuid4()
         run_ids.append(run_id)
-        payload = _dumps(send.payload)
+        payload = send.raw  # the JSON text ctx.send checked
         for target in targets:
             tasks.append((run_id, target.name, send.type, payload, target.max_attempts,
                           target.lease or store.lease_seconds))
