@@ -32,6 +32,7 @@ STAGES = {
         mixed = workflow.job("mixed", schedule="daily at 04:00")
         failing = workflow.job("failing", schedule="daily at 05:00")
         naming = workflow.job("naming", schedule="daily at 06:00")
+        nul = workflow.job("nul", schedule="daily at 07:00")
         handle = workflow.script("handle", max_attempts=5, lease=90)
         review = workflow.form("review", assignee="{who}")
         left = workflow.script("left")
@@ -44,6 +45,7 @@ STAGES = {
         workflow.transition(left, merge)
         workflow.transition(failing, handle, on="item")
         workflow.transition(naming, handle, on="item")
+        workflow.transition(nul, handle, on="item")
     """,
     # A sync job (it runs in a thread, so its batches are written while it is still sending).
     "spread/many.py": """
@@ -76,6 +78,11 @@ STAGES = {
             for i in range(2500):
                 ctx.send("item", {"i": i})
             ctx.send("item", {"late": True}, run_id="00000000-0000-0000-0000-000000000000")
+    """,
+    "spread/nul.py": """
+        def run(ctx):
+            for i in range(2500):
+                ctx.send("item", {"i": i, "text": "bad \\u0000" if i == 1200 else "fine"})
     """,
     "spread/handle.py": "def run(task, ctx):\n    pass\n",
     "spread/left.py": "def run(task, ctx):\n    ctx.send('done', {})\n",
@@ -158,6 +165,14 @@ async def test_a_send_naming_an_unknown_run_undoes_the_batches_already_written(s
     assert result.status == "failed" and "does not exist" in (result.error or "")
     assert await scalar(store, "SELECT count(*) FROM runs") == 0
     assert await scalar(store, "SELECT count(*) FROM tasks") == 0
+
+
+async def test_a_batch_postgres_refuses_fails_the_job_and_undoes_every_batch(store: Store) -> None:
+    result = await fire(store, find_job(store.registry, "spread/nul"), FIRE)
+    assert result.status == "failed" and "\\u0000" in (result.error or "")
+    assert await scalar(store, "SELECT count(*) FROM runs") == 0
+    assert await scalar(store, "SELECT count(*) FROM tasks") == 0
+    assert await scalar(store, "SELECT status FROM job_fires WHERE job = 'spread/nul'") == "failed"
 
 
 async def test_the_tasks_of_a_fan_out_are_claimed_and_completed_like_any_other(store: Store) -> None:
