@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import json
 import logging
@@ -46,10 +47,24 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+def freeze_startup_objects() -> None:
+    """Hide what startup built (modules, workflows, the database engine, plugins) from the garbage
+    collector: its full collections then scan only what the running process allocates. Under
+    load they were the hooks' p99 latency (pauses of tens of ms; bench/hooks.py p99 ~60 ms
+    before, ~20 ms after, p50 unchanged)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_parts(app: App, parts: list[Part], stop: asyncio.Event | None = None) -> None:
-    """Run parts until a signal (or ``stop``); a part that crashes stops the others."""
+    """Run parts until a signal (or ``stop``); a part that crashes stops the others.
+
+    Every long-running command comes here once startup is done, so this is where its objects are
+    frozen (``freeze_startup_objects``).
+    """
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
+    freeze_startup_objects()
     tasks = [asyncio.create_task(p(stop)) for p in parts]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -12,8 +12,6 @@ traceback goes to the log, never to the client.
 from __future__ import annotations
 
 import asyncio
-import functools
-import gc
 import json
 import logging
 import uuid
@@ -47,23 +45,8 @@ def mount_hooks(http: web.Application, app: App) -> HookServer:
     server = HookServer(app)
     server.warn_at_startup()
     http.router.add_route("*", "/hooks/{path:.+}", server.handle)
-    http.on_startup.append(_freeze_startup_objects)
     http.on_cleanup.append(server.close)
     return server
-
-
-async def _freeze_startup_objects(_http: web.Application) -> None:
-    _freeze_once()
-
-
-@functools.cache
-def _freeze_once() -> None:
-    """Hide what startup built (modules, workflows, the database engine) from the garbage
-    collector, once per process: its full collections then scan only what requests allocate.
-    Under load they were the p99 latency of hooks (pauses of tens of ms; bench/hooks.py p99
-    ~60 ms before, ~20 ms after, p50 unchanged)."""
-    gc.collect()
-    gc.freeze()
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:

@@ -192,11 +192,3 @@ async def test_a_delivery_postgres_cannot_store_is_a_422_that_creates_nothing_an
     assert "0000" in results[3][1]["error"]
     assert await counts(db) == {"runs": 5, "tasks": 5, "hook_deliveries": 5}
     assert sum(server.committer.batch_sizes) >= 5
-
-
-async def test_a_started_hook_server_has_hidden_its_startup_objects_from_the_garbage_collector(
-        hook_server: tuple[str, HookServer, Store]) -> None:
-    import gc
-
-    # Full collections (the hooks' p99 under load) then scan only what requests allocate.
-    assert gc.get_freeze_count() > 0

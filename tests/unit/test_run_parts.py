@@ -1,0 +1,33 @@
+"""``run_parts``, where every long-running command starts its parts, freezes what startup built.
+
+Checked in a fresh interpreter: the garbage collector's frozen set is process-wide, so the test
+process's own history must not decide the answer.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from support import ROOT
+
+SCRIPT = textwrap.dedent(
+    """
+    import asyncio, gc
+    from engine.cli import run_parts
+
+    async def part(stop):
+        print("frozen while running:", gc.get_freeze_count() > 0)
+        stop.set()
+
+    print("frozen before:", gc.get_freeze_count() > 0)
+    asyncio.run(run_parts(None, [part]))
+    """
+)
+
+
+def test_the_parts_of_a_long_running_command_start_with_startup_objects_frozen() -> None:
+    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["frozen before: False", "frozen while running: True"]
