@@ -14,7 +14,9 @@ the modals, exactly as Slack signs them. It prints:
 - the time from the first request until every task is completed and its follow-up task routed,
   and until those follow-ups ran;
 - the same burst against a same-run Bolt app that only acks (same signing, same server stack),
-  the floor any Slack app on this machine pays;
+  the floor any Slack app on this machine pays: once as Bolt's aiohttp adapter serves it (a
+  fresh stock Bolt app calls auth.test once per request of a burst that arrives before the
+  first answer), once behind flowbot's endpoint (one auth.test, the others wait for it);
 - both again with the same requests paced at ``--rate`` per second instead of all at once.
 
 The load generator and the fake Slack run in their own processes; the server under test (flowbot
@@ -148,16 +150,26 @@ async def burst(url: str, bodies: list[tuple[str, str]], rate: float | None = No
     return latencies, start
 
 
+#: CPU time (ms) the load generator spent on the last burst (it shares the machine's cores).
+CLIENT_CPU: list[float] = []
+
+
 def _burst_in_child(url: str, bodies: list[tuple[str, str]], rate: float | None
-                    ) -> tuple[dict[str, list[float]], float]:
-    return asyncio.run(burst(url, bodies, rate))
+                    ) -> tuple[dict[str, list[float]], float, float]:
+    before = time.process_time()
+    latencies, start = asyncio.run(burst(url, bodies, rate))
+    return latencies, start, (time.process_time() - before) * 1000
 
 
 async def burst_elsewhere(url: str, bodies: list[tuple[str, str]], rate: float | None = None
                           ) -> tuple[dict[str, list[float]], float]:
-    """``burst`` from a separate process: the load generator does not share the server's CPU."""
+    """``burst`` from a separate process: the load generator does not share the server's CPU
+    (its CPU time is kept in ``CLIENT_CPU``)."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return await asyncio.get_running_loop().run_in_executor(pool, _burst_in_child, url, bodies, rate)
+        latencies, start, cpu = await asyncio.get_running_loop().run_in_executor(
+            pool, _burst_in_child, url, bodies, rate)
+    CLIENT_CPU.append(cpu)
+    return latencies, start
 
 
 def _fake_slack_in_child(conn: Any) -> None:
@@ -246,7 +258,7 @@ async def count(app: Any, sql: str) -> int:
 async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, submissions: int,
                         rate: float | None) -> tuple[dict[str, list[float]], float, float, float, float]:
     from bot import modals
-    from engine.cli import outbox_part, worker_part
+    from engine.cli import freeze_startup_objects, outbox_part, worker_part
     from engine.http import serve
 
     settings = Settings(database_url=db_url, stages_dir=stages, home=stages.parent / "home", host="127.0.0.1",
@@ -265,6 +277,7 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
             views.append(modals.form_view(form, {}, session_id=sid))
         stop = asyncio.Event()
         bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        freeze_startup_objects()  # as `flowbot run` does once started (engine.cli.run_parts)
         parts = [serve(app, stop, host="127.0.0.1", port=0, ready=bound.set_result), worker_part(app)(stop),
                  outbox_part(app)(stop)]
         tasks = [asyncio.create_task(p) for p in parts]
@@ -300,11 +313,17 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
     return latencies, (routed_at - start) * 1000, (finished_at - start) * 1000, cpu_acked * 1000, cpu_done * 1000
 
 
-async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: float | None
-                         ) -> dict[str, list[float]]:
+async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: float | None, *,
+                         flowbot_endpoint: bool = False) -> dict[str, list[float]]:
+    """A fresh Bolt app whose listeners only ack, served by aiohttp: as Bolt's aiohttp adapter
+    serves it, or (``flowbot_endpoint``) behind flowbot's ``/slack/events`` endpoint
+    (``bot.app.http_routes``: one auth.test for a burst right after the start)."""
     from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
     from slack_bolt.async_app import AsyncApp
     from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.app import http_routes
+    from engine.cli import freeze_startup_objects
 
     # The same client set-up as flowbot's (its auth.test answered by the same fake Slack).
     bolt = AsyncApp(signing_secret=SECRET, client=AsyncWebClient(token=TOKEN, base_url=fake_url),
@@ -320,7 +339,10 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
         return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
 
     http = web.Application()
-    http.router.add_post("/slack/events", events)
+    if flowbot_endpoint:
+        http.add_routes(http_routes(bolt))
+    else:
+        http.router.add_post("/slack/events", events)
     runner = web.AppRunner(http, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -330,6 +352,7 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
             "title": {"type": "plain_text", "text": "Bench"}, "blocks": []}
     bodies = [("button click", click_body(i)) for i in range(clicks)]
     bodies += [("modal submission", submit_body(view, "x")) for _ in range(submissions)]
+    freeze_startup_objects()  # the same treatment as flowbot's
     try:
         latencies, _ = await burst_elsewhere(f"http://127.0.0.1:{port}/slack/events", bodies, rate)
     finally:
@@ -364,7 +387,12 @@ async def main() -> None:
                     async with database(tmp / f"r{r}{rate}") as db_url:
                         lat, routed, finished, cpu_acked, cpu_done = await flowbot_round(
                             db_url, stages, fake_url, args.clicks, args.submissions, rate)
+                    flowbot_client_cpu = CLIENT_CPU[-1]
                     base = await baseline_round(fake_url, args.clicks, args.submissions, rate)
+                    base_cpu = CLIENT_CPU[-1]
+                    base_gated = await baseline_round(fake_url, args.clicks, args.submissions, rate,
+                                                      flowbot_endpoint=True)
+                    base_gated_cpu = CLIENT_CPU[-1]
                     print(f"round {r}, {mode}:")
                     print(" flowbot /slack/events (ack):")
                     for kind, values in lat.items():
@@ -374,10 +402,16 @@ async def main() -> None:
                     print(f"  every follow-up task ran:                      {finished:7.0f} ms")
                     print(f"  server CPU (all threads) until the last ack: {cpu_acked:7.0f} ms "
                           f"({cpu_acked / total:.1f} ms/request); until every follow-up ran: {cpu_done:7.0f} ms")
-                    print(" baseline: Bolt app that only acks:")
-                    for kind, values in base.items():
-                        print(line(kind, values))
-                    print(line("all", [v for k, vs in base.items() if "not 200" not in k for v in vs]))
+                    print(f"  load generator CPU (its own process, same 2 cores): {flowbot_client_cpu:7.0f} ms")
+                    for title, lat_b, cpu in (
+                            (" baseline: Bolt app that only acks (Bolt's aiohttp adapter):", base, base_cpu),
+                            (" baseline: the same app behind flowbot's /slack/events endpoint "
+                             "(one auth.test per start):", base_gated, base_gated_cpu)):
+                        print(title)
+                        for kind, values in lat_b.items():
+                            print(line(kind, values))
+                        print(line("all", [v for k, vs in lat_b.items() if "not 200" not in k for v in vs]))
+                        print(f"  load generator CPU: {cpu:7.0f} ms")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -10,17 +10,16 @@ completes exactly one; the other person is told who won.
 Acks stay fast under load: a submission reads its session, task and run context in one
 statement and commits through a group commit (``Completions``) that completes every answer
 waiting at once in one transaction; clicks' after-ack work runs a few at a time and gives way
-to submissions in flight (``Priority``), whose answers wait on their work.
+to requests awaiting their ack (``bot.context.Priority``): acks first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from bot import messages, modals
@@ -30,9 +29,9 @@ from bot.delivery import ACTION_CLAIM
 from bot.views import errors_response, parse_submission, suggest_options
 from engine import people
 from engine.db import Row
-from engine.errors import FlowbotError
+from engine.errors import DatabaseError, FlowbotError
 from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
-from engine.groupcommit import GroupCommit
+from engine.groupcommit import GroupCommit, GroupRead
 from engine.runner import task_of
 from engine.store import Finished, Store
 from engine.workflow import Stage
@@ -51,52 +50,10 @@ PURPOSE_START = "start"
 SUBMIT_BUDGET_SECONDS = 2.5
 #: ``app.state`` key of the group commit of form completions.
 STATE_COMPLETIONS = "slack.completions"
+#: ``app.state`` key of the grouped reads of submitted form sessions.
+STATE_SUBMISSION_READS = "slack.submission_reads"
 #: Late submissions still being reported (kept referenced until done).
 _BACKGROUND: set[asyncio.Task[None]] = set()
-#: How many clicks' after-ack work (Approve, Decline, Claim) runs at once. A burst of clicks
-#: otherwise fills the event loop with database work that delays every ack queued behind it
-#: (the clicks' own and the modal submissions', whose answers wait on their work). Open stays
-#: outside the limit: its trigger id expires 3 s after the click.
-FOLLOW_UP_CONCURRENCY = 8
-#: The longest a click's after-ack work defers to modal submissions in flight.
-FOLLOW_UP_MAX_DEFER_SECONDS = 1.0
-
-
-class Priority:
-    """Acks first: a modal submission's answer rides on its ack, a click's work comes after its
-    ack. So clicks' after-ack work runs ``FOLLOW_UP_CONCURRENCY`` at a time, and each waits
-    (up to ``FOLLOW_UP_MAX_DEFER_SECONDS``) while submissions are in flight."""
-
-    def __init__(self, concurrency: int = FOLLOW_UP_CONCURRENCY,
-                 max_defer: float = FOLLOW_UP_MAX_DEFER_SECONDS) -> None:
-        self.slots = asyncio.Semaphore(concurrency)
-        self.max_defer = max_defer
-        self.submitting = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
-
-    @contextlib.contextmanager
-    def urgent(self) -> Iterator[None]:
-        """Around a submission that is answered in its ack."""
-        self.submitting += 1
-        self._quiet.clear()
-        try:
-            yield
-        finally:
-            self.submitting -= 1
-            if not self.submitting:
-                self._quiet.set()
-
-    @contextlib.asynccontextmanager
-    async def after_ack(self) -> AsyncIterator[None]:
-        """Around a click's work after its ack. (It defers before taking a slot: under a steady
-        stream of submissions every click waits at most ``max_defer`` once, and the slots keep
-        working at full rate.)"""
-        if not self._quiet.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), self.max_defer)
-        async with self.slots:
-            yield
 
 
 class Completions:
@@ -104,15 +61,20 @@ class Completions:
     completing every answer that was waiting when it began (up to ``max_batch``).
 
     A lone answer on an idle server commits at once; under a burst, one transaction completes
-    many tasks (each guarded on 'pending', so of racing answers exactly one wins). Two answers
+    many tasks (each guarded on 'pending', so of racing answers exactly one wins) while the
+    next batch gathers (one batch in flight: fewer, bigger transactions cost the acks of a burst
+    less than more, smaller ones; the answers of different people are separate transactions,
+    a few at a time). Two answers
     to the same task never share a transaction: the later one goes to the next, finds the task
     completed and loses. When a transaction of several answers fails, each is retried alone, so
     one bad answer fails only its own submission. Nothing is reported won before its commit.
+    An answer from a modal names its form session: the winners' sessions are closed with one
+    statement per batch right after the commit (a session left behind only expires).
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 100, max_in_flight: int = 2) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 100, max_in_flight: int = 1) -> None:
         self.store = store
-        self._group: GroupCommit[tuple[Finished, str]] = GroupCommit(
+        self._group: GroupCommit[tuple[Finished, str, str | None]] = GroupCommit(
             self._execute, what="form completions", key=lambda entry: entry[0].task["id"],
             group=lambda entry: entry[1], max_batch=max_batch, max_in_flight=max_in_flight)
 
@@ -121,21 +83,30 @@ class Completions:
         """Sizes of the last batches of answers taken together (tests, diagnostics)."""
         return self._group.batch_sizes
 
-    def committer(self, actor: str) -> Callable[[Finished], Awaitable[bool]]:
-        """``people.submit``'s ``commit`` for answers by ``actor``."""
-        return lambda finished: self.commit(finished, actor)
+    def committer(self, actor: str, session: str | None = None) -> Callable[[Finished], Awaitable[bool]]:
+        """``people.submit``'s ``commit`` for answers by ``actor`` (from form ``session``)."""
+        return lambda finished: self.commit(finished, actor, session)
 
-    async def commit(self, finished: Finished, actor: str) -> bool:
-        """Complete ``finished`` as done by ``actor``: True once committed, False if the task was
-        no longer pending. Raises the database error when its transaction failed."""
-        return await self._group.commit((finished, actor))
+    async def commit(self, finished: Finished, actor: str, session: str | None = None) -> bool:
+        """Complete ``finished`` as done by ``actor``: True once committed (and ``session``
+        closed), False if the task was no longer pending. Raises the database error when its
+        transaction failed."""
+        return await self._group.commit((finished, actor, session))
 
-    async def _execute(self, entries: list[tuple[Finished, str]]) -> set[int]:
+    async def _execute(self, entries: list[tuple[Finished, str, str | None]]) -> set[int]:
         # One actor per call: GroupCommit splits batches by ``group``.
         actor = entries[0][1]
-        result = await self.store.commit(None, [f for f, _ in entries], from_status="pending", actor=actor)
-        won = set(result.completed)
-        return {n for n, (finished, _) in enumerate(entries) if finished.task["id"] in won}
+        result = await self.store.commit(None, [f for f, _, _ in entries], from_status="pending", actor=actor)
+        completed = set(result.completed)
+        won = {n for n, (finished, _, _) in enumerate(entries) if finished.task["id"] in completed}
+        sessions = [sid for n in sorted(won) if (sid := entries[n][2]) is not None]
+        if sessions:
+            try:
+                await people.close_sessions(self.store.db, sessions)
+            except DatabaseError as exc:  # the completions stand; the sessions only expire later
+                log.warning("closing %d form sessions failed: %s", len(sessions), exc,
+                            extra={"action": "close_sessions_failed"})
+        return won
 
 
 def completions(ctx: BotContext) -> Completions:
@@ -146,10 +117,25 @@ def completions(ctx: BotContext) -> Completions:
     return cast(Completions, found)
 
 
+Submission = tuple[Row, Row | None, dict[str, Any]]
+
+
+def submission_reads(ctx: BotContext) -> GroupRead[str, Submission]:
+    """The app's grouped reads of submitted form sessions (``people.get_submissions``): a
+    burst of submissions reads its sessions, tasks and run contexts in a few statements."""
+    found = ctx.app.state.get(STATE_SUBMISSION_READS)
+    if found is None:
+        async def fetch(ids: list[str]) -> dict[str, Submission]:
+            return await people.get_submissions(ctx.app.db, ids, now=ctx.store.clock())
+
+        found = ctx.app.state[STATE_SUBMISSION_READS] = GroupRead(fetch, max_in_flight=1)
+    return cast(GroupRead[str, Submission], found)
+
+
 def register(bolt: AsyncApp, ctx: BotContext) -> None:
     """Add the card buttons, the form modal submission and the options listener to ``bolt``."""
 
-    priority = Priority()
+    priority = ctx.priority
 
     async def on_approve(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
@@ -178,11 +164,12 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
     async def on_options(ack: Any, body: dict[str, Any]) -> None:
         await ack(**await options(ctx, body))
 
+    # Bolt tries listeners in this order: submissions (the slowest acks) first.
+    bolt.view_submission(modals.CALLBACK_FORM)(on_submit)
     bolt.action(ACTION_APPROVE)(on_approve)
     bolt.action(ACTION_DECLINE)(on_decline)
     bolt.action(re.compile(rf"^{re.escape(ACTION_OPEN)}$"))(on_open)
     bolt.action(ACTION_CLAIM)(on_claim)
-    bolt.view_submission(modals.CALLBACK_FORM)(on_submit)
     bolt.options(re.compile(".*"))(on_options)
 
 
@@ -362,10 +349,10 @@ async def _session_form(ctx: BotContext, session: Row, task: Row | None = None
 
 async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dict[str, Any]:
     """The ack of a form modal's submission: errors, the next page, a notice, or nothing (close)."""
-    now = ctx.store.clock()
     sid = str(view.get("private_metadata") or "")
-    # The session, its task and the run's context in one read (the ack waits on every round trip).
-    found = await people.get_submission(ctx.app.db, sid, now=now)
+    # The session, its task and the run's context in one read, shared with the submissions
+    # arriving meanwhile (the ack waits on every round trip).
+    found = await submission_reads(ctx).get(sid)
     if found is None or found[0]["user_id"] != user_id:
         return _notice(messages.session_expired())
     session, task_row, run_context = found
@@ -400,7 +387,7 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
     else:
         work = people.submit(ctx.store, int(task["id"]), answers, user_id, ctx.directory, max_payload_bytes=limit,
                              task=task, run_context=run_context, form=own_form,
-                             commit=completions(ctx).committer(user_id))
+                             commit=completions(ctx).committer(user_id, session=sid))
     running = asyncio.ensure_future(work)
     try:
         # Slack drops an ack later than 3 s: a slow stage finishes after the ack, and the person
@@ -415,7 +402,8 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
         return _field_error(form, page.name, messages.stage_failed(result.message))
     if not result.ok:
         return _notice(refusal(result))
-    await people.close_session(ctx.app.db, sid)
+    if task is None:  # a task's completion closed its session in the same batch
+        await people.close_session(ctx.app.db, sid)
     return {}
 
 

@@ -53,7 +53,7 @@ class SlackPlugin:
             return
         from bot import app as bot_app
         from bot import delivery, modals
-        from bot.context import make_context
+        from bot.context import deferring, make_context
 
         modals.check_forms_or_raise(app.registry)
         ctx = make_context(app)
@@ -61,8 +61,12 @@ class SlackPlugin:
         for kind, handler in delivery.handlers(ctx).items():
             app.add_outbox_handler(kind, handler)
         bolt = bot_app.build_bolt(ctx)
+        # Outermost: every delivery (cards, Home tabs, reminders) lets pending acks go out first.
+        for kind, handler in list(app.outbox_handlers.items()):
+            app.add_outbox_handler(kind, deferring(ctx.priority, handler))
+        app.add_background_gate(ctx.priority.quiet)  # the worker's next claim, too
         if settings.slack_signing_secret:
-            app.add_routes(bot_app.http_routes(bolt))
+            app.add_routes(bot_app.http_routes(bolt, ctx.priority))
         if settings.slack_app_token:
             app.add_background(bot_app.socket_mode_part(bolt, settings.slack_app_token))
         app.state[STATE_CONTEXT] = ctx

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,9 @@ class App:
     background: list[Part] = field(default_factory=list)
     #: Called when a person must act (a form task was created); plugins subscribe.
     state: dict[str, Any] = field(default_factory=dict)
+    #: Awaited by background work before it takes more (the worker, before each claim): a plugin
+    #: answering people holds it back while answers are due (e.g. Slack acks), for a bounded time.
+    background_gates: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def add_routes(self, routes: list[web.RouteDef]) -> None:
         """Serve more routes from flowbot's HTTP server."""
@@ -59,6 +62,15 @@ class App:
     def add_background(self, part: Part) -> None:
         """Run ``part(stop)`` alongside the server in `flowbot run`."""
         self.background.append(part)
+
+    def add_background_gate(self, wait: Callable[[], Awaitable[None]]) -> None:
+        """Make background work await ``wait()`` before it takes more (see ``background_gates``)."""
+        self.background_gates.append(wait)
+
+    async def background_gate(self) -> None:
+        """Return once every gate lets background work go on."""
+        for wait in self.background_gates:
+            await wait()
 
 
 async def database_url(settings: Settings, stack: contextlib.AsyncExitStack) -> tuple[str, bool]:

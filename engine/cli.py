@@ -82,7 +82,8 @@ def worker_part(app: App) -> Part:
     from engine.worker import Worker, WorkerOptions
 
     options = WorkerOptions(concurrency=app.settings.concurrency, threads=app.settings.threads,
-                            max_payload_bytes=app.settings.max_payload_bytes, poll_interval=app.settings.poll_interval)
+                            max_payload_bytes=app.settings.max_payload_bytes, poll_interval=app.settings.poll_interval,
+                            before_claim=app.background_gate)
     return Worker(app.store, options).run
 
 

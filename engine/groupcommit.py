@@ -2,7 +2,8 @@
 
 A lone item on an idle process commits at once; under a burst, one transaction (or statement)
 commits every item that was waiting when it began. Hook deliveries (``engine.hooks.deliver``)
-and Slack form completions (``bot.interactions``) both commit this way.
+and Slack form completions (``bot.interactions``) both commit this way. ``GroupRead`` does the
+same for reads by key (the form sessions of a burst of Slack modal submissions).
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 #: Commits some items atomically; returns the indices (into its argument) of those that took
 #: effect (the others lost a race: a delivery id already taken, a task no longer pending).
@@ -27,19 +30,21 @@ class GroupCommit(Generic[T]):
 
     Two items with the same ``key`` never share a commit: the later one goes to the next, where it
     finds the first one's effect. A batch is split by ``group`` into separate commits (items of
-    different groups cannot share one). When a commit of several items fails, each is retried
-    alone, so one bad item fails only its own caller. Nobody hears "done" before the commit.
+    different groups cannot share one), up to ``parallel_groups`` of them at once. When a commit
+    of several items fails, each is retried alone, so one bad item fails only its own caller.
+    Nobody hears "done" before the commit.
     """
 
     def __init__(self, execute: Execute[T], *, what: str, key: Callable[[T], Hashable | None] = lambda _: None,
                  group: Callable[[T], Hashable] = lambda _: None, max_batch: int = 100,
-                 max_in_flight: int = 1) -> None:
+                 max_in_flight: int = 1, parallel_groups: int = 4) -> None:
         self.execute = execute
         self.what = what
         self.key = key
         self.group = group
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
+        self.parallel_groups = parallel_groups
         self._waiting: list[tuple[T, asyncio.Future[bool]]] = []
         self._in_flight = 0
         #: Commits in flight (the loop keeps only weak references to tasks).
@@ -92,8 +97,16 @@ class GroupCommit(Generic[T]):
                 groups: dict[Hashable, list[tuple[T, asyncio.Future[bool]]]] = {}
                 for entry in batch:
                     groups.setdefault(self.group(entry[0]), []).append(entry)
-                for entries in groups.values():
-                    await self._commit(entries)
+                if len(groups) == 1:
+                    await self._commit(batch)
+                else:
+                    slots = asyncio.Semaphore(self.parallel_groups)
+
+                    async def one(entries: list[tuple[T, asyncio.Future[bool]]]) -> None:
+                        async with slots:
+                            await self._commit(entries)
+
+                    await asyncio.gather(*(one(entries) for entries in groups.values()))
         finally:
             self._in_flight -= 1
             if self._waiting and self._in_flight < self.max_in_flight:
@@ -115,10 +128,68 @@ class GroupCommit(Generic[T]):
             _settle(future, n in kept)
 
 
-def _settle(future: asyncio.Future[bool], outcome: bool | BaseException) -> None:
+def _settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
     if future.done():
         return
     if isinstance(outcome, BaseException):
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+#: Reads the values of some keys at once; a key without a value is left out.
+Fetch = Callable[[list[K]], Awaitable[Mapping[K, V]]]
+
+
+class GroupRead(Generic[K, V]):
+    """Reads by key, at most ``max_in_flight`` at a time, each of every key waiting (up to
+    ``max_batch``): a lone read on an idle process goes at once; under a burst, one statement
+    reads what many callers asked for while the previous one was running. A failed read fails
+    the callers of its batch (a read changes nothing; they may ask again)."""
+
+    def __init__(self, fetch: Fetch[K, V], *, max_batch: int = 100, max_in_flight: int = 2) -> None:
+        self.fetch = fetch
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Sizes of the last batches read (tests, diagnostics), most recent last.
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+
+    async def get(self, key: K) -> V | None:
+        """The value of ``key`` (None when there is none)."""
+        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if self._in_flight < self.max_in_flight:
+            self._start()
+        return await asyncio.shield(future)
+
+    def _start(self) -> None:
+        self._in_flight += 1
+        task = asyncio.ensure_future(self._read())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self) -> None:
+        try:
+            keys = list(self._waiting)[:self.max_batch]
+            batch = {key: self._waiting.pop(key) for key in keys}
+            if not batch:
+                return
+            self.batch_sizes.append(len(batch))
+            try:
+                found = await self.fetch(keys)
+            except Exception as exc:
+                for futures in batch.values():
+                    for future in futures:
+                        _settle(future, exc)
+                return
+            for key, futures in batch.items():
+                for future in futures:
+                    if not future.done():
+                        future.set_result(found.get(key))
+        finally:
+            self._in_flight -= 1
+            if self._waiting and self._in_flight < self.max_in_flight:
+                self._start()

@@ -351,6 +351,30 @@ async def get_submission(db: Database, session_id: str, *, now: dt.datetime
     return session, (task if task.get("id") is not None else None), run_context
 
 
+async def get_submissions(db: Database, session_ids: list[str], *, now: dt.datetime
+                          ) -> dict[str, tuple[Row, Row | None, dict[str, Any]]]:
+    """``get_submission`` of many sessions in one read, by session id (a malformed or unknown
+    id, or an expired session, is left out)."""
+    asked: dict[str, list[str]] = {}  # canonical id -> the ids as asked for
+    for session_id in session_ids:
+        try:
+            asked.setdefault(str(uuid.UUID(session_id)), []).append(session_id)
+        except ValueError:
+            continue
+    if not asked:
+        return {}
+    found: dict[str, tuple[Row, Row | None, dict[str, Any]]] = {}
+    rows = await db.fetch_all_autocommit(queries.FORM_SUBMISSION_CONTEXTS,
+                                         {"ids": [uuid.UUID(i) for i in asked], "now": now})
+    for row in rows:
+        task = dict(row)
+        session = task.pop("form_session")
+        run_context = task.pop("run_context", None) or {}
+        for session_id in asked.get(str(session["id"]), []):
+            found[session_id] = (session, (task if task.get("id") is not None else None), run_context)
+    return found
+
+
 async def save_session(db: Database, session_id: str, *, answers: dict[str, Any], page: str | None,
                        view_id: str | None = None) -> None:
     """Merge a page's answers into the session and remember the page shown next."""
@@ -362,6 +386,11 @@ async def save_session(db: Database, session_id: str, *, answers: dict[str, Any]
 async def close_session(db: Database, session_id: str) -> None:
     """Forget a session (its form was submitted)."""
     await db.fetch_one_autocommit(queries.DELETE_FORM_SESSION, {"id": session_id})
+
+
+async def close_sessions(db: Database, session_ids: list[str]) -> None:
+    """Forget many sessions in one statement (their forms were submitted)."""
+    await db.fetch_one_autocommit(queries.DELETE_FORM_SESSIONS, {"ids": session_ids})
 
 
 # --- load-time checks --------------------------------------------------------------------------

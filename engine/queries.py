@@ -822,3 +822,18 @@ FORM_SUBMISSION_CONTEXT = text(
 TASK_WITH_RUN_CONTEXT = text(
     "SELECT t.*, r.context AS run_context FROM tasks t LEFT JOIN runs r ON r.id = t.run_id WHERE t.id = :id"
 )
+
+# -- name: delete_form_sessions -- forms submitted: their sessions, closed with the completions' batch.
+DELETE_FORM_SESSIONS = text("DELETE FROM form_sessions WHERE id = ANY(CAST(:ids AS uuid[]))")
+
+# -- name: form_submission_contexts -- form_submission_context of many sessions in one read (the
+# submissions of a burst).
+FORM_SUBMISSION_CONTEXTS = text(
+    """
+    SELECT t.*, to_jsonb(s) AS form_session, r.context AS run_context
+    FROM form_sessions s
+    LEFT JOIN tasks t ON t.id = s.task_id
+    LEFT JOIN runs r ON r.id = t.run_id
+    WHERE s.id = ANY(CAST(:ids AS uuid[])) AND s.expires_at > CAST(:now AS timestamptz)
+    """
+)

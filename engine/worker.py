@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,8 @@ class WorkerOptions:
     reap_interval: float = 5.0
     max_payload_bytes: int = 256 * 1024
     workflows: tuple[str, ...] | None = None
+    #: Awaited before each claim (``App.background_gate``: answers to people go first).
+    before_claim: Callable[[], Awaitable[None]] | None = None
 
 
 def worker_id() -> str:
@@ -114,6 +117,8 @@ class Worker:
                 if not primary and not self._backlog.is_set():
                     await self._wait_any(self._backlog.wait(), stopping)
                     continue
+                if self.options.before_claim is not None:
+                    await self.options.before_claim()
                 free = self.options.concurrency - self.busy - self._reserved
                 if free <= 0:
                     await self._wait_any(self._slot_free.wait(), stopping)

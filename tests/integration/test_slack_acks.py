@@ -11,10 +11,13 @@ from typing import Any
 from support import eventually, scalar, task_row
 
 from bot import modals
-from bot.interactions import Completions, Priority
+from bot.context import Priority, deferring
+from bot.interactions import Completions
 from engine import people
 from engine.errors import DatabaseError
+from engine.groupcommit import GroupCommit, GroupRead
 from engine.store import Finished
+from engine.worker import Worker, WorkerOptions
 from tests.fakeslack import FakeSlack
 from tests.slack import SlackHarness, StartSlack
 
@@ -97,6 +100,10 @@ async def test_racing_last_pages_complete_each_task_once_and_only_a_committed_on
         assert await scalar(h.app.store, "SELECT count(*) FROM task_events WHERE task_id = :t "
                                          "AND to_status = 'completed'", t=task_id) == 1
     assert await scalar(h.app.store, "SELECT count(*) FROM tasks WHERE stage = 'done'") == len(tasks)
+    # The winners' form sessions were closed with their completions; the losers' stay (to expire).
+    left = await scalar(h.app.store, "SELECT array_agg(t.completed_by = s.user_id) FROM form_sessions s "
+                                     "JOIN tasks t ON t.id = s.task_id")
+    assert left == [False] * len(tasks)
     # The stage's code saw the run's context read with the task (one run per task: once each).
     assert await scalar(h.app.store, "SELECT count(*) FROM runs WHERE context->>'seen' = '1'") == len(tasks)
 
@@ -161,6 +168,154 @@ async def test_submission_context_is_one_read_matching_the_task_row(slack_app: S
     assert await people.get_submission(h.app.db, "not-a-uuid", now=now) is None
     later = now.replace(year=now.year + 1)
     assert await people.get_submission(h.app.db, sid, now=later) is None
+
+
+async def test_a_burst_of_submissions_reads_its_sessions_together(slack_app: StartSlack,
+                                                                   fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES, worker=False, outbox=False)
+    stage = h.app.registry.get("desk").stage("note")
+    tasks = [(await h.app.store.start_run(stage, {"n": i}))[1] for i in range(6)]
+    views = [await session_view(h, t, "U0ANN") for t in tasks]
+    from bot.interactions import submission_reads
+
+    reads = submission_reads(h.ctx)
+    resps = await asyncio.gather(*(h.submit("U0ANN", v, title(f"t{i}")) for i, v in enumerate(views)))
+    # Each got its own next page (the answers of its own session) ...
+    for i, r in enumerate(resps):
+        assert r.json["response_action"] == "update"
+        assert r.json["view"]["private_metadata"] == views[i]["private_metadata"]
+    for t in tasks:
+        answers = await scalar(h.app.store, "SELECT answers FROM form_sessions WHERE task_id = :t", t=t)
+        assert answers == {"title": f"t{tasks.index(t)}"}
+    # ... from fewer reads than submissions.
+    assert sum(reads.batch_sizes) == len(tasks) and len(reads.batch_sizes) < len(tasks)
+
+
+async def test_get_submissions_reads_many_sessions_by_the_ids_asked_for(slack_app: StartSlack,
+                                                                       fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES, worker=False, outbox=False)
+    stage = h.app.registry.get("desk").stage("note")
+    _run, task_id = await h.app.store.start_run(stage, {"n": 1})
+    now = h.app.store.clock()
+    sid = await people.open_session(h.app.db, user_id="U0ANN", workflow="desk", stage="note", task_id=task_id,
+                                    page="first", now=now)
+    start = await people.open_session(h.app.db, user_id="U0BOB", workflow="desk", stage="note",
+                                      payload={"k": 1}, page="first", now=now)
+    found = await people.get_submissions(h.app.db, [sid, sid.upper(), start, "not-a-uuid",
+                                                    "00000000-0000-0000-0000-000000000000"], now=now)
+    assert sorted(found) == sorted([sid, sid.upper(), start])
+    assert found[sid] == found[sid.upper()] == await people.get_submission(h.app.db, sid, now=now)
+    assert found[start][1] is None and found[start][0]["payload"] == {"k": 1}
+    assert await people.get_submissions(h.app.db, [sid], now=now.replace(year=now.year + 1)) == {}
+    assert await people.get_submissions(h.app.db, ["nope"], now=now) == {}
+
+
+async def test_group_read_shares_reads_and_a_failed_read_fails_only_its_batch() -> None:
+    asked: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def fetch(keys: list[str]) -> dict[str, int]:
+        asked.append(keys)
+        await gate.wait()
+        if "bad" in keys:
+            raise RuntimeError("no")
+        return {k: len(k) for k in keys if k != "none"}
+
+    reads: GroupRead[str, int] = GroupRead(fetch, max_in_flight=1)
+    first = asyncio.create_task(reads.get("a"))
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(reads.get(k)) for k in ("bb", "ccc", "bb", "none")]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == 1
+    assert [await t for t in later] == [2, 3, 2, None]
+    assert asked == [["a"], ["bb", "ccc", "none"]]  # one read of every key waiting, each once
+    failing = [asyncio.create_task(reads.get(k)) for k in ("bad", "x")]
+    results = await asyncio.gather(*failing, return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert await reads.get("ok") == 2  # the next read is a new batch
+
+
+async def test_the_worker_claims_once_pending_acks_are_out(slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES, worker=False, outbox=False)
+    _run, task_id = await h.app.store.start_run(h.app.registry.get("desk").stage("done"), {})
+    reached: list[bool] = []
+
+    async def seen() -> None:  # a gate before the Slack plugin's own: the worker got there
+        reached.append(True)
+
+    async def at_gate() -> bool:
+        return bool(reached)
+
+    h.app.background_gates.insert(0, seen)
+    h.ctx.priority.max_defer = 60
+    stop = asyncio.Event()
+    with h.ctx.priority.urgent():  # an ack is pending
+        worker = asyncio.create_task(
+            Worker(h.app.store, WorkerOptions(poll_interval=0.1, before_claim=h.app.background_gate)).run(stop))
+        await eventually(at_gate, what="the worker at its gate")
+        assert (await task_row(h.app.store, task_id))["status"] == "pending"  # not claimed meanwhile
+
+    async def done() -> bool:
+        return bool((await task_row(h.app.store, task_id))["status"] == "completed")
+
+    await eventually(done, what="the task run once the ack is out")
+    stop.set()
+    await worker
+
+
+async def test_the_groups_of_one_batch_commit_side_by_side_a_few_at_a_time() -> None:
+    running: list[str] = []
+    most = 0
+    gate = asyncio.Event()
+
+    async def execute(items: list[tuple[str, int]]) -> set[int]:
+        nonlocal most
+        running.append(items[0][0])
+        most = max(most, len(running))
+        await gate.wait()
+        for _ in range(5):  # let the other groups of the batch start meanwhile
+            await asyncio.sleep(0)
+        running.remove(items[0][0])
+        return set(range(len(items)))
+
+    commits: GroupCommit[tuple[str, int]] = GroupCommit(execute, what="answers", key=lambda item: item[1],
+                                                        group=lambda item: item[0], parallel_groups=2)
+    first = asyncio.create_task(commits.commit(("ann", 0)))
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(commits.commit((who, n))) for n, who in enumerate(["bob", "cid", "bob", "dan"], 1)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(first, *later) == [True] * 5
+    assert list(commits.batch_sizes) == [1, 4]  # one batch of four answers by three people ...
+    assert most == 2  # ... committed as three transactions, two at a time
+
+
+async def test_outbox_deliveries_wait_for_pending_acks_but_not_forever() -> None:
+    priority = Priority(max_defer=60)
+    delivered: list[int] = []
+
+    async def handler(row: dict[str, Any]) -> dict[str, Any] | None:
+        delivered.append(row["id"])
+        return {"ok": True}
+
+    deliver = deferring(priority, handler)
+    assert await deliver({"id": 1}) == {"ok": True}  # nothing pending: at once
+    with priority.urgent():
+        waiting = asyncio.create_task(deliver({"id": 2}))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert delivered == [1]  # an ack is pending
+    assert await waiting == {"ok": True} and delivered == [1, 2]
+    hurried = Priority(max_defer=0.05)
+    with hurried.urgent():  # a steady stream of requests cannot hold deliveries back for long
+        assert await asyncio.wait_for(deferring(hurried, handler)({"id": 3}), 5) == {"ok": True}
+        with hurried.urgent():  # still no pause since: later work does not wait at all
+            later = asyncio.create_task(deferring(hurried, handler)({"id": 4}))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert later.done() and delivered == [1, 2, 3, 4]
 
 
 async def test_click_work_waits_for_submissions_in_flight_and_runs_a_few_at_a_time() -> None:

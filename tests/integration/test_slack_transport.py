@@ -59,6 +59,34 @@ async def test_a_stale_timestamp_is_refused_even_with_a_valid_signature(
     assert fake_slack.requests == []
 
 
+async def test_a_burst_right_after_a_start_calls_auth_test_once(slack_app: StartSlack,
+                                                                 fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    options = {"type": "block_suggestion", "user": {"id": "U0ANN"}, "team": {"id": "T0FAKE"},
+               "action_id": "pick", "value": "x", "view": {"private_metadata": "no-such-session"}}
+    resps = await asyncio.gather(*(h.interact(options) for _ in range(20)))
+    assert [r.status for r in resps] == [200] * 20
+    assert [r.json for r in resps] == [{"options": []}] * 20
+    # Bolt keeps the first auth.test answer; the others waited for it instead of asking too.
+    assert len(fake_slack.calls("auth.test")) == 1
+
+
+async def test_after_a_refused_request_or_a_failed_auth_test_the_next_request_authorizes(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    options = {"type": "block_suggestion", "user": {"id": "U0ANN"}, "team": {"id": "T0FAKE"},
+               "action_id": "pick", "value": "x", "view": {"private_metadata": "no-such-session"}}
+    forged = await h.interact(options, signature="v0=" + "0" * 64)
+    assert forged.status == 401 and fake_slack.requests == []
+    fake_slack.fail("auth.test", "invalid_auth")
+    resps = await asyncio.gather(*(h.interact(options) for _ in range(5)))
+    # One was refused by Bolt (its auth.test failed); the next one asked again, and passed.
+    refused = [r for r in resps if '"options"' not in r.text]
+    assert len(refused) == 1 and "reinstall" in refused[0].text
+    assert sorted(r.text for r in resps if r not in refused) == ['{"options": []}'] * 4
+    assert len(fake_slack.calls("auth.test")) == 2
+
+
 async def test_a_signed_url_verification_gets_its_challenge_back(slack_app: StartSlack) -> None:
     h = await slack_app(STAGES)
     body = json.dumps({"token": "x", "challenge": "abc123", "type": "url_verification"})
