@@ -61,10 +61,9 @@ class Completions:
     completing every answer that was waiting when it began (up to ``max_batch``).
 
     A lone answer on an idle server commits at once; under a burst, one transaction completes
-    many tasks (each guarded on 'pending', so of racing answers exactly one wins) while the
-    next batch gathers (one batch in flight: fewer, bigger transactions cost the acks of a burst
-    less than more, smaller ones; the answers of different people are separate transactions,
-    a few at a time). Two answers
+    many tasks, whoever answered them (each guarded on 'pending', so of racing answers exactly
+    one wins), while the next batch gathers (one batch in flight: fewer, bigger transactions cost
+    the acks of a burst less than more, smaller ones). Two answers
     to the same task never share a transaction: the later one goes to the next, finds the task
     completed and loses. When a transaction of several answers fails, each is retried alone, so
     one bad answer fails only its own submission. Nothing is reported won before its commit.
@@ -76,7 +75,7 @@ class Completions:
         self.store = store
         self._group: GroupCommit[tuple[Finished, str, str | None]] = GroupCommit(
             self._execute, what="form completions", key=lambda entry: entry[0].task["id"],
-            group=lambda entry: entry[1], max_batch=max_batch, max_in_flight=max_in_flight)
+            max_batch=max_batch, max_in_flight=max_in_flight)
 
     @property
     def batch_sizes(self) -> collections.deque[int]:
@@ -94,9 +93,8 @@ class Completions:
         return await self._group.commit((finished, actor, session))
 
     async def _execute(self, entries: list[tuple[Finished, str, str | None]]) -> set[int]:
-        # One actor per call: GroupCommit splits batches by ``group``.
-        actor = entries[0][1]
-        result = await self.store.commit(None, [f for f, _, _ in entries], from_status="pending", actor=actor)
+        result = await self.store.commit(None, [f for f, _, _ in entries], from_status="pending",
+                                         actor=[actor for _, actor, _ in entries])
         completed = set(result.completed)
         won = {n for n, (finished, _, _) in enumerate(entries) if finished.task["id"] in completed}
         sessions = [sid for n in sorted(won) if (sid := entries[n][2]) is not None]

@@ -29,22 +29,17 @@ class GroupCommit(Generic[T]):
     """At most ``max_in_flight`` commits at a time, each of every waiting item (up to ``max_batch``).
 
     Two items with the same ``key`` never share a commit: the later one goes to the next, where it
-    finds the first one's effect. A batch is split by ``group`` into separate commits (items of
-    different groups cannot share one), up to ``parallel_groups`` of them at once. When a commit
-    of several items fails, each is retried alone, so one bad item fails only its own caller.
-    Nobody hears "done" before the commit.
+    finds the first one's effect. When a commit of several items fails, each is retried alone, so
+    one bad item fails only its own caller. Nobody hears "done" before the commit.
     """
 
     def __init__(self, execute: Execute[T], *, what: str, key: Callable[[T], Hashable | None] = lambda _: None,
-                 group: Callable[[T], Hashable] = lambda _: None, max_batch: int = 100,
-                 max_in_flight: int = 1, parallel_groups: int = 4) -> None:
+                 max_batch: int = 100, max_in_flight: int = 1) -> None:
         self.execute = execute
         self.what = what
         self.key = key
-        self.group = group
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
-        self.parallel_groups = parallel_groups
         self._waiting: list[tuple[T, asyncio.Future[bool]]] = []
         self._in_flight = 0
         #: Commits in flight (the loop keeps only weak references to tasks).
@@ -94,19 +89,7 @@ class GroupCommit(Generic[T]):
             batch = self._take()
             if batch:
                 self.batch_sizes.append(len(batch))
-                groups: dict[Hashable, list[tuple[T, asyncio.Future[bool]]]] = {}
-                for entry in batch:
-                    groups.setdefault(self.group(entry[0]), []).append(entry)
-                if len(groups) == 1:
-                    await self._commit(batch)
-                else:
-                    slots = asyncio.Semaphore(self.parallel_groups)
-
-                    async def one(entries: list[tuple[T, asyncio.Future[bool]]]) -> None:
-                        async with slots:
-                            await self._commit(entries)
-
-                    await asyncio.gather(*(one(entries) for entries in groups.values()))
+                await self._commit(batch)
         finally:
             self._in_flight -= 1
             if self._waiting and self._in_flight < self.max_in_flight:

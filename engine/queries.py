@@ -226,14 +226,15 @@ COMPLETE_TASKS = text(
     WITH done AS (
         UPDATE tasks t
         SET status = 'completed', locked_by = NULL, locked_until = NULL, finished_at = CAST(:now AS timestamptz),
-            log = t.log || u.log, completed_by = :actor
-        FROM unnest(CAST(:ids AS bigint[]), CAST(CAST(:logs AS text[]) AS jsonb[])) AS u(id, log)
+            log = t.log || u.log, completed_by = u.actor
+        FROM unnest(CAST(:ids AS bigint[]), CAST(CAST(:logs AS text[]) AS jsonb[]), CAST(:actors AS text[]))
+             AS u(id, log, actor)
         WHERE t.id = u.id AND t.status = :from_status
           AND (CAST(:worker AS text) IS NULL OR t.locked_by = :worker)
-        RETURNING t.id, t.run_id
+        RETURNING t.id, t.run_id, u.actor
     ), ev AS (
         INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT id, :from_status, 'completed', :actor, NULL, CAST(:now AS timestamptz) FROM done
+        SELECT id, :from_status, 'completed', actor, NULL, CAST(:now AS timestamptz) FROM done
     )
     SELECT id, run_id FROM done
     """

@@ -330,8 +330,12 @@ class Store:
             )
 
     async def commit(self, worker: str | None, finished: Sequence[Finished], failed: Sequence[Failed] = (),
-                     *, actor: str | None = None, from_status: str = "locked") -> CommitResult:
-        """Complete and fail tasks in one transaction, with everything the finished ones sent."""
+                     *, actor: str | Sequence[str] | None = None, from_status: str = "locked") -> CommitResult:
+        """Complete and fail tasks in one transaction, with everything the finished ones sent.
+
+        ``actor`` (who completed them: the worker by default) is one for all, or one per finished
+        task (answers of different people committed together).
+        """
         now = self.clock()
         result = CommitResult()
         items: list[Finished | Failed] = [*finished, *failed]
@@ -352,7 +356,7 @@ class Store:
                 done = await tx.fetch_all(
                     queries.COMPLETE_TASKS,
                     {"ids": [f.task["id"] for f in finished], "logs": jsonb_array(f.outcome.log for f in finished),
-                     "worker": worker, "actor": actor or worker or "engine",
+                     "worker": worker, "actors": _actors(actor or worker or "engine", len(finished)),
                      "from_status": from_status, "now": now},
                 )
                 ok = {r["id"] for r in done}
@@ -478,3 +482,12 @@ def _iso(value: dt.datetime | None) -> str | None:
 def plan(stage: Stage, outcome: Outcome, *, task_id: int | None) -> Routes:
     """Route an outcome's sends (raises AssigneeError when a form's rule cannot apply)."""
     return route(stage, outcome.sends, source_task_id=task_id)
+
+
+def _actors(actor: str | Sequence[str], n: int) -> list[str]:
+    """One actor per completed task."""
+    if isinstance(actor, str):
+        return [actor] * n
+    if len(actor) != n:
+        raise ValueError(f"{len(actor)} actors for {n} completed tasks")
+    return list(actor)

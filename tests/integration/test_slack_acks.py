@@ -15,7 +15,7 @@ from bot.context import Priority, deferring
 from bot.interactions import Completions
 from engine import people
 from engine.errors import DatabaseError
-from engine.groupcommit import GroupCommit, GroupRead
+from engine.groupcommit import GroupRead
 from engine.store import Finished
 from engine.worker import Worker, WorkerOptions
 from tests.fakeslack import FakeSlack
@@ -264,34 +264,6 @@ async def test_the_worker_claims_once_pending_acks_are_out(slack_app: StartSlack
     await worker
 
 
-async def test_the_groups_of_one_batch_commit_side_by_side_a_few_at_a_time() -> None:
-    running: list[str] = []
-    most = 0
-    gate = asyncio.Event()
-
-    async def execute(items: list[tuple[str, int]]) -> set[int]:
-        nonlocal most
-        running.append(items[0][0])
-        most = max(most, len(running))
-        await gate.wait()
-        for _ in range(5):  # let the other groups of the batch start meanwhile
-            await asyncio.sleep(0)
-        running.remove(items[0][0])
-        return set(range(len(items)))
-
-    commits: GroupCommit[tuple[str, int]] = GroupCommit(execute, what="answers", key=lambda item: item[1],
-                                                        group=lambda item: item[0], parallel_groups=2)
-    first = asyncio.create_task(commits.commit(("ann", 0)))
-    await asyncio.sleep(0)
-    later = [asyncio.create_task(commits.commit((who, n))) for n, who in enumerate(["bob", "cid", "bob", "dan"], 1)]
-    for _ in range(5):
-        await asyncio.sleep(0)
-    gate.set()
-    assert await asyncio.gather(first, *later) == [True] * 5
-    assert list(commits.batch_sizes) == [1, 4]  # one batch of four answers by three people ...
-    assert most == 2  # ... committed as three transactions, two at a time
-
-
 async def test_outbox_deliveries_wait_for_pending_acks_but_not_forever() -> None:
     priority = Priority(max_defer=60)
     delivered: list[int] = []
@@ -392,6 +364,28 @@ async def test_completions_commit_many_answers_together_and_one_per_task(slack_a
         assert await scalar(store, "SELECT count(*) FROM task_events WHERE task_id = :t "
                                    "AND to_status = 'completed'", t=task_id) == 1
     assert await scalar(store, "SELECT count(*) FROM tasks WHERE stage = 'done'") == len(tasks)
+
+
+async def test_answers_of_different_people_share_one_transaction_each_under_its_own_name(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES, worker=False, outbox=False)
+    store = h.app.store
+    stage = h.app.registry.get("desk").stage("note")
+    people_ = ["U0ANN", "U0BOB"] * 4  # the stage's two assignees, each answering other tasks
+    tasks = [(await store.start_run(stage, {"n": i}))[1] for i in range(len(people_))]
+    batcher = Completions(store)
+
+    async def answer(task_id: int, user: str) -> people.Result:
+        return await people.submit(store, task_id, {"title": "T", "note": f"by {user}"}, user, Open(),
+                                   max_payload_bytes=100_000, commit=batcher.committer(user))
+
+    results = await asyncio.gather(*(answer(t, u) for t, u in zip(tasks, people_, strict=True)))
+    assert all(r.ok for r in results)
+    assert len(batcher.batch_sizes) < len(tasks)  # several people's answers in one transaction
+    for task_id, user in zip(tasks, people_, strict=True):
+        assert (await task_row(store, task_id))["completed_by"] == user
+        assert await scalar(store, "SELECT actor FROM task_events WHERE task_id = :t AND to_status = 'completed'",
+                            t=task_id) == user
 
 
 async def test_a_bad_answer_fails_alone_and_the_others_of_its_batch_complete(slack_app: StartSlack,
