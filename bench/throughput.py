@@ -9,8 +9,9 @@ a) flowbot: ``--tasks / 2`` runs of a two-stage script workflow (stage ``one`` s
    routes to stage ``two``; both stages are trivial async functions), started in one transaction,
    then processed by ``--workers`` ``flowbot worker`` subprocesses (default 2: one per core of the
    2-core machine the targets are set for) that were already up and idle: ``--tasks``
-   stage executions, each claimed, completed and logged in the task event log (3 events per
-   task), with the follow-up routed and each run's status derived.
+   stage executions, each claimed, completed and logged in the task event log (2 events per
+   task: claimed, completed; its creation is on the task row), with the follow-up routed and
+   each run's status derived.
 b) raw asyncpg: 8 connections, each looping "claim one with FOR UPDATE SKIP LOCKED, complete it,
    insert the follow-up" in one transaction per task, over the same schema and the same counts.
 c) procrastinate: ``--tasks`` no-op jobs, one worker with concurrency 10.
