@@ -181,30 +181,20 @@ class Database:
         runs on the pooled connection's driver directly, with the driver's prepared-statement
         cache: the hook hot path spent a third of its CPU in SQLAlchemy's execution layer.
         """
-        compiled = _COMPILED.get(query)
-        if compiled is None:
-            c = query.compile(dialect=self.engine.dialect)
-            compiled = _COMPILED[query] = (c.string, tuple(c.positiontup or ()))
-        sql, names = compiled
-        with wrap_exceptions():
-            async with self.engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
-                try:
-                    row = await driver.fetchrow(sql, *[params[n] for n in names])
-                except Exception as exc:
-                    raise DatabaseError(str(exc)) from exc
-        return dict(row) if row is not None else None
+        rows = await self._autocommit(query, params, one=True)
+        return rows[0] if rows else None
 
     async def fetch_all_autocommit(self, query: TextClause, params: Mapping[str, Any]) -> list[Row]:
         """``fetch_one_autocommit``, every row: one read in one round trip (a batch of hot reads)."""
+        return await self._autocommit(query, params, one=False)
+
+    async def _autocommit(self, query: TextClause, params: Mapping[str, Any], *, one: bool) -> list[Row]:
         compiled = _COMPILED.get(query)
         if compiled is None:
             c = query.compile(dialect=self.engine.dialect)
             compiled = _COMPILED[query] = (c.string, tuple(c.positiontup or ()))
         sql, names = compiled
+        args = [params[n] for n in names]
         with wrap_exceptions():
             async with self.engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -212,10 +202,12 @@ class Database:
                 driver = raw.driver_connection
                 assert driver is not None
                 try:
-                    rows = await driver.fetch(sql, *[params[n] for n in names])
+                    if one:
+                        row = await driver.fetchrow(sql, *args)
+                        return [dict(row)] if row is not None else []
+                    return [dict(r) for r in await driver.fetch(sql, *args)]
                 except Exception as exc:
                     raise DatabaseError(str(exc)) from exc
-        return [dict(row) for row in rows]
 
     async def fetch_all(self, query: TextClause, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Run one read query in its own transaction."""
