@@ -7,13 +7,15 @@ The batch size is lowered so that a few thousand sends cross several batches.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from support import scalar
+from support import eventually, scalar
 
 from engine.context import Send
 from engine.jobs import stream
@@ -33,6 +35,7 @@ STAGES = {
         failing = workflow.job("failing", schedule="daily at 05:00")
         naming = workflow.job("naming", schedule="daily at 06:00")
         nul = workflow.job("nul", schedule="daily at 07:00")
+        endless = workflow.job("endless", schedule="daily at 08:00")
         handle = workflow.script("handle", max_attempts=5, lease=90)
         review = workflow.form("review", assignee="{who}")
         left = workflow.script("left")
@@ -46,6 +49,7 @@ STAGES = {
         workflow.transition(failing, handle, on="item")
         workflow.transition(naming, handle, on="item")
         workflow.transition(nul, handle, on="item")
+        workflow.transition(endless, handle, on="item")
     """,
     # A sync job (it runs in a thread, so its batches are written while it is still sending).
     "spread/many.py": """
@@ -83,6 +87,17 @@ STAGES = {
         def run(ctx):
             for i in range(2500):
                 ctx.send("item", {"i": i, "text": "bad \\u0000" if i == 1200 else "fine"})
+    """,
+    "spread/endless.py": """
+        import os
+
+        def run(ctx):
+            try:
+                while True:
+                    ctx.send("item", {"n": 1})
+            finally:
+                with open(os.environ["ENDLESS_DONE"], "w") as f:
+                    f.write("stopped")
     """,
     "spread/handle.py": "def run(task, ctx):\n    pass\n",
     "spread/left.py": "def run(task, ctx):\n    ctx.send('done', {})\n",
@@ -173,6 +188,24 @@ async def test_a_batch_postgres_refuses_fails_the_job_and_undoes_every_batch(sto
     assert await scalar(store, "SELECT count(*) FROM runs") == 0
     assert await scalar(store, "SELECT count(*) FROM tasks") == 0
     assert await scalar(store, "SELECT status FROM job_fires WHERE job = 'spread/nul'") == "failed"
+
+
+async def test_a_fire_cancelled_mid_fan_out_commits_nothing_and_stops_the_job_thread(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    done = tmp_path / "done"
+    monkeypatch.setenv("ENDLESS_DONE", str(done))
+    firing = asyncio.create_task(fire(store, find_job(store.registry, "spread/endless"), FIRE))
+    await asyncio.sleep(0.5)  # batches are being written meanwhile
+    firing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await firing
+    # The job's thread cannot be cancelled; its next send tells it the fire is over.
+    async def stopped() -> bool:
+        return done.exists()
+
+    await eventually(stopped, within=10, what="the job thread to stop")
+    assert await scalar(store, "SELECT count(*) FROM runs") == 0
+    assert await scalar(store, "SELECT count(*) FROM job_fires") == 0
 
 
 async def test_the_tasks_of_a_fan_out_are_claimed_and_completed_like_any_other(store: Store) -> None:
