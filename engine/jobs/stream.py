@@ -73,6 +73,7 @@ class SendStream:
             return
         while not self._room.acquire(timeout=0.2):
             self._raise_if_stopped()
+        self._raise_if_stopped()  # woken by abort()
         self._loop.call_soon_threadsafe(self._queue.put_nowait, (batch, True))
 
     async def close(self, rest: FreshRuns, named: list[Send], context: dict[str, Any]) -> Started:
