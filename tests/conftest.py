@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
+from support import write_stages  # noqa: E402  (tests import it from here too)
+
 #: Slack fixtures (fake_slack, slack_app) for the Slack integration tests.
 pytest_plugins = ["tests.slack"]
 
@@ -123,17 +125,6 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 def raw_url(database_url: str) -> str:
     """The test database as a plain ``postgresql://`` URL (for asyncpg and subprocesses)."""
     return database_url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-def write_stages(root: Path, files: dict[str, str]) -> Path:
-    """Write a stages directory from ``{"pkg/workflow.py": source, ...}``; returns its path."""
-    import textwrap
-
-    for rel, source in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(source).lstrip())
-    return root
 
 
 @pytest.fixture

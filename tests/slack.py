@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,21 +36,13 @@ from engine.app import App, open_app
 from engine.settings import Settings
 from engine.store import Clock, utcnow
 from tests.fakeslack import FakeSlack
+from tests.support import write_stages
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-test-token"
 TEAM_ID = "T0FAKE"
 
 _trigger_ids = itertools.count(1)
-
-
-def write_stages(root: Path, files: dict[str, str]) -> Path:
-    """Write a stages directory from ``{"pkg/workflow.py": source, ...}`` (dedented)."""
-    for rel, source in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(source).lstrip())
-    return root
 
 
 def sign(body: str, *, timestamp: int | None = None, secret: str = SIGNING_SECRET) -> dict[str, str]:

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,6 +37,15 @@ def _console_script() -> list[str]:
 
 FLOWBOT = _console_script()
 
+
+
+def write_stages(root: Path, files: dict[str, str]) -> Path:
+    """Write a stages directory from ``{"pkg/workflow.py": source, ...}`` (dedented); its path."""
+    for rel, source in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source).lstrip())
+    return root
 
 class FakeClock:
     """A clock that only moves when told to."""

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support import write_stages
 
 from engine.errors import WorkflowError, WorkflowLoadError
 from engine.loader import find_stage, load_workflows
@@ -30,16 +31,8 @@ GOOD = {
 }
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    for rel, source in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(source).lstrip())
-    return root
-
-
 def errors_of(tmp_path: Path, files: dict[str, str]) -> list[WorkflowError]:
-    root = write(tmp_path / f"stages_{uuid.uuid4().hex[:6]}", files)
+    root = write_stages(tmp_path / f"stages_{uuid.uuid4().hex[:6]}", files)
     with pytest.raises(WorkflowLoadError) as info:
         load_workflows(root)
     return info.value.errors
@@ -81,7 +74,7 @@ HOOK = "def run(request, ctx):\n    return {}\n"
 
 
 def test_a_valid_workflow_loads_with_its_stages_and_transitions(tmp_path) -> None:
-    registry = load_workflows(write(tmp_path / "stages", GOOD))
+    registry = load_workflows(write_stages(tmp_path / "stages", GOOD))
     wf = registry.get("good")
     assert wf.title == "A good one"
     assert list(wf.stages) == ["a", "b-stage"]
@@ -92,7 +85,7 @@ def test_a_valid_workflow_loads_with_its_stages_and_transitions(tmp_path) -> Non
 
 
 def test_only_packages_with_a_workflow_py_are_workflows(tmp_path) -> None:
-    root = write(tmp_path / "stages", {**GOOD, "not_a_workflow/helper.py": "x = 1\n", "README.md": "hi\n"})
+    root = write_stages(tmp_path / "stages", {**GOOD, "not_a_workflow/helper.py": "x = 1\n", "README.md": "hi\n"})
     assert list(load_workflows(root).workflows) == ["good"]
 
 
@@ -100,7 +93,7 @@ def test_a_module_option_overrides_the_file_name(tmp_path) -> None:
     files = bad("""
         s = workflow.script("s", module="elsewhere")
     """, elsewhere=SCRIPT)
-    assert load_workflows(write(tmp_path / "stages", files)).get("bad").stage("s").module is not None
+    assert load_workflows(write_stages(tmp_path / "stages", files)).get("bad").stage("s").module is not None
 
 
 # -- each validation error ------------------------------------------------------------------------
@@ -214,7 +207,7 @@ def test_a_start_form_needs_no_assignee(tmp_path) -> None:
         review = workflow.form("review", assignee="{manager}")
         workflow.transition(submit, review)
     """, submit=FORM, review=FORM)
-    wf = load_workflows(write(tmp_path / "stages", files)).get("bad")
+    wf = load_workflows(write_stages(tmp_path / "stages", files)).get("bad")
     assert wf.stage("submit").kind is StageKind.FORM and wf.stage("submit").is_start
 
 
@@ -234,7 +227,7 @@ def test_a_valid_schedule_loads(tmp_path) -> None:
     files = bad("""
         digest = workflow.job("digest", schedule="0 9 * * MON", timezone="America/Sao_Paulo")
     """, digest=JOB)
-    assert load_workflows(write(tmp_path / "stages", files)).get("bad").stage("digest").kind is StageKind.JOB
+    assert load_workflows(write_stages(tmp_path / "stages", files)).get("bad").stage("digest").kind is StageKind.JOB
 
 
 def test_a_syntax_error_in_a_stage_module(tmp_path) -> None:
