@@ -25,8 +25,6 @@ import datetime as dt
 import json
 import logging
 import os
-import shutil
-import sys
 import tempfile
 import textwrap
 import time
@@ -35,16 +33,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import common  # bench/common.py (puts the repository root on sys.path)
+from common import out
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from engine import migrate  # noqa: E402
-from engine.db import Database  # noqa: E402
-from engine.embedded import EmbeddedPostgres, sqlalchemy_url  # noqa: E402
-from engine.jobs.firing import find_job, fire  # noqa: E402
-from engine.loader import load_workflows  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine import migrate
+from engine.db import Database
+from engine.jobs.firing import find_job, fire
+from engine.loader import load_workflows
+from engine.store import Store
 
 STAGES = {
     "fanout/__init__.py": "",
@@ -73,43 +69,20 @@ TARGET = 50_000
 DATABASE = "flowbot_bench_fanout"
 
 
-def out(line: str) -> None:
-    """Print a result line at once."""
-    print(line, flush=True)
-
-
-def raw_url(url: str, database: str) -> str:
-    """A libpq-style URL (asyncpg) for ``database`` on the server at ``url``."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(sqlalchemy_url(url)).set(database=database)
-    return u.render_as_string(hide_password=False).replace("postgresql+asyncpg://", "postgresql://")
-
-
 @contextlib.contextmanager
 def server(url: str | None = None) -> Iterator[str]:
-    """The Postgres server to use: ``url``, ``DATABASE_URL``, or an embedded one started here."""
-    if url or os.environ.get("DATABASE_URL"):
-        yield url or os.environ["DATABASE_URL"]
+    """The Postgres server to use: ``url`` (a running one, from ``bench/hooks.py``), else
+    ``common.pg_server()``."""
+    if url:
+        yield url
         return
-    tmp = Path(tempfile.mkdtemp(prefix="fbfan-", dir="/tmp"))  # short: unix socket path limit
-    pg = EmbeddedPostgres(tmp / "pg")
-    try:
-        yield pg.start()
-    finally:
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with common.pg_server() as started:
+        yield started.url
 
 
 async def fresh_database(url: str) -> str:
     """A new, migrated database on the server; its libpq URL."""
-    conn = await asyncpg.connect(raw_url(url, "postgres"))
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {DATABASE}")
-    finally:
-        await conn.close()
-    db_url = raw_url(url, DATABASE)
+    db_url = await common.fresh_database(url, DATABASE)
     await migrate.upgrade(db_url)
     return db_url
 

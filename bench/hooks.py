@@ -7,7 +7,7 @@ allow CREATE DATABASE) and two servers on loopback, each in its own process:
 
 a) flowbot: the real ``flowbot web`` serving a hook with ``HmacAuth`` whose stage parses the JSON
    body and sends one task; each request verifies the signature, runs the stage and commits a new
-   run, its first task (with its "created" event) and the delivery record before answering 200.
+   run, its first task and the delivery record before answering 200.
 b) minimal: an aiohttp handler that inserts the raw body as one row with asyncpg (a pool of 10
    connections, like flowbot's) and answers 200: the floor for "HTTP in, one row, HTTP out".
 
@@ -33,20 +33,19 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import asyncpg
+import common  # bench/common.py (puts the repository root on sys.path)
 import psutil
+from common import out
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from engine import migrate
+from engine.hooks import sign_hmac
 
-from engine import migrate  # noqa: E402
-from engine.embedded import EmbeddedPostgres, sqlalchemy_url  # noqa: E402
-from engine.hooks import sign_hmac  # noqa: E402
+ROOT = common.ROOT
 
 SECRET = "bench-hook-secret"
 THROUGHPUT_TARGET = 0.70
@@ -95,65 +94,6 @@ async def main(port: int, url: str) -> None:
 
 asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
 """
-
-
-#: The embedded server's data directory (its processes' CPU is measured too).
-PG_DATA: list[str] = []
-
-
-def postgres_cpu() -> float:
-    """CPU seconds used so far by the embedded Postgres (postmaster and backends); 0 if external."""
-    if not PG_DATA:
-        return 0.0
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if any(PG_DATA[0] in arg for arg in proc.info["cmdline"] or []):
-                for p in [proc, *proc.children(recursive=True)]:
-                    times = p.cpu_times()
-                    total += times.user + times.system + times.children_user + times.children_system
-    return total
-
-
-def out(line: str) -> None:
-    """Print a result line at once."""
-    print(line, flush=True)
-
-
-def raw_url(url: str, database: str) -> str:
-    """A libpq-style URL (asyncpg, subprocesses) for ``database`` on the server at ``url``."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(sqlalchemy_url(url)).set(database=database)
-    return u.render_as_string(hide_password=False).replace("postgresql+asyncpg://", "postgresql://")
-
-
-@contextlib.contextmanager
-def server() -> Iterator[str]:
-    """The Postgres server to use: ``DATABASE_URL``, or an embedded one started here."""
-    if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"]
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="fbhook-", dir="/tmp"))  # short: unix socket path limit
-    pg = EmbeddedPostgres(tmp / "pg")
-    try:
-        url = pg.start()
-        PG_DATA.append(str(tmp / "pg"))
-        yield url
-    finally:
-        pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-async def fresh_database(url: str, name: str) -> str:
-    """Drop and create database ``name``; return its libpq URL."""
-    conn = await asyncpg.connect(raw_url(url, "postgres"))
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    return raw_url(url, name)
 
 
 def free_port() -> int:
@@ -235,7 +175,7 @@ def signed_requests(n: int) -> list[tuple[bytes, dict[str, str]]]:
     return requests
 
 
-async def load(url: str, connections: int, warmup: float, seconds: float,
+async def load(pg: common.Server, url: str, connections: int, warmup: float, seconds: float,
                requests: list[tuple[bytes, dict[str, str]]], pid: int | None = None) -> Result:
     """Keep ``connections`` requests in flight; measure the window after ``warmup`` (and the CPU
     time process ``pid`` used in it)."""
@@ -254,7 +194,7 @@ async def load(url: str, connections: int, warmup: float, seconds: float,
             if server is not None:
                 times = server.cpu_times()
                 cpu.append(times.user + times.system)
-            pg_cpu.append(postgres_cpu())
+            pg_cpu.append(common.postgres_cpu(pg) or 0.0)
 
     sampler = asyncio.ensure_future(sample_cpu())
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -285,9 +225,9 @@ async def load(url: str, connections: int, warmup: float, seconds: float,
                   pg_cpu[1] - pg_cpu[0])
 
 
-async def bench_flowbot(pg: str, tmp: Path, args: argparse.Namespace,
+async def bench_flowbot(pg: common.Server, tmp: Path, args: argparse.Namespace,
                         requests: list[tuple[bytes, dict[str, str]]]) -> Result:
-    db_url = await fresh_database(pg, "bench_hooks")
+    db_url = await common.fresh_database(pg.url, "bench_hooks")
     await migrate.upgrade(db_url)
     stages = tmp / "stages"
     for rel, source in STAGES.items():
@@ -303,7 +243,7 @@ async def bench_flowbot(pg: str, tmp: Path, args: argparse.Namespace,
     proc = start([*cmd, "web", "--port", str(port)], env)
     try:
         await wait_listening(port, proc)
-        result = await load(f"http://127.0.0.1:{port}/hooks/ingest/event", args.connections, args.warmup,
+        result = await load(pg, f"http://127.0.0.1:{port}/hooks/ingest/event", args.connections, args.warmup,
                             args.seconds, requests, proc.pid)
     finally:
         stop(proc)
@@ -327,9 +267,9 @@ async def bench_flowbot(pg: str, tmp: Path, args: argparse.Namespace,
     return result
 
 
-async def bench_minimal(pg: str, args: argparse.Namespace,
+async def bench_minimal(pg: common.Server, args: argparse.Namespace,
                         requests: list[tuple[bytes, dict[str, str]]]) -> Result:
-    db_url = await fresh_database(pg, "bench_hooks_minimal")
+    db_url = await common.fresh_database(pg.url, "bench_hooks_minimal")
     conn = await asyncpg.connect(db_url)
     try:
         await conn.execute("CREATE TABLE items (id bigserial PRIMARY KEY, body jsonb NOT NULL, "
@@ -340,7 +280,7 @@ async def bench_minimal(pg: str, args: argparse.Namespace,
     proc = start([sys.executable, "-c", MINIMAL_SERVER, str(port), db_url])
     try:
         await wait_listening(port, proc)
-        return await load(f"http://127.0.0.1:{port}/hooks/ingest/event", args.connections, args.warmup,
+        return await load(pg, f"http://127.0.0.1:{port}/hooks/ingest/event", args.connections, args.warmup,
                           args.seconds, requests, proc.pid)
     finally:
         stop(proc)
@@ -354,7 +294,7 @@ def describe(name: str, r: Result) -> str:
             f"{commits})")
 
 
-async def run(pg: str, args: argparse.Namespace) -> tuple[Result, Result]:
+async def run(pg: common.Server, args: argparse.Namespace) -> tuple[Result, Result]:
     requests = signed_requests(BODIES)
     best: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="fbhook-") as tmp:
@@ -379,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out(f"hooks: HMAC-signed JSON POSTs, {args.connections} connections on loopback, "
         f"{args.seconds:g} s per server (after {args.warmup:g} s warm-up), best of {args.rounds}")
-    with server() as pg:
+    with common.pg_server() as pg:
         flow, minimal = asyncio.run(run(pg, args))
         ratio = flow.rate / minimal.rate
         out(describe("flowbot hook (HMAC, 1 run + task + delivery per request)", flow))
@@ -393,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
             import fanout as fanout_bench  # type: ignore[import-not-found]
 
             out("")
-            fanout_bench.main([], url=pg)
+            fanout_bench.main([], url=pg.url)
 
 
 if __name__ == "__main__":

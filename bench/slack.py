@@ -36,7 +36,6 @@ import multiprocessing
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import textwrap
 import time
@@ -48,16 +47,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import common  # bench/common.py (puts the repository root on sys.path)
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from engine import migrate, people  # noqa: E402
-from engine.app import open_app  # noqa: E402
-from engine.embedded import EmbeddedPostgres  # noqa: E402
-from engine.settings import Settings  # noqa: E402
-from tests.fakeslack import FakeSlack  # noqa: E402
+from engine import migrate, people
+from engine.app import open_app
+from engine.embedded import EmbeddedPostgres
+from engine.settings import Settings
+from tests.fakeslack import FakeSlack
 
 SECRET = "bench-signing-secret"
 TOKEN = "xoxb-bench"
@@ -210,29 +207,23 @@ def line(name: str, values: list[float]) -> str:
 
 @contextlib.asynccontextmanager
 async def database(tmp: Path) -> AsyncIterator[str]:
+    """A fresh, migrated database on a new embedded Postgres in ``tmp`` (or on ``DATABASE_URL``'s
+    server), dropped afterwards."""
     url = os.environ.get("DATABASE_URL")
     pg = None
     if not url:
         pg = EmbeddedPostgres(tmp / "pg")
         url = await asyncio.to_thread(pg.start)
     import asyncpg
-    from sqlalchemy.engine import make_url
-
-    from engine.embedded import sqlalchemy_url
 
     name = f"bench_slack_{uuid.uuid4().hex[:8]}"
-    admin = make_url(sqlalchemy_url(url)).set(database="postgres").render_as_string(hide_password=False)
-    admin = admin.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-    db_url = make_url(sqlalchemy_url(url)).set(database=name).render_as_string(hide_password=False)
+    db_url = await common.fresh_database(url, name)
     try:
         await migrate.upgrade(db_url)
         yield db_url
     finally:
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn = await asyncpg.connect(common.database_url(url, "postgres"))
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.close()
         if pg is not None:
             await asyncio.to_thread(pg.stop)
