@@ -17,7 +17,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -157,10 +157,14 @@ class FakeSlack:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> FakeSlack:
+    def add_routes(self, app: web.Application) -> None:
+        """The routes it serves: the Web API (a subclass may add its own)."""
+        app.router.add_route("*", "/api/{method}", self._handle)
+
+    async def start(self) -> Self:
         """Listen on a free port of 127.0.0.1."""
         app = web.Application()
-        app.router.add_route("*", "/api/{method}", self._handle)
+        self.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -240,8 +240,8 @@ async def test_tasks_lists_mine_with_open_buttons_that_open_the_form(slack_app: 
     assert "Nothing waits for you" in (await answer(people, 3))["text"]
 
 
-async def test_reassign_hands_my_task_to_someone_else(slack_app: StartSlack, people: FakeSlack) -> None:
-    h = await slack_app(STAGES)
+async def bobs_ticket(h: Any, people: FakeSlack) -> int:
+    """A ticket run whose "fix" task is Bob's, once his card is out; the task's id."""
     stage = h.app.registry.get("ticket").stage("open")
     await h.app.store.start_run(stage, {"title": "printer", "owner": "U0BOB"})
 
@@ -249,7 +249,12 @@ async def test_reassign_hands_my_task_to_someone_else(slack_app: StartSlack, peo
         return [c for c in people.calls("chat.postMessage") if c.response.get("channel") == "DU0BOB"]
 
     await eventually(card, what="Bob's card")
-    task_id = int(await scalar(h.app.store, "SELECT id FROM tasks WHERE stage = 'fix'"))
+    return int(await scalar(h.app.store, "SELECT id FROM tasks WHERE stage = 'fix'"))
+
+
+async def test_reassign_hands_my_task_to_someone_else(slack_app: StartSlack, people: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    task_id = await bobs_ticket(h, people)
     await command(h, "U0EVE", f"reassign {task_id} <@U0EVE|eve>")
     assert "only they can act on it. Nothing was changed" in (await answer(people, 1))["text"]
     assert (await scalar(h.app.store, "SELECT assignee FROM tasks WHERE id = :id", id=task_id)) == {"users": ["U0BOB"]}
@@ -296,14 +301,7 @@ def test_starters_are_validated_at_load(make_stages: Any) -> None:
 
 async def test_reassign_to_a_mention_as_slack_escapes_it(slack_app: StartSlack, people: FakeSlack) -> None:
     h = await slack_app(STAGES)
-    stage = h.app.registry.get("ticket").stage("open")
-    await h.app.store.start_run(stage, {"title": "printer", "owner": "U0BOB"})
-
-    async def card() -> Any:
-        return [c for c in people.calls("chat.postMessage") if c.response.get("channel") == "DU0BOB"]
-
-    await eventually(card, what="Bob's card")
-    task_id = int(await scalar(h.app.store, "SELECT id FROM tasks WHERE stage = 'fix'"))
+    task_id = await bobs_ticket(h, people)
     # "/flowbot reassign 12 @sam" reaches flowbot as "<@U0SAM|sam>" once the command escapes.
     await command(h, "U0BOB", f"reassign {task_id} <@U0SAM|sam>")
     assert "now <@U0SAM>'s" in (await answer(people, 1))["text"]

@@ -203,16 +203,9 @@ class SocketFakeSlack(FakeSlack):
         self.acked = asyncio.Event()
         self._ws: web.WebSocketResponse | None = None
 
-    async def start(self) -> SocketFakeSlack:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/link", self._socket)
-        app.router.add_route("*", "/api/{method}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = int(self._runner.addresses[0][1])
-        return self
+        super().add_routes(app)
 
     async def stop(self) -> None:
         if self._ws is not None:
