@@ -21,7 +21,7 @@ from engine import pgcopy
 from engine.context import Send
 from engine.db import raw_json
 from engine.ids import Uuid7Counter
-from engine.routing import Arrival, NewTask, new_task
+from engine.routing import Arrival, NewTask, new_task, unrouted
 from engine.workflow import Stage, StageKind
 
 
@@ -54,7 +54,7 @@ class FreshRuns:
 
     def __post_init__(self) -> None:
         self._ids = Uuid7Counter()
-        now = pgcopy.timestamptz(self.now)
+        self._now = now = pgcopy.timestamptz(self.now)
         self._run_head = pgcopy.text(self.stage.workflow.name) + pgcopy.jsonb(raw_json(self.trigger))
         self._run_tail = {status: pgcopy.text(status) + now + now for status in ("running", "waiting")}
         self._run_context = b""
@@ -86,9 +86,7 @@ class FreshRuns:
         if targets is None:
             targets = self._targets_of[send.type] = self._targets(send.type)
         if not targets:
-            self.unrouted.append({"stage": self.stage.name, "type": send.type, "task_id": None,
-                                  "payload_keys": sorted(send.payload)[:20], "run_id": None,
-                                  "at": self.now.isoformat()})
+            self.unrouted.append(unrouted(self.stage, send, at=self.now.isoformat()))
             return
         run_id, run_bytes = self._ids.next_with_bytes()
         self.run_ids.append(run_id)
@@ -111,7 +109,7 @@ class FreshRuns:
     def _targets(self, type: str) -> list[tuple[Stage, tuple[bytes, bytes] | None]]:
         """The stages a send of ``type`` goes to; for script stages, the encoded columns before and
         after the payload, the same for every task of that stage and type."""
-        now = pgcopy.timestamptz(self.now)
+        now = self._now
         out: list[tuple[Stage, tuple[bytes, bytes] | None]] = []
         for t in self.stage.outgoing:
             target = t.target

@@ -74,11 +74,17 @@ def route(source: Stage, sends: list[Send], *, source_task_id: int | None = None
                     new_task(target, send.type, send.payload, source_task_id=source_task_id, run_id=send.run_id)
                 )
         if not matched:
-            routes.unrouted.append(
-                {"stage": source.name, "type": send.type, "task_id": source_task_id,
-                 "payload_keys": sorted(send.payload)[:20], "run_id": send.run_id}
-            )
+            routes.unrouted.append(unrouted(source, send, task_id=source_task_id))
     return routes
+
+
+def unrouted(source: Stage, send: Send, *, task_id: int | None = None, at: str | None = None) -> dict[str, Any]:
+    """The record of a send no transition took (kept on the run, the job fire or the delivery)."""
+    record = {"stage": source.name, "type": send.type, "task_id": task_id,
+              "payload_keys": sorted(send.payload)[:20], "run_id": send.run_id}
+    if at is not None:
+        record["at"] = at
+    return record
 
 
 def merge_arrivals(stage: Stage, arrivals: list[dict[str, Any]]) -> NewTask | None:

@@ -28,7 +28,6 @@ Clock = Callable[[], dt.datetime]
 FANOUT_CHUNK = 20_000
 
 
-
 def utcnow() -> dt.datetime:
     """The default clock (freezegun moves it in tests)."""
     return dt.datetime.now(dt.UTC)

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import queries
+from engine import queries, routing
 from engine.context import Outcome, Send
 from engine.db import NOTIFY_CHANNEL, Database
 from engine.groupcommit import GroupCommit
@@ -74,11 +74,6 @@ def _fast_plan(stage: Stage, outcome: Outcome) -> list[tuple[Send, list[Stage]]]
     return plan
 
 
-def _unrouted(stage: Stage, send: Send, now: dt.datetime) -> dict[str, Any]:
-    return {"stage": stage.name, "type": send.type, "task_id": None, "payload_keys": sorted(send.payload)[:20],
-            "run_id": None, "at": now.isoformat()}
-
-
 async def deliver(store: Store, stage: Stage, request: HookRequest, outcome: Outcome,
                   rendered: Rendered | None, committer: Committer, slots: asyncio.Semaphore) -> Delivered:
     """Commit what a hook's stage produced with the delivery record (``rendered`` None: the stage
@@ -94,7 +89,7 @@ async def deliver(store: Store, stage: Stage, request: HookRequest, outcome: Out
     tasks: list[tuple[uuid.UUID, str, str, str, int, int]] = []
     for send, targets in plan:
         if not targets:
-            unrouted.append(_unrouted(stage, send, now))
+            unrouted.append(routing.unrouted(stage, send, at=now.isoformat()))
             continue
         run_id = uuid.uuid4()
         run_ids.append(run_id)
