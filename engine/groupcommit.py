@@ -25,7 +25,51 @@ V = TypeVar("V")
 Execute = Callable[[list[T]], Awaitable[set[int]]]
 
 
-class GroupCommit(Generic[T]):
+class _Batches:
+    """What group commits and group reads share: at most ``max_in_flight`` batches at a time, each
+    taking what is waiting (up to ``max_batch``); when one ends and callers still wait, the next
+    starts. A lone caller on an idle process goes at once."""
+
+    def __init__(self, *, max_batch: int, max_in_flight: int) -> None:
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0
+        #: Batches in flight (the loop keeps only weak references to tasks).
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Sizes of the last batches taken (tests, diagnostics), most recent last.
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+
+    async def close(self) -> None:
+        """Wait for the batches in flight (shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _kick(self) -> None:
+        """A caller is waiting: start a batch if there is room for one."""
+        if self._in_flight < self.max_in_flight:
+            self._in_flight += 1
+            task = asyncio.ensure_future(self._run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self) -> None:
+        try:
+            await self._batch()
+        finally:
+            self._in_flight -= 1
+            if self._has_waiting():
+                self._kick()
+
+    def _has_waiting(self) -> bool:
+        """Whether callers wait for a batch that has not started."""
+        raise NotImplementedError
+
+    async def _batch(self) -> None:
+        """Take what is waiting (appending its size to ``batch_sizes``) and settle it."""
+        raise NotImplementedError
+
+
+class GroupCommit(_Batches, Generic[T]):
     """At most ``max_in_flight`` commits at a time, each of every waiting item (up to ``max_batch``).
 
     Two items with the same ``key`` never share a commit: the later one goes to the next, where it
@@ -35,45 +79,30 @@ class GroupCommit(Generic[T]):
 
     def __init__(self, execute: Execute[T], *, what: str, key: Callable[[T], Hashable | None] = lambda _: None,
                  max_batch: int = 100, max_in_flight: int = 1) -> None:
+        super().__init__(max_batch=max_batch, max_in_flight=max_in_flight)
         self.execute = execute
         self.what = what
         self.key = key
-        self.max_batch = max_batch
-        self.max_in_flight = max_in_flight
-        self._waiting: list[tuple[T, asyncio.Future[bool]]] = []
-        self._in_flight = 0
-        #: Commits in flight (the loop keeps only weak references to tasks).
-        self._tasks: set[asyncio.Task[None]] = set()
-        #: Sizes of the last batches taken (tests, diagnostics), most recent last.
-        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+        self._items: list[tuple[T, asyncio.Future[bool]]] = []
+
+    def _has_waiting(self) -> bool:
+        return bool(self._items)
 
     async def commit(self, item: T) -> bool:
         """Commit ``item``: True once committed, False if it lost (see ``Execute``). Raises the
         error of its commit when that failed (nothing of it was committed)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
-        if self._in_flight < self.max_in_flight:
-            self._start()
+        self._items.append((item, future))
+        self._kick()
         # Shielded: a caller that stops waiting does not stop the commit of the others.
         return await asyncio.shield(future)
-
-    async def close(self) -> None:
-        """Wait for the commits in flight (shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _start(self) -> None:
-        self._in_flight += 1
-        task = asyncio.ensure_future(self._flush())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _take(self) -> list[tuple[T, asyncio.Future[bool]]]:
         """The waiting items for the next commit: up to ``max_batch``, one per key."""
         batch: list[tuple[T, asyncio.Future[bool]]] = []
         later: list[tuple[T, asyncio.Future[bool]]] = []
         keys: set[Hashable] = set()
-        for entry in self._waiting:
+        for entry in self._items:
             key = self.key(entry[0])
             if len(batch) >= self.max_batch or (key is not None and key in keys):
                 later.append(entry)
@@ -81,19 +110,14 @@ class GroupCommit(Generic[T]):
             if key is not None:
                 keys.add(key)
             batch.append(entry)
-        self._waiting = later
+        self._items = later
         return batch
 
-    async def _flush(self) -> None:
-        try:
-            batch = self._take()
-            if batch:
-                self.batch_sizes.append(len(batch))
-                await self._commit(batch)
-        finally:
-            self._in_flight -= 1
-            if self._waiting and self._in_flight < self.max_in_flight:
-                self._start()
+    async def _batch(self) -> None:
+        batch = self._take()
+        if batch:
+            self.batch_sizes.append(len(batch))
+            await self._commit(batch)
 
     async def _commit(self, entries: list[tuple[T, asyncio.Future[bool]]]) -> None:
         try:
@@ -124,55 +148,41 @@ def _settle(future: asyncio.Future[T], outcome: T | BaseException) -> None:
 Fetch = Callable[[list[K]], Awaitable[Mapping[K, V]]]
 
 
-class GroupRead(Generic[K, V]):
+class GroupRead(_Batches, Generic[K, V]):
     """Reads by key, at most ``max_in_flight`` at a time, each of every key waiting (up to
     ``max_batch``): a lone read on an idle process goes at once; under a burst, one statement
     reads what many callers asked for while the previous one was running. A failed read fails
     the callers of its batch (a read changes nothing; they may ask again)."""
 
     def __init__(self, fetch: Fetch[K, V], *, max_batch: int = 100, max_in_flight: int = 2) -> None:
+        super().__init__(max_batch=max_batch, max_in_flight=max_in_flight)
         self.fetch = fetch
-        self.max_batch = max_batch
-        self.max_in_flight = max_in_flight
-        self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
-        self._in_flight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        #: Sizes of the last batches read (tests, diagnostics), most recent last.
-        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+        self._keys: dict[K, list[asyncio.Future[V | None]]] = {}
+
+    def _has_waiting(self) -> bool:
+        return bool(self._keys)
 
     async def get(self, key: K) -> V | None:
         """The value of ``key`` (None when there is none)."""
         future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(key, []).append(future)
-        if self._in_flight < self.max_in_flight:
-            self._start()
+        self._keys.setdefault(key, []).append(future)
+        self._kick()
         return await asyncio.shield(future)
 
-    def _start(self) -> None:
-        self._in_flight += 1
-        task = asyncio.ensure_future(self._read())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _read(self) -> None:
+    async def _batch(self) -> None:
+        keys = list(self._keys)[:self.max_batch]
+        batch = {key: self._keys.pop(key) for key in keys}
+        if not batch:
+            return
+        self.batch_sizes.append(len(batch))
         try:
-            keys = list(self._waiting)[:self.max_batch]
-            batch = {key: self._waiting.pop(key) for key in keys}
-            if not batch:
-                return
-            self.batch_sizes.append(len(batch))
-            try:
-                found = await self.fetch(keys)
-            except Exception as exc:
-                for futures in batch.values():
-                    for future in futures:
-                        _settle(future, exc)
-                return
-            for key, futures in batch.items():
+            found = await self.fetch(keys)
+        except Exception as exc:
+            for futures in batch.values():
                 for future in futures:
-                    if not future.done():
-                        future.set_result(found.get(key))
-        finally:
-            self._in_flight -= 1
-            if self._waiting and self._in_flight < self.max_in_flight:
-                self._start()
+                    _settle(future, exc)
+            return
+        for key, futures in batch.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(found.get(key))
