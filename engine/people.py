@@ -338,17 +338,7 @@ async def get_submission(db: Database, session_id: str, *, now: dt.datetime
                          ) -> tuple[Row, Row | None, dict[str, Any]] | None:
     """An unexpired session with its task row (None for a start form) and the run's context, in
     one read; None when there is no such session (also for a malformed id)."""
-    try:
-        uuid.UUID(session_id)
-    except ValueError:
-        return None
-    row = await db.fetch_one_autocommit(queries.FORM_SUBMISSION_CONTEXT, {"id": session_id, "now": now})
-    if row is None:
-        return None
-    task = dict(row)
-    session = task.pop("form_session")
-    run_context = task.pop("run_context", None) or {}
-    return session, (task if task.get("id") is not None else None), run_context
+    return (await get_submissions(db, [session_id], now=now)).get(session_id)
 
 
 async def get_submissions(db: Database, session_ids: list[str], *, now: dt.datetime
@@ -385,7 +375,7 @@ async def save_session(db: Database, session_id: str, *, answers: dict[str, Any]
 
 async def close_session(db: Database, session_id: str) -> None:
     """Forget a session (its form was submitted)."""
-    await db.fetch_one_autocommit(queries.DELETE_FORM_SESSION, {"id": session_id})
+    await close_sessions(db, [session_id])
 
 
 async def close_sessions(db: Database, session_ids: list[str]) -> None:

@@ -456,9 +456,6 @@ SAVE_FORM_SESSION = text(
     """
 )
 
-# -- name: delete_form_session -- the form was submitted (or abandoned).
-DELETE_FORM_SESSION = text("DELETE FROM form_sessions WHERE id = CAST(:id AS uuid)")
-
 # -- name: delete_expired_form_sessions -- forget abandoned forms.
 DELETE_EXPIRED_FORM_SESSIONS = text("DELETE FROM form_sessions WHERE expires_at <= CAST(:now AS timestamptz)")
 
@@ -807,28 +804,16 @@ DELIVER_HOOKS = text(
 
 # --- Slack acks (bot.interactions): one round trip per hot read -------------------------------
 
-# -- name: form_submission_context -- an unexpired form session (as JSON) with its task's columns
-# (all NULL for a start form) and the run's context: what a modal submission needs, in one read.
-FORM_SUBMISSION_CONTEXT = text(
-    """
-    SELECT t.*, to_jsonb(s) AS form_session, r.context AS run_context
-    FROM form_sessions s
-    LEFT JOIN tasks t ON t.id = s.task_id
-    LEFT JOIN runs r ON r.id = t.run_id
-    WHERE s.id = CAST(:id AS uuid) AND s.expires_at > CAST(:now AS timestamptz)
-    """
-)
-
 # -- name: task_with_run_context -- one task and its run's context (a button's form completion).
 TASK_WITH_RUN_CONTEXT = text(
     "SELECT t.*, r.context AS run_context FROM tasks t LEFT JOIN runs r ON r.id = t.run_id WHERE t.id = :id"
 )
 
-# -- name: delete_form_sessions -- forms submitted: their sessions, closed with the completions' batch.
+# -- name: delete_form_sessions -- forms submitted (or abandoned): their sessions, one or a batch.
 DELETE_FORM_SESSIONS = text("DELETE FROM form_sessions WHERE id = ANY(CAST(:ids AS uuid[]))")
 
-# -- name: form_submission_contexts -- form_submission_context of many sessions in one read (the
-# submissions of a burst).
+# -- name: form_submission_contexts -- unexpired form sessions (as JSON), each with its task's columns
+# (all NULL for a start form) and the run's context: what modal submissions need, in one read.
 FORM_SUBMISSION_CONTEXTS = text(
     """
     SELECT t.*, to_jsonb(s) AS form_session, r.context AS run_context
