@@ -63,21 +63,14 @@ _ARRAY_TYPES = ("SELECT CAST($1 AS uuid[]), CAST($2 AS bigint[]), CAST($3 AS int
                 "CAST($5 AS jsonb[]), CAST($6 AS float8[]), CAST($7 AS timestamptz[]), CAST($8 AS bool[])")
 
 
-class RawJSON(str):
-    """JSON text that is already encoded (a checked task payload): passed to jsonb as it is."""
-
-    __slots__ = ()
-
-
 def _dumps(value: Any) -> str:
-    if type(value) is RawJSON:
-        return str(value)
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
-def raw_json(value: Any) -> RawJSON:
-    """``value`` encoded once, for a jsonb column repeated on many rows of one statement."""
-    return RawJSON(_dumps(value))
+def json_text(value: Any) -> str:
+    """``value`` as the JSON text the jsonb parameters of every statement are sent as (for rows
+    built outside a statement: binary COPY data)."""
+    return _dumps(value)
 
 
 def jsonb_array(values: Iterable[Any]) -> list[str | None]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from engine import pgcopy
 from engine.context import Send
-from engine.db import raw_json
+from engine.db import json_text
 from engine.ids import Uuid7Counter
 from engine.routing import Arrival, NewTask, new_task, unrouted
 from engine.workflow import Stage, StageKind
@@ -55,7 +55,7 @@ class FreshRuns:
     def __post_init__(self) -> None:
         self._ids = Uuid7Counter()
         self._now = now = pgcopy.timestamptz(self.now)
-        self._run_head = pgcopy.text(self.stage.workflow.name) + pgcopy.jsonb(raw_json(self.trigger))
+        self._run_head = pgcopy.text(self.stage.workflow.name) + pgcopy.jsonb(json_text(self.trigger))
         self._run_tail = {status: pgcopy.text(status) + now + now for status in ("running", "waiting")}
         self._run_context = b""
         self._targets_of: dict[str, list[tuple[Stage, tuple[bytes, bytes] | None]]] = {}
@@ -63,7 +63,7 @@ class FreshRuns:
 
     def set_context(self, context: dict[str, Any]) -> None:
         """The starting context of the runs added from now on."""
-        text = raw_json(context)
+        text = json_text(context)
         self._run_context = pgcopy.jsonb(text)
         if self.segments and self.segments[-1].context == text:
             return
@@ -74,7 +74,7 @@ class FreshRuns:
 
     def started_with_other_context(self, context: dict[str, Any]) -> list[str]:
         """The runs whose starting context is not ``context`` (it changed after they were added)."""
-        text = raw_json(context)
+        text = json_text(context)
         ends = [s.first for s in self.segments[1:]] + [len(self.run_ids)]
         return [run_id for seg, end in zip(self.segments, ends, strict=True) if seg.context != text
                 for run_id in self.run_ids[seg.first:end]]
