@@ -122,13 +122,13 @@ class SlackHarness:
         return await self.post(body, content_type="application/json", **kw)
 
     async def command(self, user: str, text: str, *, command: str = "/flowbot", channel: str = "C0GENERAL",
-                      **kw: Any) -> Response:
+                      response_url: str | None = None, **kw: Any) -> Response:
         """A slash command (form-encoded fields)."""
         fields = {
             "token": "legacy", "team_id": TEAM_ID, "team_domain": "fake", "channel_id": channel,
             "channel_name": "general", "user_id": user, "user_name": user.lower(), "command": command,
-            "text": text, "api_app_id": "A0FLOWBOT", "response_url": self.base_url + "/_response",
-            "trigger_id": trigger_id(),
+            "text": text, "api_app_id": "A0FLOWBOT",
+            "response_url": response_url or self.base_url + "/_response", "trigger_id": trigger_id(),
         }
         return await self.post(urlencode(fields), content_type="application/x-www-form-urlencoded", **kw)
 

@@ -8,14 +8,13 @@ import json
 import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 from blockkit import assert_valid_blocks, assert_valid_modal
 from support import ROOT, cli_env, eventually, flowbot, scalar
 
 from tests.fakeslack import FakeSlack
-from tests.slack import TEAM_ID, Response, SlackHarness, StartSlack, trigger_id
+from tests.slack import Response, SlackHarness, StartSlack
 
 EXAMPLES = ("expense", "access_request", "helpdesk")
 
@@ -40,13 +39,7 @@ def people(fake_slack: FakeSlack) -> FakeSlack:
 
 
 async def command(h: SlackHarness, user: str, text: str) -> Response:
-    fields = {
-        "token": "legacy", "team_id": TEAM_ID, "team_domain": "fake", "channel_id": "C0GENERAL",
-        "channel_name": "general", "user_id": user, "user_name": user.lower(), "command": "/flowbot",
-        "text": text, "api_app_id": "A0FLOWBOT", "response_url": h.fake.url + "respond",
-        "trigger_id": trigger_id(),
-    }
-    resp = await h.post(urlencode(fields), content_type="application/x-www-form-urlencoded")
+    resp = await h.command(user, text, response_url=h.fake.url + "respond")
     assert resp.status == 200
     return resp
 

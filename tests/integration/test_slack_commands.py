@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 from blockkit import assert_valid_blocks, assert_valid_modal
@@ -14,7 +13,7 @@ from support import eventually, scalar
 
 from engine.errors import WorkflowLoadError
 from tests.fakeslack import FakeSlack
-from tests.slack import TEAM_ID, Response, SlackHarness, StartSlack, trigger_id
+from tests.slack import Response, SlackHarness, StartSlack
 
 STAGES = {
     "ticket/workflow.py": """
@@ -61,13 +60,7 @@ STAGES = {
 
 async def command(h: SlackHarness, user: str, text: str) -> Response:
     """``/flowbot text`` by ``user``; its response_url leads to FakeSlack (recorded as ``respond``)."""
-    fields = {
-        "token": "legacy", "team_id": TEAM_ID, "team_domain": "fake", "channel_id": "C0GENERAL",
-        "channel_name": "general", "user_id": user, "user_name": user.lower(), "command": "/flowbot",
-        "text": text, "api_app_id": "A0FLOWBOT", "response_url": h.fake.url + "respond",
-        "trigger_id": trigger_id(),
-    }
-    return await h.post(urlencode(fields), content_type="application/x-www-form-urlencoded")
+    return await h.command(user, text, response_url=h.fake.url + "respond")
 
 
 async def answer(fake: FakeSlack, n: int = 1) -> dict[str, Any]:
