@@ -1,9 +1,11 @@
 """The Bolt app and its transports: HTTP mode at ``POST /slack/events``, Socket Mode on request.
 
 ``build_bolt`` creates one ``slack_bolt`` AsyncApp on flowbot's Web API client (which honours
-``SLACK_API_URL``) and lets every listener module register itself. ``process_before_response``
-stays False: in HTTP mode Slack wants an answer within 3 seconds, so listeners ``ack()`` first
-(validation errors ride on the ack) and slow work continues after the response is sent.
+``SLACK_API_URL``) and lets every listener module register itself. Slack wants an answer
+within 3 seconds, so listeners ``ack()`` first (a submission's validation errors ride on its
+ack) and hand slow work to ``ctx.follow_ups``, which runs it after the response is sent. Bolt
+runs with ``process_before_response=True``, answering when the listener returns (see
+``bot.acks`` for why not its default mode).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
-from bot.context import BotContext, Priority
+from bot.acks import Priority
+from bot.context import BotContext
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ def build_bolt(ctx: BotContext) -> AsyncApp:
         signing_secret=settings.slack_signing_secret or "",
         # Socket Mode alone has no signing secret: its requests come over the authenticated socket.
         request_verification_enabled=bool(settings.slack_signing_secret),
-        process_before_response=False,
+        process_before_response=True,  # listeners return right after their ack (bot.acks)
         logger=logging.getLogger("flowbot.slack"),
     )
     for name in HANDLER_MODULES:

@@ -1,10 +1,8 @@
 """The ``/flowbot`` slash command: start, status, tasks, reassign, help.
 
 Slack wants an answer within 3 seconds, so the listener acks at once (``help`` and malformed
-commands are answered right in the ack, which needs no I/O) and does the rest in a Bolt lazy
-listener, answering through the command's ``response_url`` (ephemeral). Lazy listeners run
-after the ack in both of Bolt's modes, so this stays right if ``process_before_response`` is
-ever turned on.
+commands are answered right in the ack, which needs no I/O) and does the rest after the ack
+(``bot.acks.FollowUps``), answering through the command's ``response_url`` (ephemeral).
 
 Who may start a workflow is ``Workflow(..., starters=[...])``: emails, Slack user ids, user
 groups (``S…`` / ``@handle``), channels (``C…``) or ``Team``s; without ``starters`` everyone may.
@@ -143,7 +141,7 @@ def parse_payload(args: list[str]) -> tuple[dict[str, Any], str | None]:
 
 def quick_reply(ctx: BotContext, text: str) -> Reply | None:
     """The answer that fits in the ack (no I/O): help, an unknown subcommand, bad quoting.
-    None when the command needs the lazy listener."""
+    None when the command needs work after the ack."""
     try:
         words = split(text)
     except ValueError:
@@ -320,19 +318,17 @@ async def handle(ctx: BotContext, cmd: Command) -> Reply:
 
 
 def register(bolt: AsyncApp, ctx: BotContext) -> None:
-    """``/flowbot``: ack within the 3 seconds, then the work in a lazy listener."""
+    """``/flowbot``: ack within the 3 seconds, then the work after the ack."""
 
-    async def acknowledge(ack: Any, body: dict[str, Any]) -> None:
+    async def on_command(ack: Any, body: dict[str, Any], respond: Any) -> None:
         quick = quick_reply(ctx, str(body.get("text") or ""))
-        if quick is None:
-            await ack()
-        else:
+        if quick is not None:
             await ack(**quick.args())
+            return
+        await ack()
+        ctx.follow_ups.start(lambda: work(Command.of(body), respond), f"{COMMAND} command", defer=False)
 
-    async def work(body: dict[str, Any], respond: Any) -> None:
-        cmd = Command.of(body)
-        if quick_reply(ctx, cmd.text) is not None:
-            return  # answered in the ack
+    async def work(cmd: Command, respond: Any) -> None:
         try:
             reply = await handle(ctx, cmd)
         except Exception as exc:
@@ -341,4 +337,4 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
         if reply.text is not None:
             await respond(**reply.args())
 
-    bolt.command(COMMAND)(ack=acknowledge, lazy=[work])
+    bolt.command(COMMAND)(on_command)

@@ -7,24 +7,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.acks import FollowUps, Priority
 from engine import queries
 from engine.db import Database
 from engine.settings import Settings
 
 if TYPE_CHECKING:
     from engine.app import App
-    from engine.outbox import OutboxHandler
     from engine.store import Store
 
 #: A Slack user id (``U…`` or ``W…``) as opposed to an email.
@@ -129,82 +127,6 @@ class UserResolver:
         return self.handles[handle]
 
 
-#: How many clicks' after-ack work (Approve, Decline, Claim) runs at once. A burst of clicks
-#: otherwise fills the event loop with database work that delays every ack queued behind it
-#: (the clicks' own and the modal submissions', whose answers wait on their work). Open stays
-#: outside the limit: its trigger id expires 3 s after the click.
-FOLLOW_UP_CONCURRENCY = 8
-#: The longest after-ack work (a click's, an outbox delivery, a claim) defers to pending acks.
-FOLLOW_UP_MAX_DEFER_SECONDS = 1.0
-
-
-class Priority:
-    """Acks first. A modal submission's answer rides on its ack; a click's work, card updates,
-    Home tab refreshes (outbox deliveries) and the worker's next claim come after acks. So
-    while requests to Slack's endpoint are waiting for their ack (``urgent``), that later work
-    waits, and clicks' after-ack work runs ``FOLLOW_UP_CONCURRENCY`` at a time.
-
-    The wait is bounded: once requests have been pending without a pause for ``max_defer``,
-    nothing waits any more until the next pause. A burst is answered first; a steady stream
-    of requests never starves the rest.
-    """
-
-    def __init__(self, concurrency: int = FOLLOW_UP_CONCURRENCY,
-                 max_defer: float = FOLLOW_UP_MAX_DEFER_SECONDS) -> None:
-        self.slots = asyncio.Semaphore(concurrency)
-        self.max_defer = max_defer
-        #: Requests awaiting their ack.
-        self.pending = 0
-        self._busy_since = 0.0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
-
-    @contextlib.contextmanager
-    def urgent(self) -> Iterator[None]:
-        """Around a request until its ack (a submission answered in its ack, any request to
-        ``/slack/events``)."""
-        if not self.pending:
-            self._busy_since = time.monotonic()
-            self._quiet.clear()
-        self.pending += 1
-        try:
-            yield
-        finally:
-            self.pending -= 1
-            if not self.pending:
-                self._quiet.set()
-
-    async def quiet(self) -> None:
-        """Return once no request awaits its ack, or once requests have been pending without a
-        pause for ``max_defer``."""
-        if self._quiet.is_set():
-            return
-        remaining = self._busy_since + self.max_defer - time.monotonic()
-        if remaining > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), remaining)
-
-    @contextlib.asynccontextmanager
-    async def after_ack(self) -> AsyncIterator[None]:
-        """Around a click's work after its ack. (It defers before taking a slot, so the slots
-        keep working at full rate.)"""
-        await self.quiet()
-        async with self.slots:
-            yield
-
-
-def deferring(priority: Priority, handler: OutboxHandler) -> OutboxHandler:
-    """An outbox handler that first lets pending acks go out (``Priority.quiet``): a burst of
-    completions otherwise sends its card updates and Home tab refreshes while later requests of
-    the same burst still wait for their ack. (Well inside the outbox lease.)"""
-
-    async def deliver(row: dict[str, Any]) -> dict[str, Any] | None:
-        await priority.quiet()
-        return await handler(row)
-
-    return deliver
-
-
 @dataclass
 class BotContext:
     """The Slack app's handle on flowbot: engine ``app``, Web API ``client``, ``resolver``."""
@@ -215,6 +137,11 @@ class BotContext:
     settings: Settings
     #: Acks before after-ack work (shared by the listeners, the HTTP endpoint and the outbox).
     priority: Priority = field(default_factory=Priority)
+    #: Work listeners hand over after their ack (closed with the app).
+    follow_ups: FollowUps = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.follow_ups = FollowUps(self.priority)
 
     @property
     def directory(self) -> SlackDirectory:

@@ -171,13 +171,14 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
     async def on_home_opened(event: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home":
             return
-        await refresh_home(ctx, event["user"])
+        # Bolt acks an event before its listener; the publish happens after the answer.
+        ctx.follow_ups.start(lambda: refresh_home(ctx, event["user"]), "Home tab opened", defer=False)
 
     bolt.event("app_home_opened")(on_home_opened)
 
     async def on_open(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        await open_from_list(ctx, body, action)
+        ctx.follow_ups.start(lambda: open_from_list(ctx, body, action), "Open from a list", defer=False)
 
     bolt.action(OPEN_ACTION_RE)(on_open)
 

@@ -10,7 +10,7 @@ completes exactly one; the other person is told who won.
 Acks stay fast under load: a submission reads its session, task and run context in one
 statement and commits through a group commit (``Completions``) that completes every answer
 waiting at once in one transaction; clicks' after-ack work runs a few at a time and gives way
-to requests awaiting their ack (``bot.context.Priority``): acks first.
+to requests awaiting their ack (``bot.acks.Priority``): acks first.
 """
 
 from __future__ import annotations
@@ -52,8 +52,6 @@ SUBMIT_BUDGET_SECONDS = 2.5
 STATE_COMPLETIONS = "slack.completions"
 #: ``app.state`` key of the grouped reads of submitted form sessions.
 STATE_SUBMISSION_READS = "slack.submission_reads"
-#: Late submissions still being reported (kept referenced until done).
-_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 class Completions:
@@ -133,29 +131,27 @@ def submission_reads(ctx: BotContext) -> GroupRead[str, Submission]:
 def register(bolt: AsyncApp, ctx: BotContext) -> None:
     """Add the card buttons, the form modal submission and the options listener to ``bolt``."""
 
-    priority = ctx.priority
+    later = ctx.follow_ups
 
     async def on_approve(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        async with priority.after_ack():
-            await decide(ctx, body, int(action["value"]), APPROVED)
+        later.start(lambda: decide(ctx, body, int(action["value"]), APPROVED), "Approve")
 
     async def on_decline(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        async with priority.after_ack():
-            await decide(ctx, body, int(action["value"]), DECLINED)
+        later.start(lambda: decide(ctx, body, int(action["value"]), DECLINED), "Decline")
 
     async def on_open(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        await open_task_form(ctx, body["trigger_id"], body["user"]["id"], int(action["value"]), where=body)
+        later.start(lambda: open_task_form(ctx, body["trigger_id"], body["user"]["id"], int(action["value"]),
+                                           where=body), "Open", defer=False)
 
     async def on_claim(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        async with priority.after_ack():
-            await claim(ctx, body, int(action["value"]))
+        later.start(lambda: claim(ctx, body, int(action["value"])), "Claim")
 
     async def on_submit(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        with priority.urgent():
+        with ctx.priority.urgent():  # in Socket Mode too
             answer = await submission(ctx, body["user"]["id"], view)
         await ack(**answer)
 
@@ -392,7 +388,7 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
         # hears of a failure by DM instead of in the modal.
         result = await asyncio.wait_for(asyncio.shield(running), SUBMIT_BUDGET_SECONDS)
     except TimeoutError:
-        running.add_done_callback(lambda done: _later(ctx, user_id, sid, done))
+        ctx.follow_ups.start(lambda: _report_later(ctx, user_id, sid, running), "late submission", defer=False)
         return _notice(messages.still_working())
     if result.status == people.INVALID:
         return errors_response(result.errors)
@@ -405,16 +401,10 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
     return {}
 
 
-def _later(ctx: BotContext, user_id: str, sid: str, done: asyncio.Future[people.Result]) -> None:
+async def _report_later(ctx: BotContext, user_id: str, sid: str, running: asyncio.Future[people.Result]) -> None:
     """A submission that outlived its ack finished: close the session, or DM why it failed."""
-    task = asyncio.ensure_future(_report_later(ctx, user_id, sid, done))
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
-
-
-async def _report_later(ctx: BotContext, user_id: str, sid: str, done: asyncio.Future[people.Result]) -> None:
     try:
-        result = done.result()
+        result = await running
     except Exception as exc:
         log.exception("late submission failed", extra={"action": "late_submission_error"})
         result = people.Result(people.FAILED, message=f"{type(exc).__name__}: {exc}")

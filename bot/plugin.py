@@ -53,7 +53,8 @@ class SlackPlugin:
             return
         from bot import app as bot_app
         from bot import delivery, modals
-        from bot.context import deferring, make_context
+        from bot.acks import deferring
+        from bot.context import make_context
 
         modals.check_forms_or_raise(app.registry)
         ctx = make_context(app)
@@ -69,6 +70,7 @@ class SlackPlugin:
             app.add_routes(bot_app.http_routes(bolt, ctx.priority))
         if settings.slack_app_token:
             app.add_background(bot_app.socket_mode_part(bolt, settings.slack_app_token))
+        app.add_closer(ctx.follow_ups.close)  # what listeners do after their ack
         app.state[STATE_CONTEXT] = ctx
         app.state[STATE_BOLT] = bolt
         mode = "Socket Mode" if settings.slack_app_token else f"HTTP mode at {bot_app.EVENTS_PATH}"

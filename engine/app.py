@@ -50,6 +50,9 @@ class App:
     #: Awaited by background work before it takes more (the worker, before each claim): a plugin
     #: answering people holds it back while answers are due (e.g. Slack acks), for a bounded time.
     background_gates: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: Awaited when the app closes, newest first, while the database is still open: plugins'
+    #: work in progress (e.g. what Slack listeners do after their ack).
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def add_routes(self, routes: list[web.RouteDef]) -> None:
         """Serve more routes from flowbot's HTTP server."""
@@ -66,6 +69,18 @@ class App:
     def add_background_gate(self, wait: Callable[[], Awaitable[None]]) -> None:
         """Make background work await ``wait()`` before it takes more (see ``background_gates``)."""
         self.background_gates.append(wait)
+
+    def add_closer(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Await ``close()`` when the app closes (see ``closers``)."""
+        self.closers.append(close)
+
+    async def close(self) -> None:
+        """Run the closers, newest first; one that fails is logged and the others still run."""
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception:
+                log.exception("closing %r failed", close, extra={"action": "app_close_error"})
 
     async def background_gate(self) -> None:
         """Return once every gate lets background work go on."""
@@ -97,6 +112,7 @@ async def open_app(settings: Settings, *, clock: Clock = utcnow, load_plugins_: 
         registry = load_workflows(settings.stages_dir)
         store = Store(db, registry, lease_seconds=settings.lease_seconds, clock=clock)
         app = App(settings=settings, db=db, registry=registry, store=store, database_url=url)
+        stack.push_async_callback(app.close)
         if load_plugins_:
             for plugin in load_plugins():
                 await plugin.setup(app)

@@ -221,12 +221,8 @@ class SlackHarness:
                 and isinstance(c.params.get("blocks"), list)]
 
     async def settle(self, within: float = 10.0) -> None:
-        """Wait for Bolt listeners still running after their ack (HTTP mode acks first)."""
-        current = asyncio.current_task()
-        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()
-                   and "run_ack_function_asynchronously" in getattr(t.get_coro(), "__qualname__", "")]
-        if pending:
-            await asyncio.wait(pending, timeout=within)
+        """Wait for the work listeners do after their ack (HTTP mode acks first)."""
+        await self.ctx.follow_ups.idle(within)
 
     async def stop(self) -> None:
         """Stop the background parts and close the HTTP session (the App closes with the fixture)."""

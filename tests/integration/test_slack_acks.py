@@ -11,7 +11,7 @@ from typing import Any
 from support import eventually, scalar, task_row
 
 from bot import modals
-from bot.context import Priority, deferring
+from bot.acks import Priority, deferring
 from bot.interactions import Completions
 from engine import people
 from engine.errors import DatabaseError

@@ -161,6 +161,7 @@ async def test_a_team_task_goes_to_every_member_and_the_first_claim_takes_it(
 
     # Not a member: told, nothing changes.
     await h.click("U0EVE", "flowbot_claim", str(task_id), channel="C0RANDOM")
+    await h.settle()  # (work after the ack runs concurrently: Ann's claim would win the race)
     await h.click("U0ANN", "flowbot_claim", str(task_id), channel="DU0ANN")
     await h.settle()
     await h.click("U0BOB", "flowbot_claim", str(task_id), channel="DU0BOB")

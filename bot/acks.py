@@ -1,0 +1,166 @@
+"""Acks first: what a Slack listener does after its ack waits for the acks still due.
+
+Slack drops an answer later than 3 seconds, and a modal submission's answer (errors, the next
+page) rides on its ack; so under a burst every request's ack goes before any request's
+follow-up work. ``Priority`` counts the requests awaiting their ack; ``deferring`` makes an
+outbox handler wait for them; ``FollowUps`` runs the work listeners hand over after their ack.
+
+Listeners run with Bolt's ``process_before_response=True``: Bolt answers the request when the
+listener returns, so a listener acks, hands its slow work to ``FollowUps`` and returns. (In
+Bolt's other mode each listener runs in a task of its own while the request polls every 10 ms
+for the ack: every ack waited up to 10 ms, and a burst of 200 requests woke the event loop
+20,000 times a second.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.outbox import OutboxHandler
+
+log = logging.getLogger(__name__)
+
+#: How many clicks' after-ack work (Approve, Decline, Claim) runs at once. A burst of clicks
+#: otherwise fills the event loop with database work that delays every ack queued behind it
+#: (the clicks' own and the modal submissions', whose answers wait on their work). Open stays
+#: outside the limit: its trigger id expires 3 s after the click.
+FOLLOW_UP_CONCURRENCY = 8
+#: The longest after-ack work (a click's, an outbox delivery, a claim) defers to pending acks.
+FOLLOW_UP_MAX_DEFER_SECONDS = 1.0
+
+
+class Priority:
+    """Acks first. A modal submission's answer rides on its ack; a click's work, card updates,
+    Home tab refreshes (outbox deliveries) and the worker's next claim come after acks. So
+    while requests to Slack's endpoint are waiting for their ack (``urgent``), that later work
+    waits, and clicks' after-ack work runs ``FOLLOW_UP_CONCURRENCY`` at a time.
+
+    The wait is bounded: once requests have been pending without a pause for ``max_defer``,
+    nothing waits any more until the next pause. A burst is answered first; a steady stream
+    of requests never starves the rest.
+    """
+
+    def __init__(self, concurrency: int = FOLLOW_UP_CONCURRENCY,
+                 max_defer: float = FOLLOW_UP_MAX_DEFER_SECONDS) -> None:
+        self.slots = asyncio.Semaphore(concurrency)
+        self.max_defer = max_defer
+        #: Requests awaiting their ack.
+        self.pending = 0
+        self._busy_since = 0.0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    @contextlib.contextmanager
+    def urgent(self) -> Iterator[None]:
+        """Around a request until its ack (a submission answered in its ack, any request to
+        ``/slack/events``)."""
+        if not self.pending:
+            self._busy_since = time.monotonic()
+            self._quiet.clear()
+        self.pending += 1
+        try:
+            yield
+        finally:
+            self.pending -= 1
+            if not self.pending:
+                self._quiet.set()
+
+    async def quiet(self) -> None:
+        """Return once no request awaits its ack, or once requests have been pending without a
+        pause for ``max_defer``."""
+        if self._quiet.is_set():
+            return
+        remaining = self._busy_since + self.max_defer - time.monotonic()
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), remaining)
+
+    @contextlib.asynccontextmanager
+    async def after_ack(self) -> AsyncIterator[None]:
+        """Around a click's work after its ack. (It defers before taking a slot, so the slots
+        keep working at full rate.)"""
+        await self.quiet()
+        async with self.slots:
+            yield
+
+
+def deferring(priority: Priority, handler: OutboxHandler) -> OutboxHandler:
+    """An outbox handler that first lets pending acks go out (``Priority.quiet``): a burst of
+    completions otherwise sends its card updates and Home tab refreshes while later requests of
+    the same burst still wait for their ack. (Well inside the outbox lease.)"""
+
+    async def deliver(row: dict[str, Any]) -> dict[str, Any] | None:
+        await priority.quiet()
+        return await handler(row)
+
+    return deliver
+
+
+#: How long closing waits for follow-up work in progress (an acked click not decided yet)
+#: before cancelling it.
+CLOSE_GRACE_SECONDS = 5.0
+
+
+class FollowUps:
+    """Work listeners hand over after their ack, run as tracked background tasks.
+
+    ``start(work, what)`` runs ``work()`` once pending acks are out and a follow-up slot is
+    free (``Priority.after_ack``), or at once with ``defer=False`` (opening a modal: its
+    trigger id expires 3 s after the click). A failure is logged with ``what``; it cannot
+    reach the person any more through the ack. ``close`` lets work in progress finish for a
+    few seconds, then cancels the rest: an acked Approve is not dropped by a clean stop.
+    """
+
+    def __init__(self, priority: Priority) -> None:
+        self.priority = priority
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def start(self, work: Callable[[], Awaitable[object]], what: str, *, defer: bool = True) -> None:
+        """Run ``work()`` in the background (see the class)."""
+        if self._closed:
+            log.warning("%s after its ack: flowbot is stopping; not done", what,
+                        extra={"action": "follow_up_dropped"})
+            return
+        task = asyncio.create_task(self._run(work, what, defer), name=f"flowbot follow-up: {what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def running(self) -> int:
+        """Follow-ups started and not finished."""
+        return len(self._tasks)
+
+    async def _run(self, work: Callable[[], Awaitable[object]], what: str, defer: bool) -> None:
+        try:
+            if defer:
+                async with self.priority.after_ack():
+                    await work()
+            else:
+                await work()
+        except Exception:
+            log.exception("%s after its ack failed", what, extra={"action": "follow_up_error"})
+
+    async def idle(self, within: float = 10.0) -> None:
+        """Return once no follow-up is running (tests; at most ``within`` seconds)."""
+        deadline = time.monotonic() + within
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - time.monotonic())
+
+    async def close(self, grace: float = CLOSE_GRACE_SECONDS) -> None:
+        """Take no more work; wait up to ``grace`` seconds for work in progress, cancel the rest."""
+        self._closed = True
+        if not self._tasks:
+            return
+        _done, late = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("%d follow-ups cancelled at stop", len(late), extra={"action": "follow_ups_cancelled"})
+            await asyncio.gather(*late, return_exceptions=True)
