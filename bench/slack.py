@@ -1,6 +1,6 @@
 """Slack interactivity under a burst: ack latency of /slack/events and time to route the results.
 
-    python bench/slack.py [--clicks 100] [--submissions 100] [--rounds 2] [--rate 100]
+    python bench/slack.py [--clicks 100] [--submissions 100] [--rounds 2] [--rate 100] [--client raw]
 
 Starts an embedded Postgres in a temporary directory (or uses ``DATABASE_URL``, which must allow
 CREATE DATABASE), a fake Slack Web API on loopback (tests/fakeslack.py) and a real flowbot (the
@@ -14,13 +14,18 @@ the modals, exactly as Slack signs them. It prints:
 - the time from the first request until every task is completed and its follow-up task routed,
   and until those follow-ups ran;
 - the same burst against a same-run Bolt app that only acks (same signing, same server stack),
-  the floor any Slack app on this machine pays: once as Bolt's aiohttp adapter serves it (a
-  fresh stock Bolt app calls auth.test once per request of a burst that arrives before the
-  first answer), once behind flowbot's endpoint (one auth.test, the others wait for it);
+  the floor any Slack app on this machine pays: once as Bolt's aiohttp adapter serves it with
+  Bolt's defaults (a fresh stock Bolt app calls auth.test once per request of a burst that
+  arrives before the first answer, and polls every 10 ms for each ack), once set up as flowbot
+  sets up its own (its endpoint: one auth.test, the others wait for it; answers when the
+  listener returns);
 - both again with the same requests paced at ``--rate`` per second instead of all at once.
 
 The load generator and the fake Slack run in their own processes; the server under test (flowbot
-with its worker and outbox dispatcher, or the baseline) has this process to itself.
+with its worker and outbox dispatcher, or the baseline) has this process to itself. The load
+generator (``--client raw``, the default) writes requests on plain asyncio streams: it shares
+the two cores with the server and Postgres, and an aiohttp client (``--client aiohttp``) took
+three times its CPU.
 """
 
 from __future__ import annotations
@@ -346,10 +351,13 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
 
 
 async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: float | None, *,
-                         flowbot_endpoint: bool = False) -> dict[str, list[float]]:
+                         flowbot_endpoint: bool = False) -> tuple[dict[str, list[float]], float]:
     """A fresh Bolt app whose listeners only ack, served by aiohttp: as Bolt's aiohttp adapter
-    serves it, or (``flowbot_endpoint``) behind flowbot's ``/slack/events`` endpoint
-    (``bot.app.http_routes``: one auth.test for a burst right after the start)."""
+    serves it (Bolt's defaults), or (``flowbot_endpoint``) set up as flowbot sets up its own:
+    behind flowbot's ``/slack/events`` endpoint (``bot.app.http_routes``: one auth.test for a
+    burst right after the start), answering when the listener returns
+    (``process_before_response``, see ``bot.acks``). Returns the latencies and the server's
+    CPU time (ms) until the last answer."""
     from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
     from slack_bolt.async_app import AsyncApp
     from slack_sdk.web.async_client import AsyncWebClient
@@ -359,7 +367,7 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
 
     # The same client set-up as flowbot's (its auth.test answered by the same fake Slack).
     bolt = AsyncApp(signing_secret=SECRET, client=AsyncWebClient(token=TOKEN, base_url=fake_url),
-                    process_before_response=False)
+                    process_before_response=flowbot_endpoint)
 
     async def just_ack(ack: Any) -> None:
         await ack()
@@ -386,10 +394,12 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
     bodies += [("modal submission", submit_body(view, "x")) for _ in range(submissions)]
     freeze_startup_objects()  # the same treatment as flowbot's
     try:
+        cpu_before = time.process_time()
         latencies, _ = await burst_elsewhere(f"http://127.0.0.1:{port}/slack/events", bodies, rate)
+        cpu = (time.process_time() - cpu_before) * 1000
     finally:
         await runner.cleanup()
-    return latencies
+    return latencies, cpu
 
 
 async def main() -> None:
@@ -423,10 +433,10 @@ async def main() -> None:
                         lat, routed, finished, cpu_acked, cpu_done = await flowbot_round(
                             db_url, stages, fake_url, args.clicks, args.submissions, rate)
                     flowbot_client_cpu = CLIENT_CPU[-1]
-                    base = await baseline_round(fake_url, args.clicks, args.submissions, rate)
+                    base, base_server = await baseline_round(fake_url, args.clicks, args.submissions, rate)
                     base_cpu = CLIENT_CPU[-1]
-                    base_gated = await baseline_round(fake_url, args.clicks, args.submissions, rate,
-                                                      flowbot_endpoint=True)
+                    base_gated, gated_server = await baseline_round(fake_url, args.clicks, args.submissions, rate,
+                                                                    flowbot_endpoint=True)
                     base_gated_cpu = CLIENT_CPU[-1]
                     print(f"round {r}, {mode}:")
                     print(" flowbot /slack/events (ack):")
@@ -438,15 +448,18 @@ async def main() -> None:
                     print(f"  server CPU (all threads) until the last ack: {cpu_acked:7.0f} ms "
                           f"({cpu_acked / total:.1f} ms/request); until every follow-up ran: {cpu_done:7.0f} ms")
                     print(f"  load generator CPU (its own process, same 2 cores): {flowbot_client_cpu:7.0f} ms")
-                    for title, lat_b, cpu in (
-                            (" baseline: Bolt app that only acks (Bolt's aiohttp adapter):", base, base_cpu),
-                            (" baseline: the same app behind flowbot's /slack/events endpoint "
-                             "(one auth.test per start):", base_gated, base_gated_cpu)):
+                    for title, lat_b, server, cpu in (
+                            (" baseline: Bolt app that only acks (Bolt's aiohttp adapter and defaults):",
+                             base, base_server, base_cpu),
+                            (" baseline: the same app set up as flowbot's (its /slack/events endpoint, one "
+                             "auth.test per start, process_before_response):",
+                             base_gated, gated_server, base_gated_cpu)):
                         print(title)
                         for kind, values in lat_b.items():
                             print(line(kind, values))
                         print(line("all", [v for k, vs in lat_b.items() if "not 200" not in k for v in vs]))
-                        print(f"  load generator CPU: {cpu:7.0f} ms")
+                        print(f"  server CPU until the last ack: {server:7.0f} ms ({server / total:.1f} ms/request); "
+                              f"load generator CPU: {cpu:7.0f} ms")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

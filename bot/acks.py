@@ -120,22 +120,27 @@ class FollowUps:
     def __init__(self, priority: Priority) -> None:
         self.priority = priority
         self._tasks: set[asyncio.Task[None]] = set()
+        self._optional: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    def start(self, work: Callable[[], Awaitable[object]], what: str, *, defer: bool = True) -> None:
-        """Run ``work()`` in the background (see the class)."""
+    def start(self, work: Callable[[], Awaitable[object]], what: str, *, defer: bool = True,
+              optional: bool = False) -> None:
+        """Run ``work()`` in the background (see the class). ``optional`` work (a Home tab
+        refresh) is cancelled at once when the app closes, and skipped once it has."""
         if self._closed:
-            log.warning("%s after its ack: flowbot is stopping; not done", what,
-                        extra={"action": "follow_up_dropped"})
+            if not optional:
+                log.warning("%s after its ack: flowbot is stopping; not done", what,
+                            extra={"action": "follow_up_dropped"})
             return
         task = asyncio.create_task(self._run(work, what, defer), name=f"flowbot follow-up: {what}")
-        self._tasks.add(task)
+        (self._optional if optional else self._tasks).add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._optional.discard)
 
     @property
     def running(self) -> int:
         """Follow-ups started and not finished."""
-        return len(self._tasks)
+        return len(self._tasks) + len(self._optional)
 
     async def _run(self, work: Callable[[], Awaitable[object]], what: str, defer: bool) -> None:
         try:
@@ -147,15 +152,24 @@ class FollowUps:
         except Exception:
             log.exception("%s after its ack failed", what, extra={"action": "follow_up_error"})
 
-    async def idle(self, within: float = 10.0) -> None:
-        """Return once no follow-up is running (tests; at most ``within`` seconds)."""
+    async def idle(self, within: float = 10.0, *, optional: bool = False) -> None:
+        """Return once no follow-up is running (tests; at most ``within`` seconds), not counting
+        optional ones unless ``optional``."""
         deadline = time.monotonic() + within
-        while self._tasks and time.monotonic() < deadline:
-            await asyncio.wait(set(self._tasks), timeout=deadline - time.monotonic())
+        while time.monotonic() < deadline:
+            running = self._tasks | self._optional if optional else set(self._tasks)
+            if not running:
+                return
+            await asyncio.wait(running, timeout=deadline - time.monotonic())
 
     async def close(self, grace: float = CLOSE_GRACE_SECONDS) -> None:
-        """Take no more work; wait up to ``grace`` seconds for work in progress, cancel the rest."""
+        """Take no more work; wait up to ``grace`` seconds for work in progress, cancel the rest
+        (optional work at once)."""
         self._closed = True
+        optional = set(self._optional)
+        for task in optional:
+            task.cancel()
+        await asyncio.gather(*optional, return_exceptions=True)
         if not self._tasks:
             return
         _done, late = await asyncio.wait(set(self._tasks), timeout=grace)

@@ -7,10 +7,12 @@ slash-command actions, and whenever an outbox effect ``slack.home_refresh`` (pay
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bot import messages
 from bot.blocks import button, context, escape, header, section
@@ -36,8 +38,12 @@ HOME_REFRESH = "slack.home_refresh"
 #: view, and the task id is the button's value as on the DM cards.
 OPEN_ACTION_RE = re.compile(rf"^{re.escape(ACTION_OPEN)}\.\d+$")
 HOME_TASKS_SHOWN = 20
-#: ``app.state`` key of the users whose Home is being refreshed (value: asked again meanwhile).
-REFRESHING_STATE = "slack.home_refreshing"
+#: ``app.state`` key of the app's ``HomeRefreshes``.
+REFRESHES_STATE = "slack.home_refreshes"
+#: A person's Home tab is published at most once per this many seconds after changes.
+HOME_REFRESH_INTERVAL = 1.0
+#: ``HomeRefreshes`` forgets people whose interval is over once it holds this many.
+FORGET_AFTER_PEOPLE = 1000
 #: Pending tasks read to say how many more there are than shown.
 TASKS_COUNTED = 200
 HOME_RUNS_SHOWN = 15
@@ -137,28 +143,84 @@ async def refresh_home(ctx: BotContext, user_id: str) -> dict[str, Any]:
     return view
 
 
-async def refresh_quietly(ctx: BotContext, user_id: str) -> None:
-    """``refresh_home`` that only logs a failure (the change it follows already happened), and
-    coalesces: asked again while a refresh of the same user runs, it publishes once more after
-    it instead of in parallel, so a burst of changes (fifty approvals in a minute) costs a few
-    publishes, not fifty."""
-    pending: dict[str, bool] = ctx.app.state.setdefault(REFRESHING_STATE, {})
-    if user_id in pending:
-        pending[user_id] = True  # the running refresh goes round once more
-        return
-    pending[user_id] = False
-    try:
-        while True:
+class HomeRefreshes:
+    """Publishes of Home tabs after changes: at most one per person per ``interval`` seconds.
+
+    The first change after a quiet interval publishes at once. Changes while a publish runs, or
+    within ``interval`` of the last one, are gathered into one more publish at the end of the
+    interval, run in the background once pending acks are out. So a burst of changes (a hundred
+    approvals in a second) costs two publishes, not a hundred, and stays far inside Slack's
+    rate limit of ``views.publish``; the tab is at most ``interval`` behind. A failed publish
+    is only logged: the change it follows already happened.
+    """
+
+    def __init__(self, ctx: BotContext, interval: float = HOME_REFRESH_INTERVAL) -> None:
+        self.ctx = ctx
+        self.interval = interval
+        #: When the last publish of each person began (monotonic), and the lock publishes take.
+        self._last: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        #: People with a publish scheduled: it will show every change until it begins.
+        self._due: set[str] = set()
+
+    async def refresh(self, user_id: str) -> None:
+        """Show ``user_id`` their Home tab as it is now (at once, or by the end of the interval)."""
+        if user_id in self._due:
+            return
+        lock = self._locks.get(user_id)
+        if self._wait(user_id) > 0 or (lock is not None and lock.locked()):
+            self._due.add(user_id)
+            self.ctx.follow_ups.start(lambda: self._publish_later(user_id), "Home tab refresh",
+                                      defer=False, optional=True)
+            return
+        await self._publish(user_id)
+
+    def _wait(self, user_id: str) -> float:
+        last = self._last.get(user_id)
+        return 0.0 if last is None else last + self.interval - time.monotonic()
+
+    async def _publish_later(self, user_id: str) -> None:
+        try:
+            await asyncio.sleep(max(0.0, self._wait(user_id)))
+            await self.ctx.priority.quiet()
+        finally:
+            self._due.discard(user_id)  # changes from here on need a publish of their own
+        await self._publish(user_id)
+
+    async def _publish(self, user_id: str) -> None:
+        lock = self._locks.setdefault(user_id, asyncio.Lock())
+        async with lock:  # one publish of a person at a time: the newest view is sent last
+            self._last[user_id] = time.monotonic()
             try:
-                await refresh_home(ctx, user_id)
+                await refresh_home(self.ctx, user_id)
             except Exception:
                 log.warning("home refresh for %s failed", user_id, exc_info=True,
                             extra={"action": "home_refresh_error"})
-            if not pending.get(user_id):
-                return
-            pending[user_id] = False
-    finally:
-        pending.pop(user_id, None)
+        self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        """Drop the records of people whose interval is over (the maps stay small)."""
+        if len(self._last) < FORGET_AFTER_PEOPLE:
+            return
+        for user_id in [u for u in self._last if self._wait(u) <= 0 and u not in self._due]:
+            lock = self._locks.get(user_id)
+            if lock is None or not lock.locked():
+                self._last.pop(user_id, None)
+                self._locks.pop(user_id, None)
+
+
+def home_refreshes(ctx: BotContext) -> HomeRefreshes:
+    """The app's throttled Home tab publishes (one per App)."""
+    found = ctx.app.state.get(REFRESHES_STATE)
+    if found is None:
+        found = ctx.app.state[REFRESHES_STATE] = HomeRefreshes(ctx)
+    return cast(HomeRefreshes, found)
+
+
+async def refresh_quietly(ctx: BotContext, user_id: str) -> None:
+    """Publish ``user_id``'s Home tab after a change: throttled and failures only logged
+    (``HomeRefreshes``)."""
+    await home_refreshes(ctx).refresh(user_id)
 
 
 # --- wiring ----------------------------------------------------------------------------------------
@@ -185,7 +247,7 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
     async def deliver_refresh(row: dict[str, Any]) -> dict[str, Any] | None:
         user = (row.get("payload") or {}).get("user")
         if user:
-            await refresh_home(ctx, str(user))
+            await refresh_quietly(ctx, str(user))
         return None
 
     ctx.app.add_outbox_handler(HOME_REFRESH, deliver_refresh)

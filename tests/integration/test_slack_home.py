@@ -197,16 +197,41 @@ async def test_a_team_task_is_on_every_members_home_until_claimed(slack_app: Sta
     await eventually(toms_home_kept, what="Tom's Home with his task")
 
 
-async def test_a_burst_of_refreshes_publishes_a_few_times_not_once_each(slack_app: StartSlack,
-                                                                      fake_slack: FakeSlack) -> None:
+async def test_a_burst_of_refreshes_publishes_once_at_once_and_once_more_after_the_interval(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
     import asyncio
+    import time
 
-    from bot.home import refresh_quietly
+    from bot.home import REFRESHES_STATE, HomeRefreshes, refresh_quietly
 
     h = await slack_app(STAGES, worker=False, outbox=False)
+    h.app.state[REFRESHES_STATE] = HomeRefreshes(h.ctx, interval=0.5)
+    began = time.monotonic()
     await asyncio.gather(*(refresh_quietly(h.ctx, "U0BOB") for _ in range(20)))
-    views = publishes(fake_slack, "U0BOB")
-    assert 1 <= len(views) <= 2  # the first, and one more for all those asked meanwhile
-    assert h.app.state["slack.home_refreshing"] == {}
-    await refresh_quietly(h.ctx, "U0BOB")  # later ones publish again
-    assert len(publishes(fake_slack, "U0BOB")) == len(views) + 1
+    assert len(publishes(fake_slack, "U0BOB")) == 1  # the first change: at once
+    await refresh_quietly(h.ctx, "U0BOB")  # still within the interval: gathered with the others
+    await h.ctx.follow_ups.idle(optional=True)
+    assert len(publishes(fake_slack, "U0BOB")) == 2  # one more for everything asked meanwhile
+    assert time.monotonic() - began >= 0.5  # ... at the end of the interval
+    await refresh_quietly(h.ctx, "U0ANN")  # other people have intervals of their own
+    assert len(publishes(fake_slack, "U0ANN")) == 1
+    await asyncio.sleep(0.6)
+    await refresh_quietly(h.ctx, "U0BOB")  # after a quiet interval: at once again
+    assert len(publishes(fake_slack, "U0BOB")) == 3
+
+
+async def test_a_pending_home_refresh_is_cancelled_when_the_app_closes(slack_app: StartSlack,
+                                                                       fake_slack: FakeSlack) -> None:
+    import time
+
+    from bot.home import REFRESHES_STATE, HomeRefreshes, refresh_quietly
+
+    h = await slack_app(STAGES, worker=False, outbox=False)
+    h.app.state[REFRESHES_STATE] = HomeRefreshes(h.ctx, interval=30)
+    await refresh_quietly(h.ctx, "U0BOB")
+    await refresh_quietly(h.ctx, "U0BOB")  # due in 30 s
+    assert h.ctx.follow_ups.running == 1
+    began = time.monotonic()
+    await h.ctx.follow_ups.close()
+    assert time.monotonic() - began < 5 and h.ctx.follow_ups.running == 0
+    assert len(publishes(fake_slack, "U0BOB")) == 1
