@@ -4,7 +4,8 @@
 
 Starts an embedded Postgres in a temporary directory (or uses ``DATABASE_URL``, which must allow
 CREATE DATABASE), a fake Slack Web API on loopback (tests/fakeslack.py) and a real flowbot (the
-Slack plugin, its aiohttp server, a worker and the outbox dispatcher) in this process. It creates
+Slack plugin and every part `flowbot run` runs: its aiohttp server, a worker, the outbox
+dispatcher, the scheduler, the Slack reminders and start-up ``auth.test``) in this process. It creates
 ``--clicks`` approval tasks (Approve button in a DM) and ``--submissions`` form tasks (a modal
 already opened: a form session in Postgres), waits until every assignment DM is out, then sends
 all the signed requests at once: ``block_actions`` clicks on Approve and ``view_submission``s of
@@ -13,12 +14,12 @@ the modals, exactly as Slack signs them. It prints:
 - ack latency (request sent → HTTP answer) p50 / p99 / max, per kind and overall;
 - the time from the first request until every task is completed and its follow-up task routed,
   and until those follow-ups ran;
-- the same burst against a same-run Bolt app that only acks (same signing, same server stack),
-  the floor any Slack app on this machine pays: once as Bolt's aiohttp adapter serves it with
+- the same burst against a same-run Bolt app that only acks (same signing, same requests), the
+  floor any Slack app on this machine pays: once as Bolt's aiohttp adapter serves it with
   Bolt's defaults (a fresh stock Bolt app calls auth.test once per request of a burst that
   arrives before the first answer, and polls every 10 ms for each ack), once set up as flowbot
-  sets up its own (its endpoint: one auth.test, the others wait for it; answers when the
-  listener returns);
+  sets up its own (``bot.app.new_bolt`` behind flowbot's endpoint: auth.test asked once, at
+  start; answers when the listener returns);
 - both again with the same requests paced at ``--rate`` per second instead of all at once.
 
 The load generator and the fake Slack run in their own processes; the server under test (flowbot
@@ -295,7 +296,7 @@ async def count(app: Any, sql: str) -> int:
 async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, submissions: int,
                         rate: float | None) -> tuple[dict[str, list[float]], float, float, float, float]:
     from bot import modals
-    from engine.cli import freeze_startup_objects, outbox_part, worker_part
+    from engine.cli import EXTRA_PARTS, freeze_startup_objects, outbox_part, worker_part
     from engine.http import serve
 
     settings = Settings(database_url=db_url, stages_dir=stages, home=stages.parent / "home", host="127.0.0.1",
@@ -315,8 +316,10 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
         stop = asyncio.Event()
         bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         freeze_startup_objects()  # as `flowbot run` does once started (engine.cli.run_parts)
+        # What `flowbot run` runs (engine.cli.cmd_run), its HTTP server on a free port.
         parts = [serve(app, stop, host="127.0.0.1", port=0, ready=bound.set_result), worker_part(app)(stop),
                  outbox_part(app)(stop)]
+        parts += [factory(app)(stop) for factory in EXTRA_PARTS.values()] + [p(stop) for p in app.background]
         tasks = [asyncio.create_task(p) for p in parts]
         port = await asyncio.wait_for(bound, 10)
         total = clicks + submissions
@@ -351,25 +354,30 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
 
 
 async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: float | None, *,
-                         flowbot_endpoint: bool = False) -> tuple[dict[str, list[float]], float]:
+                         flowbot_setup: bool = False) -> tuple[dict[str, list[float]], float]:
     """A fresh Bolt app whose listeners only ack, served by aiohttp: as Bolt's aiohttp adapter
-    serves it (Bolt's defaults), or (``flowbot_endpoint``) set up as flowbot sets up its own:
-    behind flowbot's ``/slack/events`` endpoint (``bot.app.http_routes``: one auth.test for a
-    burst right after the start), answering when the listener returns
-    (``process_before_response``, see ``bot.acks``). Returns the latencies and the server's
-    CPU time (ms) until the last answer."""
+    serves it (Bolt's defaults), or (``flowbot_setup``) set up as flowbot sets up its own
+    (``bot.app.new_bolt``: one auth.test, asked at start; answers when the listener returns)
+    behind flowbot's ``/slack/events`` endpoint. Returns the latencies and the server's CPU time
+    (ms) until the last answer."""
     from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
     from slack_bolt.async_app import AsyncApp
     from slack_sdk.web.async_client import AsyncWebClient
 
     from bot import modals
-    from bot.app import http_routes
+    from bot.app import http_routes, new_bolt
+    from bot.identity import BotIdentity
     from engine.cli import freeze_startup_objects
     from engine.forms import Form, Text
 
     # The same client set-up as flowbot's (its auth.test answered by the same fake Slack).
-    bolt = AsyncApp(signing_secret=SECRET, client=AsyncWebClient(token=TOKEN, base_url=fake_url),
-                    process_before_response=flowbot_endpoint)
+    client = AsyncWebClient(token=TOKEN, base_url=fake_url)
+    if flowbot_setup:  # as flowbot sets up Bolt, and as `flowbot run` asks auth.test at start
+        identity = BotIdentity(client)
+        bolt = new_bolt(identity, SECRET)
+        await identity.auth_test()
+    else:
+        bolt = AsyncApp(signing_secret=SECRET, client=client)
 
     async def just_ack(ack: Any) -> None:
         await ack()
@@ -381,7 +389,7 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
         return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
 
     http = web.Application()
-    if flowbot_endpoint:
+    if flowbot_setup:
         http.add_routes(http_routes(bolt))
     else:
         http.router.add_post("/slack/events", events)
@@ -439,7 +447,7 @@ async def main() -> None:
                     base, base_server = await baseline_round(fake_url, args.clicks, args.submissions, rate)
                     base_cpu = CLIENT_CPU[-1]
                     base_gated, gated_server = await baseline_round(fake_url, args.clicks, args.submissions, rate,
-                                                                    flowbot_endpoint=True)
+                                                                    flowbot_setup=True)
                     base_gated_cpu = CLIENT_CPU[-1]
                     print(f"round {r}, {mode}:")
                     print(" flowbot /slack/events (ack):")
@@ -454,8 +462,8 @@ async def main() -> None:
                     for title, lat_b, server, cpu in (
                             (" baseline: Bolt app that only acks (Bolt's aiohttp adapter and defaults):",
                              base, base_server, base_cpu),
-                            (" baseline: the same app set up as flowbot's (its /slack/events endpoint, one "
-                             "auth.test per start, process_before_response):",
+                            (" baseline: the same app set up as flowbot's (bot.app.new_bolt behind its "
+                             "/slack/events endpoint):",
                              base_gated, gated_server, base_gated_cpu)):
                         print(title)
                         for kind, values in lat_b.items():

@@ -13,18 +13,17 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.middleware.async_middleware import AsyncMiddleware
-from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_bolt.response import BoltResponse
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.acks import Priority
 from bot.context import BotContext
+from bot.identity import BotIdentity
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +34,32 @@ HANDLER_MODULES: list[str] = ["bot.interactions", "bot.commands", "bot.home", "b
 EVENTS_PATH = "/slack/events"
 
 
-def build_bolt(ctx: BotContext) -> AsyncApp:
-    """The Bolt app with every listener module registered."""
-    settings = ctx.settings
-    bolt = AsyncApp(
+def new_bolt(identity: BotIdentity, signing_secret: str | None) -> AsyncApp:
+    """A Bolt app without listeners, set up as flowbot's: authorized by ``identity`` (one
+    ``auth.test`` for the process), answering when a listener returns (listeners ack, then hand
+    slow work to ``bot.acks.FollowUps``), and checking signatures when there is a secret
+    (Socket Mode alone has none: its requests come over the authenticated socket)."""
+
+    async def authorize(user_id: str | None = None) -> AuthorizeResult:
+        # A plain function: Bolt passes what its parameters name (a method's "self" confuses it).
+        return await identity.authorize(user_id)
+
+    client = identity.client
+    return AsyncApp(
         name="flowbot",
-        client=ctx.client,
-        signing_secret=settings.slack_signing_secret or "",
-        # Socket Mode alone has no signing secret: its requests come over the authenticated socket.
-        request_verification_enabled=bool(settings.slack_signing_secret),
-        process_before_response=True,  # listeners return right after their ack (bot.acks)
+        # Bolt gives each request a client of its own with the token ``authorize`` returns.
+        client=AsyncWebClient(base_url=client.base_url, timeout=client.timeout),
+        authorize=authorize,
+        signing_secret=signing_secret or "",
+        request_verification_enabled=bool(signing_secret),
+        process_before_response=True,
         logger=logging.getLogger("flowbot.slack"),
     )
+
+
+def build_bolt(ctx: BotContext) -> AsyncApp:
+    """flowbot's Bolt app (``new_bolt``) with every listener module registered."""
+    bolt = new_bolt(ctx.identity, ctx.settings.slack_signing_secret)
     for name in HANDLER_MODULES:
         try:
             module = importlib.import_module(name)
@@ -59,55 +72,15 @@ def build_bolt(ctx: BotContext) -> AsyncApp:
     return bolt
 
 
-class FirstAuthorization(AsyncMiddleware):
-    """Requests enter Bolt one at a time until one of them has been authorized.
-
-    Bolt's single-workspace authorization calls ``auth.test`` for the first request and keeps
-    the answer; but every request arriving before that answer calls it too. A burst right after
-    a start (a restart under load) made as many ``auth.test`` calls as requests, each a new HTTPS
-    connection, and every ack waited on them. So the first request goes in alone; the others
-    follow once it has passed authorization (this middleware, registered after Bolt's own, is
-    reached) or once its dispatch ends without that (a bad signature, a failed ``auth.test``:
-    the next one tries). Afterwards this costs one flag check per request.
-    """
-
-    def __init__(self) -> None:
-        self.authorized = asyncio.Event()
-        self._one_at_a_time = asyncio.Lock()
-
-    async def async_process(self, *, req: AsyncBoltRequest, resp: BoltResponse,
-                            next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse | None:
-        found = req.context.authorize_result
-        if found is not None and (found.bot_token or found.user_token):  # auth.test answered
-            self.authorized.set()
-        return await next()
-
-    async def dispatch(self, bolt: AsyncApp, request: AsyncBoltRequest) -> BoltResponse:
-        """``bolt.async_dispatch(request)``, behind the gate until the first authorization."""
-        if self.authorized.is_set():
-            return await bolt.async_dispatch(request)
-        async with self._one_at_a_time:
-            dispatching = asyncio.ensure_future(bolt.async_dispatch(request))
-            if not self.authorized.is_set():
-                passed = asyncio.ensure_future(self.authorized.wait())
-                try:
-                    await asyncio.wait({dispatching, passed}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    passed.cancel()
-        return await dispatching
-
-
 def http_routes(bolt: AsyncApp, priority: Priority | None = None) -> list[web.RouteDef]:
     """``POST /slack/events``: Slack's signed requests handed to Bolt (it answers 401 to a bad
     signature or a timestamp older than five minutes). Each request is ``priority.urgent``
     until answered: after-ack work waits for the acks of a burst."""
-    gate = FirstAuthorization()
-    bolt.use(gate)
     priority = priority or Priority()
 
     async def events(request: web.Request) -> web.Response:
         with priority.urgent():
-            response = await gate.dispatch(bolt, await to_bolt_request(request))
+            response = await bolt.async_dispatch(await to_bolt_request(request))
             return await to_aiohttp_response(response)
 
     return [web.post(EVENTS_PATH, events)]

@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.acks import FollowUps, Priority
+from bot.identity import BotIdentity
 from engine import queries
 from engine.db import Database
 from engine.settings import Settings
@@ -139,9 +140,12 @@ class BotContext:
     priority: Priority = field(default_factory=Priority)
     #: Work listeners hand over after their ack (closed with the app).
     follow_ups: FollowUps = field(init=False)
+    #: Who flowbot is in Slack (one ``auth.test`` for the process; Bolt's ``authorize``).
+    identity: BotIdentity = field(init=False)
 
     def __post_init__(self) -> None:
         self.follow_ups = FollowUps(self.priority)
+        self.identity = BotIdentity(self.client)
 
     @property
     def directory(self) -> SlackDirectory:

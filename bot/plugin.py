@@ -55,6 +55,7 @@ class SlackPlugin:
         from bot import delivery, modals
         from bot.acks import deferring
         from bot.context import make_context
+        from bot.identity import identity_part
 
         modals.check_forms_or_raise(app.registry)
         ctx = make_context(app)
@@ -68,6 +69,7 @@ class SlackPlugin:
         app.add_background_gate(ctx.priority.quiet)  # the worker's next claim, too
         if settings.slack_signing_secret:
             app.add_routes(bot_app.http_routes(bolt, ctx.priority))
+        app.add_background(identity_part(ctx.identity))  # auth.test at start
         if settings.slack_app_token:
             app.add_background(bot_app.socket_mode_part(bolt, settings.slack_app_token))
         app.add_closer(ctx.follow_ups.close)  # what listeners do after their ack

@@ -67,8 +67,30 @@ async def test_a_burst_right_after_a_start_calls_auth_test_once(slack_app: Start
     resps = await asyncio.gather(*(h.interact(options) for _ in range(20)))
     assert [r.status for r in resps] == [200] * 20
     assert [r.json for r in resps] == [{"options": []}] * 20
-    # Bolt keeps the first auth.test answer; the others waited for it instead of asking too.
+    # The first request asked auth.test; the others waited for its answer instead of asking too.
     assert len(fake_slack.calls("auth.test")) == 1
+
+
+async def test_flowbot_run_asks_auth_test_at_start_and_says_who_it_is_or_why_slack_refused(
+        slack_app: StartSlack, fake_slack: FakeSlack, caplog: Any) -> None:
+    from bot.identity import identity_part
+
+    h = await slack_app(STAGES)
+    caplog.set_level(logging.INFO, logger="bot.identity")
+    stop = asyncio.Event()
+    stop.set()
+    await identity_part(h.ctx.identity)(stop)
+    assert "slack: signed in as" in caplog.text
+    assert len(fake_slack.calls("auth.test")) == 1
+    options = {"type": "block_suggestion", "user": {"id": "U0ANN"}, "team": {"id": "T0FAKE"},
+               "action_id": "pick", "value": "x", "view": {"private_metadata": "no-such-session"}}
+    assert (await h.interact(options)).json == {"options": []}
+    assert len(fake_slack.calls("auth.test")) == 1  # requests use the answer asked at start
+
+    refused = await slack_app(STAGES)
+    fake_slack.fail("auth.test", "invalid_auth")
+    await identity_part(refused.ctx.identity)(stop)
+    assert "the bot token was refused (auth.test: invalid_auth)" in caplog.text
 
 
 async def test_after_a_refused_request_or_a_failed_auth_test_the_next_request_authorizes(
