@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 FOLLOW_UP_CONCURRENCY = 8
 #: The longest after-ack work (a click's, an outbox delivery, a claim) defers to pending acks.
 FOLLOW_UP_MAX_DEFER_SECONDS = 1.0
+#: How long no request may await its ack before after-ack work goes (the requests of a burst
+#: arrive closer together than this).
+FOLLOW_UP_PAUSE_SECONDS = 0.005
 
 
 class Priority:
@@ -41,39 +44,57 @@ class Priority:
     while requests to Slack's endpoint are waiting for their ack (``urgent``), that later work
     waits, and clicks' after-ack work runs ``FOLLOW_UP_CONCURRENCY`` at a time.
 
-    The wait is bounded: once requests have been pending without a pause for ``max_defer``,
+    Later work goes once no request has awaited its ack for ``pause`` seconds: the requests of
+    a burst arrive one by one while the first are already answered, and without the pause the
+    first answered click's work slipped in between and held up the submissions of the burst
+    (their group commit waited for its transaction).
+
+    The wait is bounded: once requests have kept coming without such a pause for ``max_defer``,
     nothing waits any more until the next pause. A burst is answered first; a steady stream
     of requests never starves the rest.
     """
 
     def __init__(self, concurrency: int = FOLLOW_UP_CONCURRENCY,
-                 max_defer: float = FOLLOW_UP_MAX_DEFER_SECONDS) -> None:
+                 max_defer: float = FOLLOW_UP_MAX_DEFER_SECONDS, pause: float = FOLLOW_UP_PAUSE_SECONDS) -> None:
         self.slots = asyncio.Semaphore(concurrency)
         self.max_defer = max_defer
+        self.pause = pause
         #: Requests awaiting their ack.
         self.pending = 0
         self._busy_since = 0.0
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._pausing: asyncio.TimerHandle | None = None
 
     @contextlib.contextmanager
     def urgent(self) -> Iterator[None]:
         """Around a request until its ack (a submission answered in its ack, any request to
         ``/slack/events``)."""
         if not self.pending:
-            self._busy_since = time.monotonic()
-            self._quiet.clear()
+            if self._pausing is not None:  # within the pause: the same busy spell goes on
+                self._pausing.cancel()
+                self._pausing = None
+            elif self._quiet.is_set():
+                self._busy_since = time.monotonic()
+                self._quiet.clear()
         self.pending += 1
         try:
             yield
         finally:
             self.pending -= 1
             if not self.pending:
-                self._quiet.set()
+                if self.pause > 0:
+                    self._pausing = asyncio.get_running_loop().call_later(self.pause, self._paused)
+                else:
+                    self._quiet.set()
+
+    def _paused(self) -> None:
+        self._pausing = None
+        self._quiet.set()
 
     async def quiet(self) -> None:
-        """Return once no request awaits its ack, or once requests have been pending without a
-        pause for ``max_defer``."""
+        """Return once no request has awaited its ack for ``pause``, or once requests have kept
+        coming without such a pause for ``max_defer``."""
         if self._quiet.is_set():
             return
         remaining = self._busy_since + self.max_defer - time.monotonic()

@@ -291,7 +291,7 @@ async def test_outbox_deliveries_wait_for_pending_acks_but_not_forever() -> None
 
 
 async def test_click_work_waits_for_submissions_in_flight_and_runs_a_few_at_a_time() -> None:
-    priority = Priority(concurrency=1, max_defer=60)
+    priority = Priority(concurrency=1, max_defer=60, pause=0)
     started: list[str] = []
     release = asyncio.Event()
 
@@ -315,6 +315,25 @@ async def test_click_work_waits_for_submissions_in_flight_and_runs_a_few_at_a_ti
     release.set()
     await asyncio.gather(first, second)
     assert started == ["a", "b"]
+
+
+async def test_after_ack_work_waits_for_a_pause_between_requests_not_just_a_gap() -> None:
+    priority = Priority(max_defer=60, pause=0.05)
+    ran = asyncio.Event()
+
+    async def click() -> None:
+        async with priority.after_ack():
+            ran.set()
+
+    with priority.urgent():
+        work = asyncio.create_task(click())
+    await asyncio.sleep(0.01)
+    with priority.urgent():  # the next request of the burst, inside the pause
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    assert not ran.is_set()
+    await asyncio.wait_for(work, 5)  # runs once no request came for the pause
+    assert ran.is_set()
 
 
 async def test_click_work_is_not_starved_by_a_stream_of_submissions() -> None:
