@@ -28,12 +28,12 @@ from bot.context import BotContext
 from bot.delivery import ACTION_CLAIM
 from bot.views import errors_response, parse_submission, suggest_options
 from engine import people
-from engine.db import Row
-from engine.errors import DatabaseError, FlowbotError
+from engine.db import Row, Tx
+from engine.errors import FlowbotError
 from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
 from engine.groupcommit import GroupCommit, GroupRead
 from engine.runner import task_of
-from engine.store import Finished, Store
+from engine.store import CommitResult, Finished, Store
 from engine.workflow import Stage
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class Completions:
     completed and loses. When a transaction of several answers fails, each is retried alone, so
     one bad answer fails only its own submission. Nothing is reported won before its commit.
     An answer from a modal names its form session: the winners' sessions are closed with one
-    statement per batch right after the commit (a session left behind only expires).
+    statement in the same transaction.
     """
 
     def __init__(self, store: Store, *, max_batch: int = 100, max_in_flight: int = 1) -> None:
@@ -91,17 +91,17 @@ class Completions:
         return await self._group.commit((finished, actor, session))
 
     async def _execute(self, entries: list[tuple[Finished, str, str | None]]) -> set[int]:
-        result = await self.store.commit(None, [f for f, _, _ in entries], from_status="pending",
-                                         actor=[actor for _, actor, _ in entries])
-        completed = set(result.completed)
-        won = {n for n, (finished, _, _) in enumerate(entries) if finished.task["id"] in completed}
-        sessions = [sid for n in sorted(won) if (sid := entries[n][2]) is not None]
-        if sessions:
-            try:
-                await people.close_sessions(self.store.db, sessions)
-            except DatabaseError as exc:  # the completions stand; the sessions only expire later
-                log.warning("closing %d form sessions failed: %s", len(sessions), exc,
-                            extra={"action": "close_sessions_failed"})
+        won: set[int] = set()
+
+        async def close_sessions(tx: Tx, result: CommitResult) -> None:
+            completed = set(result.completed)
+            won.update(n for n, (finished, _, _) in enumerate(entries) if finished.task["id"] in completed)
+            sessions = [sid for n in sorted(won) if (sid := entries[n][2]) is not None]
+            if sessions:
+                await people.close_sessions(tx, sessions)
+
+        await self.store.commit(None, [f for f, _, _ in entries], from_status="pending",
+                                actor=[actor for _, actor, _ in entries], then=close_sessions)
         return won
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -329,11 +329,13 @@ class Store:
             )
 
     async def commit(self, worker: str | None, finished: Sequence[Finished], failed: Sequence[Failed] = (),
-                     *, actor: str | Sequence[str] | None = None, from_status: str = "locked") -> CommitResult:
+                     *, actor: str | Sequence[str] | None = None, from_status: str = "locked",
+                     then: Callable[[Tx, CommitResult], Awaitable[None]] | None = None) -> CommitResult:
         """Complete and fail tasks in one transaction, with everything the finished ones sent.
 
         ``actor`` (who completed them: the worker by default) is one for all, or one per finished
-        task (answers of different people committed together).
+        task (answers of different people committed together). ``then(tx, result)`` runs last in
+        the same transaction (e.g. closing the form sessions of the answers that won).
         """
         now = self.clock()
         result = CommitResult()
@@ -368,6 +370,8 @@ class Store:
             refresh = [str(r["id"]) for r in locked if r["status"] != "running" or str(r["id"]) not in busy]
             if refresh:
                 result.runs = await tx.fetch_all(queries.REFRESH_RUN_STATUS, {"ids": refresh, "now": now})
+            if then is not None:
+                await then(tx, result)
         return result
 
     async def _apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:
