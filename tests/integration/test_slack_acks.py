@@ -6,6 +6,7 @@ gives way to submissions in flight without being starved."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from support import eventually, scalar, task_row
@@ -317,14 +318,20 @@ async def test_click_work_waits_for_submissions_in_flight_and_runs_a_few_at_a_ti
     assert started == ["a", "b"]
 
 
-async def test_after_ack_work_waits_for_a_pause_between_requests_not_just_a_gap() -> None:
-    priority = Priority(max_defer=60, pause=0.05)
+def after_ack_work(priority: Priority) -> tuple[Callable[[], Awaitable[None]], asyncio.Event]:
+    """A click's after-ack work that only records that it ran."""
     ran = asyncio.Event()
 
     async def click() -> None:
         async with priority.after_ack():
             ran.set()
 
+    return click, ran
+
+
+async def test_after_ack_work_waits_for_a_pause_between_requests_not_just_a_gap() -> None:
+    priority = Priority(max_defer=60, pause=0.05)
+    click, ran = after_ack_work(priority)
     with priority.urgent():
         work = asyncio.create_task(click())
     await asyncio.sleep(0.01)
@@ -338,12 +345,7 @@ async def test_after_ack_work_waits_for_a_pause_between_requests_not_just_a_gap(
 
 async def test_click_work_is_not_starved_by_a_stream_of_submissions() -> None:
     priority = Priority(concurrency=2, max_defer=0)
-    ran = asyncio.Event()
-
-    async def click() -> None:
-        async with priority.after_ack():
-            ran.set()
-
+    click, ran = after_ack_work(priority)
     with priority.urgent():
         await asyncio.wait_for(click(), 5)
     assert ran.is_set()
