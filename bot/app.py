@@ -48,7 +48,7 @@ def new_bolt(identity: BotIdentity, signing_secret: str | None) -> AsyncApp:
     return AsyncApp(
         name="flowbot",
         # Bolt gives each request a client of its own with the token ``authorize`` returns.
-        client=AsyncWebClient(base_url=client.base_url, timeout=client.timeout),
+        client=AsyncWebClient(base_url=client.base_url, timeout=client.timeout, session=client.session),
         authorize=authorize,
         signing_secret=signing_secret or "",
         request_verification_enabled=bool(signing_secret),

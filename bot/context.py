@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -158,17 +159,23 @@ class BotContext:
         return self.app.store
 
 
-def make_client(settings: Settings) -> AsyncWebClient:
-    """The Web API client: the bot token, and ``SLACK_API_URL`` when set (tests, proxies)."""
+def make_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """The Web API client: the bot token, and ``SLACK_API_URL`` when set (tests, proxies). With
+    ``session``, every call goes through its pool of kept-alive connections (without one,
+    slack_sdk opens a new connection, a TLS handshake with Slack, for each call)."""
     base = settings.slack_api_url or AsyncWebClient.BASE_URL
     if not base.endswith("/"):
         base += "/"
-    return AsyncWebClient(token=settings.slack_bot_token, base_url=base)
+    return AsyncWebClient(token=settings.slack_bot_token, base_url=base, session=session)
 
 
 def make_context(app: App, client: AsyncWebClient | None = None) -> BotContext:
-    """A BotContext for an opened engine app."""
-    client = client or make_client(app.settings)
+    """A BotContext for an opened engine app. Without ``client``, one is made on a connection
+    pool of its own, closed when the app closes."""
+    if client is None:
+        session = aiohttp.ClientSession()
+        app.add_closer(session.close)
+        client = make_client(app.settings, session)
     return BotContext(app=app, client=client, resolver=UserResolver(client, app.db), settings=app.settings)
 
 

@@ -79,7 +79,8 @@ class SlackPlugin:
         log.info("slack: on (%s)", mode, extra={"action": "slack_on"})
 
     async def close(self) -> None:
-        """Nothing to release: the Web API client opens a session per call."""
+        """Nothing to release here: the Slack app's connections and work in progress close with
+        the app (``App.add_closer``)."""
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:

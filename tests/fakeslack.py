@@ -36,6 +36,8 @@ class Call:
     json_body: bool
     status: int = 200
     response: dict[str, Any] = field(default_factory=dict)
+    #: The client's address and port: calls on one kept-alive connection share it.
+    peer: tuple[str, int] | None = None
 
 
 @dataclass
@@ -215,7 +217,9 @@ class FakeSlack:
         params, is_json = await self._params(request)
         auth = request.headers.get("Authorization", "")
         token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else params.get("token")
-        call = Call(method, params, dict(request.headers), token, is_json)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        call = Call(method, params, dict(request.headers), token, is_json,
+                    peer=(str(peer[0]), int(peer[1])) if peer else None)
         self.requests.append(call)
         failure = self._next_failure(method)
         if failure is not None:

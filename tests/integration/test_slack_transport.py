@@ -14,14 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from support import cli_env, eventually, flowbot, scalar
+from support import cli_env, eventually, flowbot, scalar, write_stages
 
 from bot import manifest as bot_manifest
-from bot.plugin import SlackPlugin
+from bot.plugin import STATE_CONTEXT, SlackPlugin
 from engine.app import open_app
 from engine.settings import Settings
 from tests.fakeslack import FakeSlack
-from tests.slack import StartSlack
+from tests.slack import StartSlack, slack_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,6 +69,19 @@ async def test_a_burst_right_after_a_start_calls_auth_test_once(slack_app: Start
     assert [r.json for r in resps] == [{"options": []}] * 20
     # The first request asked auth.test; the others waited for its answer instead of asking too.
     assert len(fake_slack.calls("auth.test")) == 1
+
+
+async def test_web_api_calls_share_kept_alive_connections_closed_with_the_app(
+        database_url: str, fake_slack: FakeSlack, tmp_path: Path) -> None:
+    settings = slack_settings(database_url, write_stages(tmp_path / "stages", STAGES), fake_slack, tmp_path / "home")
+    async with open_app(settings, pool_size=2) as app:
+        client = app.state[STATE_CONTEXT].client
+        for n in range(5):
+            await client.chat_postMessage(channel="C0GENERAL", text=f"hello {n}")
+        session = client.session
+    # One connection for the five calls (with Slack: one TLS handshake, not five).
+    assert len({c.peer for c in fake_slack.calls("chat.postMessage")}) == 1
+    assert session is not None and session.closed
 
 
 async def test_flowbot_run_asks_auth_test_at_start_and_says_who_it_is_or_why_slack_refused(
