@@ -182,6 +182,16 @@ async def may_start(ctx: BotContext, wf: Workflow, user_id: str) -> bool:
     return False
 
 
+async def may_see_run(ctx: BotContext, report: dict[str, Any], user_id: str) -> bool:
+    """Whether ``user_id`` may see a run's report in Slack: they took part in it (started it,
+    answered one of its forms or were asked to), or may start its workflow."""
+    row = await ctx.app.db.fetch_one(queries.TOOK_PART_IN_RUN, {"run": report["id"], "user": user_id})
+    if row is not None and row["took_part"]:
+        return True
+    wf = ctx.app.registry.workflows.get(report["workflow"])
+    return wf is not None and await may_start(ctx, wf, user_id)
+
+
 # --- subcommands -----------------------------------------------------------------------------------
 
 
@@ -256,13 +266,13 @@ def report_blocks(ctx: BotContext, data: dict[str, Any]) -> list[dict[str, Any]]
 
 
 async def status(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
-    """``status [run-id]``: one run's report, or my recent runs."""
+    """``status [run-id]``: one run's report (``may_see_run``), or my recent runs."""
     from bot.home import recent_runs, run_blocks
 
     if args:
         run_id = await find_run(ctx, args[0])
         data = await ctx.store.report(run_id) if run_id else None
-        if data is None:
+        if data is None or not await may_see_run(ctx, data, cmd.user_id):
             return Reply(messages.unknown_run(escape(args[0])))
         return Reply(f"{data['workflow']}: {data['status']}", report_blocks(ctx, data))
     runs = await recent_runs(ctx, cmd.user_id, limit=RUNS_SHOWN)

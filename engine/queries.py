@@ -562,6 +562,18 @@ MY_RECENT_RUNS = text(
     """
 )
 
+# -- name: took_part_in_run -- whether a Slack user started a run, completed one of its form
+# -- tasks, or was sent a card about one of them (what MY_RECENT_RUNS calls taking part).
+TOOK_PART_IN_RUN = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM runs WHERE id = CAST(:run AS uuid) AND trigger ->> 'user' = :user)
+        OR EXISTS (SELECT 1 FROM tasks WHERE run_id = CAST(:run AS uuid) AND kind = 'form' AND completed_by = :user)
+        OR EXISTS (SELECT 1 FROM slack_task_messages m JOIN tasks t ON t.id = m.task_id
+                   WHERE t.run_id = CAST(:run AS uuid) AND m.recipient IN (:user, 'claim:' || :user))
+        AS took_part
+    """
+)
+
 # -- name: form_tasks_waiting_since -- pending tasks of one form stage created before :before
 # -- that have no outbox row of :kind yet (the reminder / escalation not done).
 FORM_TASKS_WAITING_SINCE = text(

@@ -207,6 +207,31 @@ async def test_status_shows_a_run_report_or_my_recent_runs(slack_app: StartSlack
     assert "There is no run" in (await answer(people, 5))["text"]
 
 
+async def test_status_of_a_run_is_for_who_took_part_or_may_start_its_workflow(
+        slack_app: StartSlack, people: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    ask = h.app.registry.get("leave").stage("ask")
+    run_id, _ = await h.app.store.start_run(ask, {"days": 2}, trigger={"kind": "slack", "user": "U0ANN"})
+    n = 0
+
+    async def status_of(user: str) -> str:
+        nonlocal n
+        await command(h, user, f"status {run_id}")
+        n += 1
+        return str((await answer(people, n))["text"])
+
+    assert (await status_of("U0ANN")).startswith("leave:")  # started it
+    assert (await status_of("U0SAM")).startswith("leave:")  # @staff may start leave requests
+    # Eve neither took part nor may start one: told the same as for a run that does not exist.
+    assert "There is no run" in await status_of("U0EVE")
+    # A run of a workflow everyone may start is everyone's to see.
+    open_stage = h.app.registry.get("ticket").stage("open")
+    ticket_run, _ = await h.app.store.start_run(open_stage, {"owner": "U0BOB", "title": "x"})
+    await command(h, "U0EVE", f"status {ticket_run}")
+    n += 1
+    assert (await answer(people, n))["text"].startswith("ticket:")
+
+
 async def test_tasks_lists_mine_with_open_buttons_that_open_the_form(slack_app: StartSlack, people: FakeSlack) -> None:
     h = await slack_app(STAGES)
     await command(h, "U0BOB", "tasks")
