@@ -3,7 +3,8 @@
 Fact values are escaped (data never turns into mentions or links) unless they are ``Mrkdwn``:
 a form's ``Facts`` rendered by ``form_facts`` keep the author's markup, with the data escaped.
 Buttons carry the task reference as their value; the action ids are fixed so the
-interactivity handler routes them: ``flowbot_approve``, ``flowbot_decline``, ``flowbot_open``.
+interactivity handler routes them: ``flowbot_approve``, ``flowbot_decline``, ``flowbot_open``,
+``flowbot_reassign``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from engine.forms.templates import fill_template, format_value
 ACTION_APPROVE = "flowbot_approve"
 ACTION_DECLINE = "flowbot_decline"
 ACTION_OPEN = "flowbot_open"
+ACTION_REASSIGN = "flowbot_reassign"
 #: block_id of the buttons row of a card.
 ACTIONS_BLOCK = "flowbot_task"
 #: Facts shown on a card at most: a DM is a summary, the form shows the rest.
@@ -77,15 +79,19 @@ def approval_message_blocks(
     approve_label: str = texts.APPROVE,
     decline_label: str = texts.DECLINE,
     open_label: str | None = None,
+    reassign_label: str | None = texts.REASSIGN,
 ) -> list[dict[str, Any]]:
     """An approval DM: title, optional mrkdwn ``text``, the facts, an optional context
-    ``note`` (e.g. ``texts.from_workflow(...)``) and Approve / Decline (/ Open) buttons."""
+    ``note`` (e.g. ``texts.from_workflow(...)``) and Approve / Decline (/ Open) / Reassign
+    buttons."""
     buttons = [
         button(approve_label, ACTION_APPROVE, task_ref, style="primary"),
         button(decline_label, ACTION_DECLINE, task_ref, style="danger"),
     ]
     if open_label:
         buttons.append(button(open_label, ACTION_OPEN, task_ref))
+    if reassign_label:
+        buttons.append(button(reassign_label, ACTION_REASSIGN, task_ref))
     return [
         header(title),
         *_body(text, facts, note),
@@ -101,17 +107,17 @@ def assignment_message_blocks(
     facts: Facts | None = None,
     note: str | None = None,
     open_label: str = texts.OPEN_FORM,
+    reassign_label: str | None = texts.REASSIGN,
 ) -> list[dict[str, Any]]:
-    """A DM telling someone a form waits for them: what is asked (``text``), key facts and
-    an Open button that opens the modal."""
+    """A DM telling someone a form waits for them: what is asked (``text``), key facts, an
+    Open button that opens the modal and a Reassign button."""
+    buttons = [button(open_label, ACTION_OPEN, task_ref, style="primary")]
+    if reassign_label:
+        buttons.append(button(reassign_label, ACTION_REASSIGN, task_ref))
     return [
         header(title),
         *_body(text, facts, note),
-        {
-            "type": "actions",
-            "block_id": ACTIONS_BLOCK,
-            "elements": [button(open_label, ACTION_OPEN, task_ref, style="primary")],
-        },
+        {"type": "actions", "block_id": ACTIONS_BLOCK, "elements": buttons},
     ]
 
 

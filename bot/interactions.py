@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from bot import messages, modals
-from bot.cards import ACTION_APPROVE, ACTION_DECLINE, ACTION_OPEN
+from bot.blocks import escape
+from bot.cards import ACTION_APPROVE, ACTION_DECLINE, ACTION_OPEN, ACTION_REASSIGN
 from bot.context import BotContext
 from bot.delivery import ACTION_CLAIM
 from bot.views import errors_response, parse_submission, suggest_options
@@ -155,6 +156,15 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
             answer = await submission(ctx, body["user"]["id"], view)
         await ack(**answer)
 
+    async def on_reassign(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        later.start(lambda: offer_reassign(ctx, body, int(action["value"])), "Reassign", defer=False)
+
+    async def on_reassign_submit(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        with ctx.priority.urgent():
+            answer = await reassign_submission(ctx, body["user"]["id"], view)
+        await ack(**answer)
+
     async def on_options(ack: Any, body: dict[str, Any]) -> None:
         await ack(**await options(ctx, body))
 
@@ -164,6 +174,8 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
     bolt.action(ACTION_DECLINE)(on_decline)
     bolt.action(re.compile(rf"^{re.escape(ACTION_OPEN)}$"))(on_open)
     bolt.action(ACTION_CLAIM)(on_claim)
+    bolt.action(ACTION_REASSIGN)(on_reassign)
+    bolt.view_submission(modals.CALLBACK_REASSIGN)(on_reassign_submit)
     bolt.options(re.compile(".*"))(on_options)
 
 
@@ -303,6 +315,43 @@ async def open_start_form(ctx: BotContext, trigger_id: str, user_id: str, stage:
     view = modals.form_view(form, payload or {}, session_id=sid, page=page)
     await ctx.client.views_open(trigger_id=trigger_id, view=view)
     return sid
+
+
+# --- reassigning from a card ------------------------------------------------------------------
+
+
+async def offer_reassign(ctx: BotContext, body: dict[str, Any], task_id: int) -> None:
+    """A card's Reassign button: a person picker for someone who may act on the task."""
+    from bot.home import task_title
+
+    allowed = await people.check(ctx.store, task_id, body["user"]["id"], ctx.directory)
+    if not allowed.ok:
+        await tell(ctx, body, refusal(allowed))
+        return
+    assert allowed.task is not None
+    title = escape(await task_title(ctx, allowed.task))
+    await ctx.client.views_open(trigger_id=body["trigger_id"], view=modals.reassign_view(task_id, title))
+
+
+async def reassign_submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dict[str, Any]:
+    """The ack of the Reassign modal: the task handed over (the modal closes), the error under
+    the picker, or why nothing changed."""
+    from bot import reminders
+
+    try:
+        task_id = int(str(view.get("private_metadata") or ""))
+    except ValueError:
+        return _notice(messages.gone("the modal names no task"))
+    picked = ((view.get("state") or {}).get("values") or {}).get(modals.REASSIGN_INPUT) or {}
+    to = (picked.get(modals.REASSIGN_INPUT) or {}).get("selected_user")
+    if not to:
+        return errors_response({modals.REASSIGN_INPUT: messages.REASSIGN_PICK})
+    result = await reminders.reassign(ctx, task_id, str(to), user_id)
+    if result.status == people.INVALID:
+        return errors_response({modals.REASSIGN_INPUT: result.message or messages.REASSIGN_PICK})
+    if not result.ok:
+        return _notice(refusal(result))
+    return {}
 
 
 # --- modal submission --------------------------------------------------------------------------

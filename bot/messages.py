@@ -11,6 +11,10 @@ APPROVE = "Approve"
 DECLINE = "Decline"
 OPEN_FORM = "Open form"
 OPEN_DETAILS = "Details"
+REASSIGN = "Reassign"
+REASSIGN_TITLE = "Reassign task"
+REASSIGN_TO = "Hand it to"
+REASSIGN_PICK = "Pick the person who should do it."
 MORE_FACTS = "…and {n} more"
 ERROR_PREFIX = ":warning: "
 NO_OPTIONS = "No matches"
@@ -293,3 +297,8 @@ def still_working() -> str:
     """Answer to a submission whose form code takes longer than Slack waits for."""
     return ("Thanks: your answer is being processed. If it cannot be recorded you will get a direct "
             "message saying why.")
+
+
+def reassign_prompt(title: str) -> str:
+    """The text of the Reassign modal (``title``: the task's escaped title)."""
+    return f"Who should do *{title}* instead? They get the task's message, and yours is resolved."

@@ -24,6 +24,9 @@ from engine.workflow import StageKind
 CALLBACK_FORM = "flowbot_form"
 #: callback_id of an information-only modal (no submit).
 CALLBACK_NOTICE = "flowbot_notice"
+#: callback_id of the Reassign modal (its private_metadata is the task id), and its one input.
+CALLBACK_REASSIGN = "flowbot_reassign"
+REASSIGN_INPUT = "to"
 
 
 def form_view(form: Form, payload: Mapping[str, Any], *, session_id: str, page: str | Page | None = None,
@@ -50,6 +53,28 @@ def notice_view(title: str, text: str) -> dict[str, Any]:
         "close": plain_text(messages.CLOSE, L.MODAL_BUTTON),
         "blocks": [section(text)],
     }
+
+
+def reassign_view(task_id: int, title: str) -> dict[str, Any]:
+    """The modal of a card's Reassign button: a person picker (``title``: the task's escaped
+    title)."""
+    view = {
+        "type": "modal",
+        "callback_id": CALLBACK_REASSIGN,
+        "private_metadata": str(task_id),
+        "title": plain_text(messages.REASSIGN_TITLE, L.MODAL_TITLE),
+        "submit": plain_text(messages.REASSIGN, L.MODAL_BUTTON),
+        "close": plain_text(messages.CLOSE, L.MODAL_BUTTON),
+        "blocks": [
+            section(messages.reassign_prompt(title)),
+            {"type": "input", "block_id": REASSIGN_INPUT, "label": plain_text(messages.REASSIGN_TO, L.LABEL),
+             "element": {"type": "users_select", "action_id": REASSIGN_INPUT}},
+        ],
+    }
+    problems = check_view_limits(view)
+    if problems:  # a title is clipped to the limits; this is a programming error
+        raise FormError("the Reassign modal breaks Slack's limits: " + "; ".join(problems), problems=problems)
+    return view
 
 
 def check_form(form: Form) -> list[str]:

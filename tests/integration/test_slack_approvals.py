@@ -111,7 +111,7 @@ async def test_an_approval_goes_from_a_hook_to_a_dm_to_a_button_to_the_next_stag
     assert_valid_blocks(card["blocks"])
     assert "Laptop" in str(card["blocks"]) and "1200 EUR" in str(card["blocks"])
     buttons = button_values(card["blocks"])
-    assert set(buttons) == {"flowbot_approve", "flowbot_decline", "flowbot_open"}
+    assert set(buttons) == {"flowbot_approve", "flowbot_decline", "flowbot_open", "flowbot_reassign"}
     assert len(set(buttons.values())) == 1
     task_id = int(buttons["flowbot_approve"])
     await run_status(h, run_id, "waiting")
@@ -147,10 +147,10 @@ async def test_someone_who_is_not_the_assignee_is_told_and_nothing_changes(
     run_id = await start_purchase(h)
     card = await dm_card(fake_slack, "DU0BOB")
     task_id = int(button_values(card["blocks"])["flowbot_approve"])
-    for action in ("flowbot_approve", "flowbot_decline", "flowbot_open"):
+    for action in ("flowbot_approve", "flowbot_decline", "flowbot_open", "flowbot_reassign"):
         resp = await h.click("U0EVE", action, str(task_id), channel="C0SHARED")
         assert resp.status == 200
-    texts = await ephemerals(fake_slack, "U0EVE", 3)
+    texts = await ephemerals(fake_slack, "U0EVE", 4)
     assert all("only they can act on it" in t and "Nothing was changed" in t for t in texts)
     await asyncio.sleep(0.2)
     assert (await task_row(h.app.store, task_id))["status"] == "pending"

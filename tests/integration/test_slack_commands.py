@@ -317,6 +317,43 @@ def test_starters_are_validated_at_load(make_stages: Any) -> None:
     assert "workflow.py:2" in text
 
 
+async def test_the_reassign_button_opens_a_people_picker_and_hands_the_task_over(
+        slack_app: StartSlack, people: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    task_id = await bobs_ticket(h, people)
+    card = [c for c in people.calls("chat.postMessage") if c.response.get("channel") == "DU0BOB"][-1]
+    assert [e["action_id"] for b in card.params["blocks"] if b["type"] == "actions"
+            for e in b["elements"]] == ["flowbot_open", "flowbot_reassign"]
+    # Not Eve's to hand over: she is told why, and gets no picker.
+    await h.click("U0EVE", "flowbot_reassign", str(task_id), channel="C0SHARED")
+    await h.settle()
+    assert people.calls("views.open") == []
+    told = [c.params["text"] for c in people.calls("chat.postEphemeral") if c.params["user"] == "U0EVE"]
+    assert len(told) == 1 and "only they can act on it" in told[0]
+    # Bob gets the picker.
+    await h.click("U0BOB", "flowbot_reassign", str(task_id), channel="DU0BOB")
+    await h.settle()
+    view = people.calls("views.open")[-1].params["view"]
+    assert_valid_modal(view)
+    assert view["callback_id"] == "flowbot_reassign" and view["private_metadata"] == str(task_id)
+    # Nobody picked: the error shows under the picker, nothing changes.
+    empty = await h.submit("U0BOB", view, {"to": {"type": "users_select", "selected_user": None}})
+    assert empty.json["response_action"] == "errors" and set(empty.json["errors"]) == {"to"}
+    assert (await scalar(h.app.store, "SELECT assignee FROM tasks WHERE id = :id", id=task_id)) == {"users": ["U0BOB"]}
+    done = await h.submit("U0BOB", view, {"to": {"type": "users_select", "selected_user": "U0SAM"}})
+    assert done.status == 200 and not done.json  # the modal closes
+    assert (await scalar(h.app.store, "SELECT assignee FROM tasks WHERE id = :id", id=task_id)) == {"users": ["U0SAM"]}
+
+    async def sams_card() -> Any:
+        return [c for c in people.calls("chat.postMessage") if c.response.get("channel") == "DU0SAM"]
+
+    await eventually(sams_card, what="Sam's card")
+    # The same modal submitted again (another tab): the task is not Bob's any more.
+    again = await h.submit("U0BOB", view, {"to": {"type": "users_select", "selected_user": "U0EVE"}})
+    assert again.json["response_action"] == "update" and "only they can act on it" in json.dumps(again.json)
+    assert (await scalar(h.app.store, "SELECT assignee FROM tasks WHERE id = :id", id=task_id)) == {"users": ["U0SAM"]}
+
+
 async def test_reassign_to_a_mention_as_slack_escapes_it(slack_app: StartSlack, people: FakeSlack) -> None:
     h = await slack_app(STAGES)
     task_id = await bobs_ticket(h, people)

@@ -78,7 +78,7 @@ async def open_form(h: SlackHarness, fake: FakeSlack) -> tuple[int, str, dict[st
     [posted] = await eventually(card, what="the assignment DM")
     assert_valid_blocks(posted.params["blocks"])
     opens = [e for b in posted.params["blocks"] if b["type"] == "actions" for e in b["elements"]]
-    assert [e["action_id"] for e in opens] == ["flowbot_open"]
+    assert [e["action_id"] for e in opens] == ["flowbot_open", "flowbot_reassign"]
     resp = await h.click("U0ANN", "flowbot_open", str(task_id), channel="DU0ANN")
     assert resp.status == 200
     await eventually(lambda: _value(fake.calls("views.open")), what="the modal")

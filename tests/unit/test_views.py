@@ -484,11 +484,12 @@ def test_an_approval_message_has_approve_and_decline_buttons_carrying_the_task()
         ("flowbot_approve", "task-1", "primary"),
         ("flowbot_decline", "task-1", "danger"),
         ("flowbot_open", "task-1", None),
+        ("flowbot_reassign", "task-1", None),
     ]
     assert blocks[2]["fields"][1]["text"] == "*Who*\n&lt;@U1&gt; &amp; co"
 
 
-def test_an_assignment_message_shows_what_is_asked_and_an_open_button() -> None:
+def test_an_assignment_message_shows_what_is_asked_an_open_and_a_reassign_button() -> None:
     payload = {"employee_name": "Anna", "amount": 12, "lines": [1, 2], "note": None}
     blocks = assignment_message_blocks(
         "Review expense",
@@ -499,8 +500,11 @@ def test_an_assignment_message_shows_what_is_asked_and_an_open_button() -> None:
     assert_valid_blocks(blocks)
     assert blocks[2]["fields"][0]["text"] == "*Employee name*\nAnna"
     assert len(blocks[2]["fields"]) == 2
-    (open_button,) = blocks[-1]["elements"]
+    open_button, reassign_button = blocks[-1]["elements"]
     assert (open_button["action_id"], open_button["value"]) == ("flowbot_open", "task-2")
+    assert (reassign_button["action_id"], reassign_button["value"]) == ("flowbot_reassign", "task-2")
+    without = assignment_message_blocks("Review expense", task_ref="task-2", reassign_label=None)
+    assert [e["action_id"] for e in without[-1]["elements"]] == ["flowbot_open"]
 
 
 def test_a_card_shows_at_most_20_facts() -> None:
