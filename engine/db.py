@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import sqlalchemy.exc
 from sqlalchemy import TextClause, event
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine import pgcopy, queries
 from engine.embedded import sqlalchemy_url
@@ -34,7 +34,7 @@ def wrap_exceptions() -> Any:
     """Turn driver and SQLAlchemy errors into flowbot's DatabaseError."""
     try:
         yield
-    except (sqlalchemy.exc.DBAPIError, OSError) as exc:
+    except (sqlalchemy.exc.DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         raise DatabaseError(str(getattr(exc, "orig", None) or exc)) from exc
 
 
@@ -81,36 +81,71 @@ def jsonb_array(values: Iterable[Any]) -> list[str | None]:
     return [None if v is None else _dumps(v) for v in values]
 
 
-class Tx:
-    """One open connection (usually inside a transaction) with small query helpers."""
+def compiled(query: TextClause, dialect: Any) -> tuple[str, tuple[str, ...]]:
+    """``query`` as the driver runs it (``$n`` parameters) and its parameter names in order
+    (compiled once per statement)."""
+    found = _COMPILED.get(query)
+    if found is None:
+        c = query.compile(dialect=dialect)
+        found = _COMPILED[query] = (c.string, tuple(c.positiontup or ()))
+    return found
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+
+def _rowcount(status: str) -> int:
+    """Rows a statement touched, from its command tag ("UPDATE 3", "INSERT 0 5")."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else -1
+
+
+class Tx:
+    """One open transaction on a pooled connection, with small query helpers.
+
+    Statements run on the connection's driver (asyncpg) directly, with its prepared-statement
+    cache; SQLAlchemy keeps the pool and compiles each ``engine.queries`` statement once. (Its
+    execution layer and greenlet switches were the largest single share of a busy server's CPU.)
+    """
+
+    def __init__(self, driver: asyncpg.Connection, dialect: Any) -> None:
+        self.driver = driver
+        self._dialect = dialect
+
+    def _args(self, query: TextClause, params: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+        sql, names = compiled(query, self._dialect)
+        values = params or {}
+        return sql, [values[n] for n in names]
 
     async def execute(self, query: TextClause, params: Mapping[str, Any] | None = None) -> int:
         """Run a statement; return the number of rows it touched."""
+        sql, args = self._args(query, params)
         with wrap_exceptions():
-            result = await self.conn.execute(query, dict(params or {}))
-        return result.rowcount
+            return _rowcount(await self.driver.execute(sql, *args))
 
     async def fetch_all(self, query: TextClause, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Run a query and return every row as a mapping."""
+        sql, args = self._args(query, params)
         with wrap_exceptions():
-            result = await self.conn.execute(query, dict(params or {}))
-            return [dict(r) for r in result.mappings().all()]
+            return [dict(r) for r in await self.driver.fetch(sql, *args)]
 
     async def fetch_one(self, query: TextClause, params: Mapping[str, Any] | None = None) -> Row | None:
         """Run a query and return its first row, or None."""
+        sql, args = self._args(query, params)
         with wrap_exceptions():
-            result = await self.conn.execute(query, dict(params or {}))
-            row = result.mappings().first()
+            row = await self.driver.fetchrow(sql, *args)
         return dict(row) if row is not None else None
 
     async def fetch_value(self, query: TextClause, params: Mapping[str, Any] | None = None) -> Any:
         """Run a query and return the first column of its first row, or None."""
+        sql, args = self._args(query, params)
         with wrap_exceptions():
-            result = await self.conn.execute(query, dict(params or {}))
-            return result.scalar()
+            return await self.driver.fetchval(sql, *args)
+
+    async def savepoint(self) -> Savepoint:
+        """A savepoint started now: ``await sp.commit()`` keeps what ran since, ``await
+        sp.rollback()`` undoes it (the transaction goes on either way)."""
+        sp = self.driver.transaction()
+        with wrap_exceptions():
+            await sp.start()
+        return Savepoint(sp)
 
     async def copy_binary(self, target: queries.CopyTarget, rows: bytes | bytearray) -> None:
         """Bulk-load ``rows`` (binary COPY rows, ``engine.pgcopy``) into ``target``, inside this
@@ -123,20 +158,29 @@ class Tx:
                 yield view[at:at + _COPY_PIECE]
             yield pgcopy.TRAILER
 
-        raw = await self.conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        if not driver.is_in_transaction():
-            await self.execute(queries.PING)  # SQLAlchemy sends BEGIN with its first statement
         with wrap_exceptions():
-            try:
-                await driver.copy_to_table(target.table, source=stream(), columns=target.columns, format="binary")
-            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                raise DatabaseError(str(exc)) from exc
+            await self.driver.copy_to_table(target.table, source=stream(), columns=target.columns, format="binary")
 
     async def notify(self) -> None:
         """Wake the workers once this transaction commits (one NOTIFY per transaction)."""
         await self.execute(queries.NOTIFY, {"channel": NOTIFY_CHANNEL})
+
+
+class Savepoint:
+    """A started savepoint of a ``Tx`` (``Tx.savepoint``)."""
+
+    def __init__(self, transaction: Any) -> None:
+        self._transaction = transaction
+
+    async def commit(self) -> None:
+        """Release the savepoint: what ran since it began stays in the transaction."""
+        with wrap_exceptions():
+            await self._transaction.commit()
+
+    async def rollback(self) -> None:
+        """Undo what ran since the savepoint began."""
+        with wrap_exceptions():
+            await self._transaction.rollback()
 
 
 #: Bytes per COPY data message: Postgres starts on the first piece while the rest is sent.
@@ -162,10 +206,24 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        """A transaction: committed when the block ends, rolled back if it raises."""
+        """A transaction: committed when the block ends, rolled back if it raises. A connection
+        left in doubt (its rollback failed: cancelled mid-statement, or lost) is not reused."""
         with wrap_exceptions():
-            async with self.engine.begin() as conn:
-                yield Tx(conn)
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                transaction = driver.transaction()
+                await transaction.start()
+                try:
+                    yield Tx(driver, self.engine.dialect)
+                except BaseException:
+                    try:
+                        await transaction.rollback()
+                    except BaseException:
+                        await conn.invalidate()
+                    raise
+                await transaction.commit()
 
     async def fetch_one_autocommit(self, query: TextClause, params: Mapping[str, Any]) -> Row | None:
         """Run one statement as its own implicit transaction: one round trip, no BEGIN/COMMIT.
@@ -182,11 +240,7 @@ class Database:
         return await self._autocommit(query, params, one=False)
 
     async def _autocommit(self, query: TextClause, params: Mapping[str, Any], *, one: bool) -> list[Row]:
-        compiled = _COMPILED.get(query)
-        if compiled is None:
-            c = query.compile(dialect=self.engine.dialect)
-            compiled = _COMPILED[query] = (c.string, tuple(c.positiontup or ()))
-        sql, names = compiled
+        sql, names = compiled(query, self.engine.dialect)
         args = [params[n] for n in names]
         with wrap_exceptions():
             async with self.engine.connect() as conn:

@@ -121,7 +121,7 @@ async def fire(store: Store, job: Job, fire_time: dt.datetime, *, manual: bool =
         # A savepoint: a job that raises, or a send that cannot start (it names an unknown
         # run...), fails the job without undoing the fire row. Its sends are written while it
         # runs (engine.jobs.stream), inside the savepoint.
-        savepoint = await tx.conn.begin_nested()
+        savepoint = await tx.savepoint()
         stream = SendStream(store, tx, job.stage, trigger=trigger, now=now, lock=lock)
         ctx.stream_to(stream)
         try:
