@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import sqlalchemy.exc
 from sqlalchemy import TextClause, event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from engine import pgcopy, queries
 from engine.embedded import sqlalchemy_url
@@ -63,8 +63,15 @@ _ARRAY_TYPES = ("SELECT CAST($1 AS uuid[]), CAST($2 AS bigint[]), CAST($3 AS int
                 "CAST($5 AS jsonb[]), CAST($6 AS float8[]), CAST($7 AS timestamptz[]), CAST($8 AS bool[])")
 
 
+#: One encoder for every value (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    # Empty values are the common case (no log, nothing unrouted, no run context).
+    if not value and isinstance(value, list | dict):
+        return "[]" if isinstance(value, list) else "{}"
+    return _ENCODER.encode(value)
 
 
 def json_text(value: Any) -> str:
@@ -205,14 +212,22 @@ class Database:
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[tuple[AsyncConnection, asyncpg.Connection]]:
+        """A pooled connection and its driver (asyncpg) connection. Statements go to the driver
+        directly, with its prepared-statement cache; SQLAlchemy only keeps the pool (it never
+        begins a transaction of its own here, so returning the connection costs no round trip)."""
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            yield conn, driver
+
+    @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """A transaction: committed when the block ends, rolled back if it raises. A connection
         left in doubt (its rollback failed: cancelled mid-statement, or lost) is not reused."""
         with wrap_exceptions():
-            async with self.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
+            async with self._connection() as (conn, driver):
                 transaction = driver.transaction()
                 await transaction.start()
                 try:
@@ -225,29 +240,23 @@ class Database:
                     raise
                 await transaction.commit()
 
-    async def fetch_one_autocommit(self, query: TextClause, params: Mapping[str, Any]) -> Row | None:
-        """Run one statement as its own implicit transaction: one round trip, no BEGIN/COMMIT.
-
-        Only for a statement that is atomic by itself (Postgres commits it when it returns). It
-        runs on the pooled connection's driver directly, with the driver's prepared-statement
-        cache: the hook hot path spent a third of its CPU in SQLAlchemy's execution layer.
-        """
-        rows = await self._autocommit(query, params, one=True)
+    async def fetch_one(self, query: TextClause, params: Mapping[str, Any] | None = None) -> Row | None:
+        """Run one statement as its own implicit transaction and return its first row: one round
+        trip, no BEGIN/COMMIT (Postgres commits a lone statement when it returns). For a batch of
+        statements that must commit together, use ``transaction``."""
+        rows = await self._statement(query, params, one=True)
         return rows[0] if rows else None
 
-    async def fetch_all_autocommit(self, query: TextClause, params: Mapping[str, Any]) -> list[Row]:
-        """``fetch_one_autocommit``, every row: one read in one round trip (a batch of hot reads)."""
-        return await self._autocommit(query, params, one=False)
+    async def fetch_all(self, query: TextClause, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """``fetch_one``, every row."""
+        return await self._statement(query, params, one=False)
 
-    async def _autocommit(self, query: TextClause, params: Mapping[str, Any], *, one: bool) -> list[Row]:
+    async def _statement(self, query: TextClause, params: Mapping[str, Any] | None, *, one: bool) -> list[Row]:
         sql, names = compiled(query, self.engine.dialect)
-        args = [params[n] for n in names]
+        values = params or {}
+        args = [values[n] for n in names]
         with wrap_exceptions():
-            async with self.engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
+            async with self._connection() as (_conn, driver):
                 try:
                     if one:
                         row = await driver.fetchrow(sql, *args)
@@ -255,16 +264,6 @@ class Database:
                     return [dict(r) for r in await driver.fetch(sql, *args)]
                 except Exception as exc:
                     raise DatabaseError(str(exc)) from exc
-
-    async def fetch_all(self, query: TextClause, params: Mapping[str, Any] | None = None) -> list[Row]:
-        """Run one read query in its own transaction."""
-        async with self.transaction() as tx:
-            return await tx.fetch_all(query, params)
-
-    async def fetch_one(self, query: TextClause, params: Mapping[str, Any] | None = None) -> Row | None:
-        """Run one read query in its own transaction and return its first row."""
-        async with self.transaction() as tx:
-            return await tx.fetch_one(query, params)
 
     async def ping(self) -> bool:
         """True when the database answers."""
@@ -299,10 +298,7 @@ class Database:
     ) -> AsyncIterator[None]:
         """LISTEN on a channel for the duration of the block, on a dedicated connection."""
         with wrap_exceptions():
-            async with self.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
+            async with self._connection() as (_conn, driver):
                 # Listener callbacks must not block the driver: coroutines run as tasks, kept
                 # here until they finish (the loop holds only weak references to tasks).
                 pending: set[asyncio.Future[None]] = set()

@@ -90,7 +90,7 @@ async def load_form(stage: Stage, task: Any) -> Form:
 
 async def get_task(db: Database, task_id: int) -> Row:
     """One task row (TaskNotFound when there is none)."""
-    row = await db.fetch_one_autocommit(queries.GET_TASK, {"id": task_id})
+    row = await db.fetch_one(queries.GET_TASK, {"id": task_id})
     if row is None:
         raise TaskNotFound(f"task {task_id} does not exist")
     return row
@@ -98,7 +98,7 @@ async def get_task(db: Database, task_id: int) -> Row:
 
 async def get_task_in_run(db: Database, task_id: int) -> tuple[Row | None, dict[str, Any]]:
     """One task row and its run's context, in one read ((None, {}) when there is no task)."""
-    row = await db.fetch_one_autocommit(queries.TASK_WITH_RUN_CONTEXT, {"id": task_id})
+    row = await db.fetch_one(queries.TASK_WITH_RUN_CONTEXT, {"id": task_id})
     if row is None:
         return None, {}
     task = dict(row)
@@ -118,7 +118,7 @@ async def may_act(task: Row, actor: str, directory: Directory) -> bool:
 
 
 async def _winner(db: Database, task_id: int) -> Result:
-    row = await db.fetch_one_autocommit(queries.TASK_COMPLETER, {"id": task_id})
+    row = await db.fetch_one(queries.TASK_COMPLETER, {"id": task_id})
     if row is None:
         return Result(GONE, message="the task no longer exists")
     if row["status"] == "completed":
@@ -331,7 +331,7 @@ async def get_session(db: Database, session_id: str, *, now: dt.datetime) -> Row
         uuid.UUID(session_id)
     except ValueError:
         return None
-    return await db.fetch_one_autocommit(queries.GET_FORM_SESSION, {"id": session_id, "now": now})
+    return await db.fetch_one(queries.GET_FORM_SESSION, {"id": session_id, "now": now})
 
 
 async def get_submission(db: Database, session_id: str, *, now: dt.datetime
@@ -354,8 +354,8 @@ async def get_submissions(db: Database, session_ids: list[str], *, now: dt.datet
     if not asked:
         return {}
     found: dict[str, tuple[Row, Row | None, dict[str, Any]]] = {}
-    rows = await db.fetch_all_autocommit(queries.FORM_SUBMISSION_CONTEXTS,
-                                         {"ids": [uuid.UUID(i) for i in asked], "now": now})
+    rows = await db.fetch_all(queries.FORM_SUBMISSION_CONTEXTS,
+                              {"ids": [uuid.UUID(i) for i in asked], "now": now})
     for row in rows:
         task = dict(row)
         session = task.pop("form_session")
@@ -381,10 +381,7 @@ async def close_session(db: Database, session_id: str) -> None:
 async def close_sessions(db: Database | Tx, session_ids: list[str]) -> None:
     """Forget many sessions in one statement (their forms were submitted): on its own, or in
     an open transaction ``Tx`` (with the completions of the answers they gave)."""
-    if isinstance(db, Tx):
-        await db.execute(queries.DELETE_FORM_SESSIONS, {"ids": session_ids})
-    else:
-        await db.fetch_one_autocommit(queries.DELETE_FORM_SESSIONS, {"ids": session_ids})
+    await db.fetch_one(queries.DELETE_FORM_SESSIONS, {"ids": session_ids})
 
 
 # --- load-time checks --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 
 from engine import queries, routing
 from engine.context import Outcome, Send
-from engine.db import NOTIFY_CHANNEL, Database
+from engine.db import NOTIFY_CHANNEL, Database, json_text
 from engine.groupcommit import GroupCommit
 from engine.hooks.request import HookRequest
 from engine.store import Store
@@ -129,17 +129,6 @@ class Item:
     tasks: list[tuple[uuid.UUID, str, str, str, int, int]]
 
 
-#: One encoder for every delivery (``json.dumps`` with options builds a new one per call).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
-
-
-def _dumps(value: Any) -> str:
-    # Empty values are the common case (no log, nothing unrouted, no run context).
-    if not value and isinstance(value, list | dict):
-        return "[]" if isinstance(value, list) else "{}"
-    return _ENCODER.encode(value)
-
-
 def batch_params(items: list[Item]) -> dict[str, Any]:
     """The parameters of ``queries.DELIVER_HOOKS`` for ``items`` (numbered by position)."""
     p: dict[str, list[Any]] = {k: [] for k in (
@@ -152,14 +141,14 @@ def batch_params(items: list[Item]) -> dict[str, Any]:
         p["delivery_ids"].append(item.delivery_id)
         p["methods"].append(item.method)
         p["statuses"].append(item.status)
-        p["headers"].append(_dumps(item.headers))
+        p["headers"].append(json_text(item.headers))
         p["bodies"].append(item.body)
-        p["run_ids_json"].append(_dumps([str(r) for r in item.run_ids]))
-        p["unrouted"].append(_dumps(item.unrouted))
-        p["logs"].append(_dumps(item.log))
+        p["run_ids_json"].append(json_text([str(r) for r in item.run_ids]))
+        p["unrouted"].append(json_text(item.unrouted))
+        p["logs"].append(json_text(item.log))
         p["nows"].append(item.now)
         if item.run_ids:
-            trigger, context = _dumps(item.trigger), _dumps(item.context)
+            trigger, context = json_text(item.trigger), json_text(item.context)
             for run_id in item.run_ids:
                 p["run_items"].append(n)
                 p["run_ids"].append(run_id)
@@ -194,7 +183,7 @@ class Committer(GroupCommit[Item]):
         self.waker = waker
 
     async def _execute(self, items: list[Item]) -> set[int]:
-        row = await self.db.fetch_one_autocommit(queries.DELIVER_HOOKS, batch_params(items))
+        row = await self.db.fetch_one(queries.DELIVER_HOOKS, batch_params(items))
         kept = set(row["kept"]) if row is not None else set()
         if any(items[n].run_ids for n in kept):
             self.waker.wake()
@@ -270,7 +259,7 @@ class Waker:
         while self._pending:
             self._pending = False
             try:
-                await self.db.fetch_one_autocommit(queries.NOTIFY, {"channel": NOTIFY_CHANNEL})
+                await self.db.fetch_one(queries.NOTIFY, {"channel": NOTIFY_CHANNEL})
             except Exception as exc:  # the workers' poll picks the tasks up anyway
                 log.warning("could not wake the workers: %s", exc, extra={"action": "hook_wake_failed"})
                 return

@@ -127,8 +127,8 @@ class HookServer:
             return error(400, str(exc))
         if delivery_id is not None:
             async with self.db_slots:
-                earlier = await self.app.db.fetch_one_autocommit(queries.FIND_HOOK_DELIVERY,
-                                                     {"hook": stage.key, "delivery_id": delivery_id})
+                earlier = await self.app.db.fetch_one(queries.FIND_HOOK_DELIVERY,
+                                                      {"hook": stage.key, "delivery_id": delivery_id})
             if earlier is not None:
                 return _replay(earlier)
         hook_request = HookRequest(
@@ -159,8 +159,8 @@ class HookServer:
             return error(422, str(exc))
         if delivered.rendered is None:
             assert request.delivery_id is not None
-            twin = await self.app.db.fetch_one_autocommit(queries.FIND_HOOK_DELIVERY,
-                                              {"hook": stage.key, "delivery_id": request.delivery_id})
+            twin = await self.app.db.fetch_one(queries.FIND_HOOK_DELIVERY,
+                                               {"hook": stage.key, "delivery_id": request.delivery_id})
             assert twin is not None, "a conflicting delivery is visible once its insert returned"
             return _replay(twin)
         if delivered.unrouted:
