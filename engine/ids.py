@@ -27,19 +27,9 @@ class Uuid7Counter:
         # variant bits (2^61 ids per counter).
         self._tail = (0b10 << 62) | secrets.randbits(61)
 
-    def next(self) -> str:
-        """The next id, as text."""
-        return self.next_with_bytes()[0]
-
     def next_with_bytes(self) -> tuple[str, bytes]:
         """The next id, as text and as its 16 bytes."""
         tail = self._tail
         self._tail += 1
         t = f"{tail:016x}"
         return f"{self._prefix}{t[:4]}-{t[4:]}", self._head + tail.to_bytes(8, "big")
-
-
-def uuid7_batch(n: int, *, ms: int | None = None) -> list[str]:
-    """``n`` distinct UUIDv7 strings, ascending, for one batch of new rows."""
-    counter = Uuid7Counter(ms=ms)
-    return [counter.next() for _ in range(n)]

@@ -30,11 +30,6 @@ def row_start(n_fields: int) -> bytes:
     return struct.pack("!h", n_fields)
 
 
-def length(n: int) -> bytes:
-    """A field's length word."""
-    return _LEN.pack(n)
-
-
 def text(value: str | None) -> bytes:
     """A text field (or NULL)."""
     if value is None:
