@@ -132,50 +132,42 @@ def submission_reads(ctx: BotContext) -> GroupRead[str, Submission]:
 def register(bolt: AsyncApp, ctx: BotContext) -> None:
     """Add the card buttons, the form modal submission and the options listener to ``bolt``."""
 
-    later = ctx.follow_ups
+    def acked_then(work: Callable[[dict[str, Any], int], Awaitable[object]], what: str, *,
+                   defer: bool = True) -> Callable[..., Awaitable[None]]:
+        """A card button's listener: ack, then ``work(body, task_id)`` after the ack
+        (``defer=False``: at once, for work that opens a modal before its trigger id expires)."""
 
-    async def on_approve(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
-        later.start(lambda: decide(ctx, body, int(action["value"]), APPROVED), "Approve")
+        async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+            await ack()
+            ctx.follow_ups.start(lambda: work(body, int(action["value"])), what, defer=defer)
 
-    async def on_decline(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
-        later.start(lambda: decide(ctx, body, int(action["value"]), DECLINED), "Decline")
+        return listener
 
-    async def on_open(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
-        later.start(lambda: open_task_form(ctx, body["trigger_id"], body["user"]["id"], int(action["value"]),
-                                           where=body), "Open", defer=False)
+    def answered_in_ack(answer: Callable[[BotContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+                        ) -> Callable[..., Awaitable[None]]:
+        """A modal submission's listener: its answer (errors, next view, or close) rides on the ack."""
 
-    async def on_claim(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
-        later.start(lambda: claim(ctx, body, int(action["value"])), "Claim")
+        async def listener(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+            with ctx.priority.urgent():  # in Socket Mode too
+                response = await answer(ctx, body["user"]["id"], view)
+            await ack(**response)
 
-    async def on_submit(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        with ctx.priority.urgent():  # in Socket Mode too
-            answer = await submission(ctx, body["user"]["id"], view)
-        await ack(**answer)
-
-    async def on_reassign(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
-        later.start(lambda: offer_reassign(ctx, body, int(action["value"])), "Reassign", defer=False)
-
-    async def on_reassign_submit(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        with ctx.priority.urgent():
-            answer = await reassign_submission(ctx, body["user"]["id"], view)
-        await ack(**answer)
+        return listener
 
     async def on_options(ack: Any, body: dict[str, Any]) -> None:
         await ack(**await options(ctx, body))
 
     # Bolt tries listeners in this order: submissions (the slowest acks) first.
-    bolt.view_submission(modals.CALLBACK_FORM)(on_submit)
-    bolt.action(ACTION_APPROVE)(on_approve)
-    bolt.action(ACTION_DECLINE)(on_decline)
-    bolt.action(re.compile(rf"^{re.escape(ACTION_OPEN)}$"))(on_open)
-    bolt.action(ACTION_CLAIM)(on_claim)
-    bolt.action(ACTION_REASSIGN)(on_reassign)
-    bolt.view_submission(modals.CALLBACK_REASSIGN)(on_reassign_submit)
+    bolt.view_submission(modals.CALLBACK_FORM)(answered_in_ack(submission))
+    bolt.action(ACTION_APPROVE)(acked_then(lambda body, task: decide(ctx, body, task, APPROVED), "Approve"))
+    bolt.action(ACTION_DECLINE)(acked_then(lambda body, task: decide(ctx, body, task, DECLINED), "Decline"))
+    bolt.action(re.compile(rf"^{re.escape(ACTION_OPEN)}$"))(acked_then(
+        lambda body, task: open_task_form(ctx, body["trigger_id"], body["user"]["id"], task, where=body),
+        "Open", defer=False))
+    bolt.action(ACTION_CLAIM)(acked_then(lambda body, task: claim(ctx, body, task), "Claim"))
+    bolt.action(ACTION_REASSIGN)(acked_then(lambda body, task: offer_reassign(ctx, body, task), "Reassign",
+                                            defer=False))
+    bolt.view_submission(modals.CALLBACK_REASSIGN)(answered_in_ack(reassign_submission))
     bolt.options(re.compile(".*"))(on_options)
 
 
