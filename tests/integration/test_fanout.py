@@ -167,26 +167,25 @@ async def test_forms_joins_and_unrouted_sends_of_a_job_take_their_own_paths(stor
     assert await scalar(store, "SELECT count(*) FROM join_arrivals WHERE stage = 'merge'") == 1
 
 
-async def test_a_sync_job_that_raises_after_several_batches_commits_only_its_failed_fire(store: Store) -> None:
-    result = await fire(store, find_job(store.registry, "spread/failing"), FIRE)
-    assert result.status == "failed" and "the source went away" in (result.error or "")
+async def fails_leaving_nothing(store: Store, job: str, error: str) -> None:
+    """Fire ``job``: it fails with ``error`` in its error, and none of its batches remain."""
+    result = await fire(store, find_job(store.registry, job), FIRE)
+    assert result.status == "failed" and error in (result.error or "")
     assert await scalar(store, "SELECT count(*) FROM runs") == 0
     assert await scalar(store, "SELECT count(*) FROM tasks") == 0
+
+
+async def test_a_sync_job_that_raises_after_several_batches_commits_only_its_failed_fire(store: Store) -> None:
+    await fails_leaving_nothing(store, "spread/failing", "the source went away")
     assert await scalar(store, "SELECT status FROM job_fires WHERE job = 'spread/failing'") == "failed"
 
 
 async def test_a_send_naming_an_unknown_run_undoes_the_batches_already_written(store: Store) -> None:
-    result = await fire(store, find_job(store.registry, "spread/naming"), FIRE)
-    assert result.status == "failed" and "does not exist" in (result.error or "")
-    assert await scalar(store, "SELECT count(*) FROM runs") == 0
-    assert await scalar(store, "SELECT count(*) FROM tasks") == 0
+    await fails_leaving_nothing(store, "spread/naming", "does not exist")
 
 
 async def test_a_batch_postgres_refuses_fails_the_job_and_undoes_every_batch(store: Store) -> None:
-    result = await fire(store, find_job(store.registry, "spread/nul"), FIRE)
-    assert result.status == "failed" and "\\u0000" in (result.error or "")
-    assert await scalar(store, "SELECT count(*) FROM runs") == 0
-    assert await scalar(store, "SELECT count(*) FROM tasks") == 0
+    await fails_leaving_nothing(store, "spread/nul", "\\u0000")
     assert await scalar(store, "SELECT status FROM job_fires WHERE job = 'spread/nul'") == "failed"
 
 

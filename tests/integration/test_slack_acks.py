@@ -146,14 +146,25 @@ async def test_errors_and_next_pages_ride_on_the_acks_of_a_burst_mixed_with_clic
     assert len([t for t in told if "already completed by" in t]) == len(reviews)
 
 
-async def test_submission_context_is_one_read_matching_the_task_row(slack_app: StartSlack,
-                                                                    fake_slack: FakeSlack) -> None:
-    h = await slack_app(STAGES, worker=False, outbox=False)
+async def note_and_start_sessions(h: SlackHarness, *, start_user: str) -> tuple[str, int, str, str]:
+    """A run at the "note" form with Ann's session on its task, and ``start_user``'s session of
+    the same form as a start form (payload ``{"k": 1}``): (run id, task id, the task's
+    session id, the start session id)."""
     stage = h.app.registry.get("desk").stage("note")
     run_id, task_id = await h.app.store.start_run(stage, {"n": 1})
     now = h.app.store.clock()
     sid = await people.open_session(h.app.db, user_id="U0ANN", workflow="desk", stage="note", task_id=task_id,
                                     page="first", now=now)
+    start = await people.open_session(h.app.db, user_id=start_user, workflow="desk", stage="note",
+                                      payload={"k": 1}, page="first", now=now)
+    return run_id, task_id, sid, start
+
+
+async def test_submission_context_is_one_read_matching_the_task_row(slack_app: StartSlack,
+                                                                    fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES, worker=False, outbox=False)
+    run_id, task_id, sid, start = await note_and_start_sessions(h, start_user="U0ANN")
+    now = h.app.store.clock()
     found = await people.get_submission(h.app.db, sid, now=now)
     assert found is not None
     session, task, run_context = found
@@ -162,8 +173,6 @@ async def test_submission_context_is_one_read_matching_the_task_row(slack_app: S
     assert task == await task_row(h.app.store, task_id)
     run = await h.app.store.get_run(run_id)
     assert run is not None and run_context == run["context"]
-    start = await people.open_session(h.app.db, user_id="U0ANN", workflow="desk", stage="note",
-                                      payload={"k": 1}, page="first", now=now)
     found = await people.get_submission(h.app.db, start, now=now)
     assert found is not None and found[1] is None and found[0]["payload"] == {"k": 1}
     assert await people.get_submission(h.app.db, "not-a-uuid", now=now) is None
@@ -195,13 +204,8 @@ async def test_a_burst_of_submissions_reads_its_sessions_together(slack_app: Sta
 async def test_get_submissions_reads_many_sessions_by_the_ids_asked_for(slack_app: StartSlack,
                                                                        fake_slack: FakeSlack) -> None:
     h = await slack_app(STAGES, worker=False, outbox=False)
-    stage = h.app.registry.get("desk").stage("note")
-    _run, task_id = await h.app.store.start_run(stage, {"n": 1})
+    _run, _task, sid, start = await note_and_start_sessions(h, start_user="U0BOB")
     now = h.app.store.clock()
-    sid = await people.open_session(h.app.db, user_id="U0ANN", workflow="desk", stage="note", task_id=task_id,
-                                    page="first", now=now)
-    start = await people.open_session(h.app.db, user_id="U0BOB", workflow="desk", stage="note",
-                                      payload={"k": 1}, page="first", now=now)
     found = await people.get_submissions(h.app.db, [sid, sid.upper(), start, "not-a-uuid",
                                                     "00000000-0000-0000-0000-000000000000"], now=now)
     assert sorted(found) == sorted([sid, sid.upper(), start])
