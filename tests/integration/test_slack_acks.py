@@ -17,7 +17,7 @@ from bot.interactions import Completions
 from engine import people
 from engine.errors import DatabaseError
 from engine.groupcommit import GroupRead
-from engine.store import Finished
+from engine.store import Finished, Store
 from engine.worker import Worker, WorkerOptions
 from tests.fakeslack import FakeSlack
 from tests.slack import SlackHarness, StartSlack
@@ -365,6 +365,16 @@ class Open:
         return False
 
 
+def answering(store: Store, batcher: Completions) -> Callable[[int, str], Awaitable[people.Result]]:
+    """``answer(task_id, user)``: ``user`` submits the note form of a task, committed by ``batcher``."""
+
+    async def answer(task_id: int, user: str) -> people.Result:
+        return await people.submit(store, task_id, {"title": "T", "note": f"by {user}"}, user, Open(),
+                                   max_payload_bytes=100_000, commit=batcher.committer(user))
+
+    return answer
+
+
 async def test_completions_commit_many_answers_together_and_one_per_task(slack_app: StartSlack,
                                                                        fake_slack: FakeSlack) -> None:
     h = await slack_app(STAGES, worker=False, outbox=False)
@@ -372,10 +382,7 @@ async def test_completions_commit_many_answers_together_and_one_per_task(slack_a
     stage = h.app.registry.get("desk").stage("note")
     tasks = [(await store.start_run(stage, {"n": i}))[1] for i in range(8)]
     batcher = Completions(store)
-
-    async def answer(task_id: int, user: str) -> people.Result:
-        return await people.submit(store, task_id, {"title": "T", "note": f"by {user}"}, user, Open(),
-                                   max_payload_bytes=100_000, commit=batcher.committer(user))
+    answer = answering(store, batcher)
 
     results = await asyncio.gather(*(answer(t, u) for t in tasks for u in ("U0ANN", "U0BOB")))
     assert max(batcher.batch_sizes) > 1  # answers waiting together committed together
@@ -399,10 +406,7 @@ async def test_answers_of_different_people_share_one_transaction_each_under_its_
     people_ = ["U0ANN", "U0BOB"] * 4  # the stage's two assignees, each answering other tasks
     tasks = [(await store.start_run(stage, {"n": i}))[1] for i in range(len(people_))]
     batcher = Completions(store)
-
-    async def answer(task_id: int, user: str) -> people.Result:
-        return await people.submit(store, task_id, {"title": "T", "note": f"by {user}"}, user, Open(),
-                                   max_payload_bytes=100_000, commit=batcher.committer(user))
+    answer = answering(store, batcher)
 
     results = await asyncio.gather(*(answer(t, u) for t, u in zip(tasks, people_, strict=True)))
     assert all(r.ok for r in results)
