@@ -365,7 +365,9 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
     from slack_sdk.web.async_client import AsyncWebClient
 
     from bot import modals
-    from bot.app import http_routes, new_bolt
+    from bot.acks import FollowUps, Priority
+    from bot.app import new_bolt
+    from bot.endpoint import SlackEndpoint
     from bot.identity import BotIdentity
     from engine.cli import freeze_startup_objects
     from engine.forms import Form, Text
@@ -374,7 +376,7 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
     client = AsyncWebClient(token=TOKEN, base_url=fake_url)
     if flowbot_setup:  # as flowbot sets up Bolt, and as `flowbot run` asks auth.test at start
         identity = BotIdentity(client)
-        bolt = new_bolt(identity, SECRET)
+        bolt = new_bolt(identity)
         await identity.auth_test()
     else:
         bolt = AsyncApp(signing_secret=SECRET, client=client)
@@ -390,7 +392,7 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
 
     http = web.Application()
     if flowbot_setup:
-        http.add_routes(http_routes(bolt))
+        http.add_routes(SlackEndpoint(bolt, SECRET, FollowUps(Priority())).routes())
     else:
         http.router.add_post("/slack/events", events)
     runner = web.AppRunner(http, access_log=None)

@@ -1,4 +1,5 @@
-"""The Bolt app and its transports: HTTP mode at ``POST /slack/events``, Socket Mode on request.
+"""The Bolt app and its transports: HTTP mode at ``POST /slack/events`` (``bot.endpoint``),
+Socket Mode on request.
 
 ``build_bolt`` creates one ``slack_bolt`` AsyncApp on flowbot's Web API client (which honours
 ``SLACK_API_URL``) and lets every listener module register itself. Slack wants an answer
@@ -15,13 +16,10 @@ import importlib
 import logging
 from typing import Any
 
-from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.acks import Priority
 from bot.context import BotContext
 from bot.identity import BotIdentity
 
@@ -30,15 +28,13 @@ log = logging.getLogger(__name__)
 #: Listener modules; each defines ``register(bolt, ctx)``. A module not installed yet is skipped.
 HANDLER_MODULES: list[str] = ["bot.interactions", "bot.commands", "bot.home", "bot.reminders"]
 
-#: Where Slack sends events, slash commands and interactivity in HTTP mode.
-EVENTS_PATH = "/slack/events"
 
-
-def new_bolt(identity: BotIdentity, signing_secret: str | None) -> AsyncApp:
+def new_bolt(identity: BotIdentity) -> AsyncApp:
     """A Bolt app without listeners, set up as flowbot's: authorized by ``identity`` (one
     ``auth.test`` for the process), answering when a listener returns (listeners ack, then hand
-    slow work to ``bot.acks.FollowUps``), and checking signatures when there is a secret
-    (Socket Mode alone has none: its requests come over the authenticated socket)."""
+    slow work to ``bot.acks.FollowUps``). It does not check signatures: in HTTP mode flowbot's
+    endpoint (``bot.endpoint``) has checked them before Bolt sees a request, and Socket Mode's
+    requests come over the authenticated socket."""
 
     async def authorize(user_id: str | None = None) -> AuthorizeResult:
         # A plain function: Bolt passes what its parameters name (a method's "self" confuses it).
@@ -50,8 +46,8 @@ def new_bolt(identity: BotIdentity, signing_secret: str | None) -> AsyncApp:
         # Bolt gives each request a client of its own with the token ``authorize`` returns.
         client=AsyncWebClient(base_url=client.base_url, timeout=client.timeout, session=client.session),
         authorize=authorize,
-        signing_secret=signing_secret or "",
-        request_verification_enabled=bool(signing_secret),
+        signing_secret="",
+        request_verification_enabled=False,
         process_before_response=True,
         logger=logging.getLogger("flowbot.slack"),
     )
@@ -59,7 +55,7 @@ def new_bolt(identity: BotIdentity, signing_secret: str | None) -> AsyncApp:
 
 def build_bolt(ctx: BotContext) -> AsyncApp:
     """flowbot's Bolt app (``new_bolt``) with every listener module registered."""
-    bolt = new_bolt(ctx.identity, ctx.settings.slack_signing_secret)
+    bolt = new_bolt(ctx.identity)
     for name in HANDLER_MODULES:
         try:
             module = importlib.import_module(name)
@@ -70,20 +66,6 @@ def build_bolt(ctx: BotContext) -> AsyncApp:
             continue
         module.register(bolt, ctx)
     return bolt
-
-
-def http_routes(bolt: AsyncApp, priority: Priority | None = None) -> list[web.RouteDef]:
-    """``POST /slack/events``: Slack's signed requests handed to Bolt (it answers 401 to a bad
-    signature or a timestamp older than five minutes). Each request is ``priority.urgent``
-    until answered: after-ack work waits for the acks of a burst."""
-    priority = priority or Priority()
-
-    async def events(request: web.Request) -> web.Response:
-        with priority.urgent():
-            response = await bolt.async_dispatch(await to_bolt_request(request))
-            return await to_aiohttp_response(response)
-
-    return [web.post(EVENTS_PATH, events)]
 
 
 def socket_mode_part(bolt: AsyncApp, app_token: str) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.app import EVENTS_PATH
+from bot.endpoint import EVENTS_PATH
 
 #: Every Web API method flowbot calls, with the bot scopes it needs. views.* need none.
 METHODS: dict[str, tuple[str, ...]] = {

@@ -55,6 +55,7 @@ class SlackPlugin:
         from bot import delivery, modals
         from bot.acks import deferring
         from bot.context import make_context
+        from bot.endpoint import EVENTS_PATH, SlackEndpoint
         from bot.identity import identity_part
 
         modals.check_forms_or_raise(app.registry)
@@ -68,14 +69,14 @@ class SlackPlugin:
             app.add_outbox_handler(kind, deferring(ctx.priority, handler))
         app.add_background_gate(ctx.priority.quiet)  # the worker's next claim, too
         if settings.slack_signing_secret:
-            app.add_routes(bot_app.http_routes(bolt, ctx.priority))
+            app.add_routes(SlackEndpoint(bolt, settings.slack_signing_secret, ctx.follow_ups).routes())
         app.add_background(identity_part(ctx.identity))  # auth.test at start
         if settings.slack_app_token:
             app.add_background(bot_app.socket_mode_part(bolt, settings.slack_app_token))
         app.add_closer(ctx.follow_ups.close)  # what listeners do after their ack
         app.state[STATE_CONTEXT] = ctx
         app.state[STATE_BOLT] = bolt
-        mode = "Socket Mode" if settings.slack_app_token else f"HTTP mode at {bot_app.EVENTS_PATH}"
+        mode = "Socket Mode" if settings.slack_app_token else f"HTTP mode at {EVENTS_PATH}"
         log.info("slack: on (%s)", mode, extra={"action": "slack_on"})
 
     async def close(self) -> None:

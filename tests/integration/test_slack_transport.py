@@ -59,6 +59,45 @@ async def test_a_stale_timestamp_is_refused_even_with_a_valid_signature(
     assert fake_slack.requests == []
 
 
+async def test_a_click_is_answered_at_once_and_handled_after_the_acks_still_due(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    with h.ctx.priority.urgent():  # another request of the burst still awaits its ack
+        resp = await h.click("U0EVE", "flowbot_approve", "424242", channel="DU0EVE")
+        assert (resp.status, resp.text) == (200, "")
+        await asyncio.sleep(0.05)
+        assert fake_slack.calls("chat.postEphemeral") == []  # Bolt has not run the listener yet
+    await h.settle()
+    [told] = fake_slack.calls("chat.postEphemeral")
+    assert told.params["user"] == "U0EVE" and "no longer exists" in told.params["text"]
+
+
+async def test_a_click_nobody_listens_to_is_answered_200_and_changes_nothing(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    resp = await h.click("U0ANN", "another_apps_button", "1", channel="DU0ANN")
+    assert (resp.status, resp.text) == (200, "")
+    await h.settle()
+    assert [c.method for c in fake_slack.requests if c.method != "auth.test"] == []
+
+
+async def test_ssl_check_is_answered_unsigned_and_malformed_signed_bodies_get_400(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    async with h.session.post(h.events_url, data="ssl_check=1&token=abc",
+                              headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+        assert resp.status == 200
+    for body, content_type in (("payload=%7Bnot+json", "application/x-www-form-urlencoded"),
+                               ("payload=%5B1%2C2%5D", "application/x-www-form-urlencoded"),
+                               ("[1, 2]", "application/json")):
+        bad = await h.post(body, content_type=content_type)
+        assert bad.status == 400 and "malformed body" in bad.json["error"], body
+    unsigned = await h.post("payload=%7Bnot+json", content_type="application/x-www-form-urlencoded",
+                            signature="v0=" + "0" * 64)
+    assert unsigned.status == 401  # the signature is checked before anything is read into the body
+    assert [c.method for c in fake_slack.requests if c.method != "auth.test"] == []
+
+
 async def test_a_burst_right_after_a_start_calls_auth_test_once(slack_app: StartSlack,
                                                                  fake_slack: FakeSlack) -> None:
     h = await slack_app(STAGES)
