@@ -43,6 +43,7 @@ import psutil
 from common import out
 
 from engine import migrate
+from engine.cli import run_async
 from engine.hooks import sign_hmac
 
 ROOT = common.ROOT
@@ -92,7 +93,11 @@ async def main(port: int, url: str) -> None:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     await asyncio.Event().wait()
 
-asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+try:  # the event loop flowbot runs on (engine.cli.run_async)
+    from uvloop import run
+except ImportError:
+    from asyncio import run
+run(main(int(sys.argv[1]), sys.argv[2]))
 """
 
 
@@ -320,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     out(f"hooks: HMAC-signed JSON POSTs, {args.connections} connections on loopback, "
         f"{args.seconds:g} s per server (after {args.warmup:g} s warm-up), best of {args.rounds}")
     with common.pg_server() as pg:
-        flow, minimal = asyncio.run(run(pg, args))
+        flow, minimal = run_async(run(pg, args))  # the loop flowbot runs on; the minimal server too
         ratio = flow.rate / minimal.rate
         out(describe("flowbot hook (HMAC, 1 run + task + delivery per request)", flow))
         out(describe("minimal aiohttp + asyncpg insert", minimal))

@@ -58,6 +58,7 @@ from aiohttp import web
 
 from engine import migrate, people
 from engine.app import open_app
+from engine.cli import run_async
 from engine.embedded import EmbeddedPostgres
 from engine.settings import Settings
 from tests.fakeslack import FakeSlack
@@ -478,4 +479,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_async(main())  # on the event loop `flowbot run` runs on

@@ -47,6 +47,7 @@ import psutil
 from common import Cpu, Server, out
 
 from engine import migrate
+from engine.cli import run_async
 from engine.db import Database
 from engine.loader import load_workflows
 from engine.routing import Routes, new_task
@@ -434,7 +435,7 @@ def main() -> None:
         parser.error("--tasks must be an even number (two stages per run)")
     logging.basicConfig(level=logging.WARNING)
     with common.pg_server() as server, tempfile.TemporaryDirectory(prefix="fbbench-") as tmp:
-        asyncio.run(main_async(args, server, Path(tmp)))
+        run_async(main_async(args, server, Path(tmp)))  # the loop flowbot runs on, for all three
 
 
 if __name__ == "__main__":
