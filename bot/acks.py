@@ -88,6 +88,10 @@ class Priority:
                 else:
                     self._quiet.set()
 
+    def is_quiet(self) -> bool:
+        """No ack has been due for ``pause`` (``quiet`` would return at once)."""
+        return self._quiet.is_set()
+
     def _paused(self) -> None:
         self._pausing = None
         self._quiet.set()
@@ -142,26 +146,58 @@ class FollowUps:
         self.priority = priority
         self._tasks: set[asyncio.Task[None]] = set()
         self._optional: set[asyncio.Task[None]] = set()
+        #: Deferred work waiting for the acks due, and the one task waiting for them.
+        self._queued: list[tuple[Callable[[], Awaitable[object]], str, bool]] = []
+        self._waiter: asyncio.Task[None] | None = None
         self._closed = False
 
     def start(self, work: Callable[[], Awaitable[object]], what: str, *, defer: bool = True,
               optional: bool = False) -> None:
         """Run ``work()`` in the background (see the class). ``optional`` work (a Home tab
-        refresh) is cancelled at once when the app closes, and skipped once it has."""
+        refresh) is cancelled at once when the app closes, and skipped once it has.
+
+        While acks are due, deferred work waits in a queue (one waiter for all of it, not a
+        task each: a burst of clicks queues a hundred of them)."""
         if self._closed:
             if not optional:
                 log.warning("%s after its ack: flowbot is stopping; not done", what,
                             extra={"action": "follow_up_dropped"})
             return
+        if defer and not self.priority.is_quiet():
+            self._queued.append((work, what, optional))
+            if self._waiter is None:
+                self._waiter = asyncio.create_task(self._start_queued(), name="flowbot follow-ups: queued")
+                self._tasks.add(self._waiter)
+                self._waiter.add_done_callback(self._tasks.discard)
+            return
+        self._spawn(work, what, defer, optional)
+
+    def _spawn(self, work: Callable[[], Awaitable[object]], what: str, defer: bool, optional: bool) -> None:
         task = asyncio.create_task(self._run(work, what, defer), name=f"flowbot follow-up: {what}")
         (self._optional if optional else self._tasks).add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(self._optional.discard)
 
+    async def _start_queued(self) -> None:
+        """Start the queued work once the acks due are out."""
+        try:
+            await self.priority.quiet()
+        finally:
+            self._start_all_queued()
+
+    def _start_all_queued(self) -> None:
+        self._waiter = None
+        queued, self._queued = self._queued, []
+        for work, what, optional in queued:
+            if not self._closed:
+                self._spawn(work, what, True, optional)
+            elif not optional:  # stopping: acked work is done now, not after more acks
+                self._spawn(work, what, False, optional)
+
     @property
     def running(self) -> int:
-        """Follow-ups started and not finished."""
-        return len(self._tasks) + len(self._optional)
+        """Follow-ups started or queued, and not finished."""
+        return len(self._tasks) + len(self._optional) + len(self._queued) - (self._waiter is not None)
 
     async def _run(self, work: Callable[[], Awaitable[object]], what: str, defer: bool) -> None:
         try:
@@ -187,6 +223,10 @@ class FollowUps:
         """Take no more work; wait up to ``grace`` seconds for work in progress, cancel the rest
         (optional work at once)."""
         self._closed = True
+        if self._waiter is not None:
+            self._waiter.cancel()
+            await asyncio.gather(self._waiter, return_exceptions=True)
+        self._start_all_queued()  # queued work starts now (what is not optional)
         optional = set(self._optional)
         for task in optional:
             task.cancel()

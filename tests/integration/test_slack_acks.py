@@ -12,7 +12,7 @@ from typing import Any
 from support import eventually, scalar, task_row
 
 from bot import modals
-from bot.acks import Priority, deferring
+from bot.acks import FollowUps, Priority, deferring
 from bot.interactions import Completions
 from engine import people
 from engine.errors import DatabaseError
@@ -353,6 +353,32 @@ async def test_click_work_is_not_starved_by_a_stream_of_submissions() -> None:
     with priority.urgent():
         await asyncio.wait_for(click(), 5)
     assert ran.is_set()
+
+
+async def test_follow_ups_queue_behind_due_acks_in_one_waiter_and_stop_keeps_what_is_not_optional() -> None:
+    follow_ups = FollowUps(Priority(max_defer=60, pause=0))
+    ran: list[str] = []
+
+    def work(name: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            ran.append(name)
+        return run
+
+    with follow_ups.priority.urgent():
+        for n in range(50):
+            follow_ups.start(work(f"click {n}"), "click")
+        assert follow_ups.running == 50 and len(follow_ups._tasks) == 1  # queued behind one waiter
+        await asyncio.sleep(0.01)
+        assert ran == []
+    await follow_ups.idle(5)
+    assert sorted(ran) == sorted(f"click {n}" for n in range(50)) and follow_ups.running == 0
+
+    ran.clear()
+    with follow_ups.priority.urgent():
+        follow_ups.start(work("acked click"), "click")
+        follow_ups.start(work("home refresh"), "home", optional=True)
+        await follow_ups.close(grace=5)  # a stop while an ack is still due
+    assert ran == ["acked click"]  # done before the stop; optional work dropped
 
 
 class Open:
