@@ -10,8 +10,9 @@ import asyncio
 import datetime as dt
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -129,6 +130,10 @@ class UserResolver:
         return self.handles[handle]
 
 
+#: A modal submission's answer: ``answer(user_id, view)`` → the fields of its ack.
+ViewAnswer = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
 @dataclass
 class BotContext:
     """The Slack app's handle on flowbot: engine ``app``, Web API ``client``, ``resolver``."""
@@ -143,6 +148,10 @@ class BotContext:
     follow_ups: FollowUps = field(init=False)
     #: Who flowbot is in Slack (one ``auth.test`` for the process; Bolt's ``authorize``).
     identity: BotIdentity = field(init=False)
+    #: flowbot's own modals answered in their ack, by ``callback_id``: ``answer(user_id, view)``
+    #: returns the ack's fields (errors, the next view, or nothing: close). The HTTP endpoint
+    #: calls them directly; Bolt's listeners (Socket Mode) call the same functions.
+    view_answers: dict[str, ViewAnswer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.follow_ups = FollowUps(self.priority)

@@ -143,22 +143,26 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
 
         return listener
 
-    def answered_in_ack(answer: Callable[[BotContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]
-                        ) -> Callable[..., Awaitable[None]]:
-        """A modal submission's listener: its answer (errors, next view, or close) rides on the ack."""
+    def answered_in_ack(callback_id: str,
+                        answer: Callable[[BotContext, str, dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
+        """A modal whose answer (errors, next view, or close) rides on the ack of its submission:
+        answered by the HTTP endpoint directly (``ctx.view_answers``), by Bolt in Socket Mode."""
+
+        async def answer_view(user_id: str, view: dict[str, Any]) -> dict[str, Any]:
+            with ctx.priority.urgent():  # in Socket Mode too
+                return await answer(ctx, user_id, view)
 
         async def listener(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-            with ctx.priority.urgent():  # in Socket Mode too
-                response = await answer(ctx, body["user"]["id"], view)
-            await ack(**response)
+            await ack(**await answer_view(body["user"]["id"], view))
 
-        return listener
+        ctx.view_answers[callback_id] = answer_view
+        bolt.view_submission(callback_id)(listener)
 
     async def on_options(ack: Any, body: dict[str, Any]) -> None:
         await ack(**await options(ctx, body))
 
     # Bolt tries listeners in this order: submissions (the slowest acks) first.
-    bolt.view_submission(modals.CALLBACK_FORM)(answered_in_ack(submission))
+    answered_in_ack(modals.CALLBACK_FORM, submission)
     bolt.action(ACTION_APPROVE)(acked_then(lambda body, task: decide(ctx, body, task, APPROVED), "Approve"))
     bolt.action(ACTION_DECLINE)(acked_then(lambda body, task: decide(ctx, body, task, DECLINED), "Decline"))
     bolt.action(re.compile(rf"^{re.escape(ACTION_OPEN)}$"))(acked_then(
@@ -167,7 +171,7 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
     bolt.action(ACTION_CLAIM)(acked_then(lambda body, task: claim(ctx, body, task), "Claim"))
     bolt.action(ACTION_REASSIGN)(acked_then(lambda body, task: offer_reassign(ctx, body, task), "Reassign",
                                             defer=False))
-    bolt.view_submission(modals.CALLBACK_REASSIGN)(answered_in_ack(reassign_submission))
+    answered_in_ack(modals.CALLBACK_REASSIGN, reassign_submission)
     bolt.options(re.compile(".*"))(on_options)
 
 

@@ -69,7 +69,8 @@ class SlackPlugin:
             app.add_outbox_handler(kind, deferring(ctx.priority, handler))
         app.add_background_gate(ctx.priority.quiet)  # the worker's next claim, too
         if settings.slack_signing_secret:
-            app.add_routes(SlackEndpoint(bolt, settings.slack_signing_secret, ctx.follow_ups).routes())
+            endpoint = SlackEndpoint(bolt, settings.slack_signing_secret, ctx.follow_ups, ctx.view_answers)
+            app.add_routes(endpoint.routes())
         app.add_background(identity_part(ctx.identity))  # auth.test at start
         if settings.slack_app_token:
             app.add_background(bot_app.socket_mode_part(bolt, settings.slack_app_token))

@@ -71,6 +71,20 @@ class Response:
         return json.loads(self.text) if self.text.strip() else None
 
 
+def submission_payload(user: str, view: dict[str, Any], values: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """The ``view_submission`` payload of ``view`` submitted by ``user`` with ``values`` (see
+    ``SlackHarness.submit``)."""
+    state = {name: {name: element} for name, element in (values or {}).items()}
+    return {
+        "type": "view_submission",
+        "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
+        "api_app_id": "A0FLOWBOT",
+        "team": {"id": TEAM_ID, "domain": "fake"},
+        "trigger_id": trigger_id(),
+        "view": {**view, "state": {"values": state}},
+    }
+
+
 @dataclass
 class SlackHarness:
     """A running flowbot with Slack: the App, its Bolt app and context, and request helpers."""
@@ -168,17 +182,16 @@ class SlackHarness:
         ``values`` maps a block/action id (a field name) to its element state, e.g.
         ``{"amount": {"type": "number_input", "value": "12"}}``.
         """
-        state = {name: {name: element} for name, element in (values or {}).items()}
-        submitted = {**view, "state": {"values": state}}
-        payload = {
-            "type": "view_submission",
-            "user": {"id": user, "username": user.lower(), "team_id": TEAM_ID},
-            "api_app_id": "A0FLOWBOT",
-            "team": {"id": TEAM_ID, "domain": "fake"},
-            "trigger_id": trigger_id(),
-            "view": submitted,
-        }
-        return await self.interact(payload, **kw)
+        return await self.interact(submission_payload(user, view, values), **kw)
+
+    async def submit_over_bolt(self, user: str, view: dict[str, Any],
+                               values: dict[str, dict[str, Any]] | None = None) -> Response:
+        """``submit`` as Socket Mode delivers it: to Bolt, not through the HTTP endpoint."""
+        from slack_bolt.request.async_request import AsyncBoltRequest
+
+        request = AsyncBoltRequest(body=submission_payload(user, view, values), mode="socket_mode")
+        answer = await self.bolt.async_dispatch(request)
+        return Response(answer.status, answer.body)
 
     async def suggest(self, user: str, view: dict[str, Any], action_id: str, query: str, **kw: Any) -> Response:
         """A ``block_suggestion`` (external select typed into) inside ``view``."""

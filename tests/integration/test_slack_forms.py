@@ -201,6 +201,19 @@ async def test_a_submission_with_errors_shows_them_inline_then_a_valid_one_compl
     assert row["status"] == "completed" and row["completed_by"] == "U0ANN"
 
 
+async def test_in_socket_mode_bolt_gives_a_submission_the_same_answers(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    task_id, _run_id, view = await open_form(h, fake_slack)
+    resp = await h.submit_over_bolt("U0ANN", view, page_one("45", "train"))
+    assert resp.json["response_action"] == "errors" and set(resp.json["errors"]) == {"nights"}
+    nxt = (await h.submit_over_bolt("U0ANN", view, page_one("2", "train"))).json["view"]
+    assert "needs" in [b.get("block_id") for b in nxt["blocks"]]
+    resp = await h.submit_over_bolt("U0ANN", {**view, **nxt}, page_extras([]))
+    assert resp.status == 200 and not resp.text.strip()  # the modal closes
+    assert (await task_row(h.app.store, task_id))["status"] == "completed"
+
+
 async def test_a_double_submit_of_the_last_page_completes_once(slack_app: StartSlack, fake_slack: FakeSlack) -> None:
     h = await slack_app(STAGES)
     task_id, _run_id, view = await open_form(h, fake_slack)
