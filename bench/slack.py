@@ -18,8 +18,9 @@ the modals, exactly as Slack signs them. It prints:
   floor any Slack app on this machine pays: once as Bolt's aiohttp adapter serves it with
   Bolt's defaults (a fresh stock Bolt app calls auth.test once per request of a burst that
   arrives before the first answer, and polls every 10 ms for each ack), once set up as flowbot
-  sets up its own (``bot.app.new_bolt`` behind flowbot's endpoint: auth.test asked once, at
-  start; answers when the listener returns);
+  sets up its own (``bot.app.new_bolt`` behind flowbot's endpoint, ``bot.endpoint``: the
+  signature checked and the body parsed once, clicks answered before Bolt runs them; auth.test
+  asked once, at start; a submission answered when its listener returns);
 - both again with the same requests paced at ``--rate`` per second instead of all at once.
 
 The load generator and the fake Slack run in their own processes; the server under test (flowbot
@@ -359,7 +360,8 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
     """A fresh Bolt app whose listeners only ack, served by aiohttp: as Bolt's aiohttp adapter
     serves it (Bolt's defaults), or (``flowbot_setup``) set up as flowbot sets up its own
     (``bot.app.new_bolt``: one auth.test, asked at start; answers when the listener returns)
-    behind flowbot's ``/slack/events`` endpoint. Returns the latencies and the server's CPU time
+    behind flowbot's ``/slack/events`` endpoint (``bot.endpoint.SlackEndpoint``, which answers
+    clicks before Bolt runs them). Returns the latencies and the server's CPU time
     (ms) until the last answer."""
     from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
     from slack_bolt.async_app import AsyncApp
