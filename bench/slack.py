@@ -298,7 +298,7 @@ async def count(app: Any, sql: str) -> int:
 async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, submissions: int,
                         rate: float | None) -> tuple[dict[str, list[float]], float, float, float, float]:
     from bot import modals
-    from engine.cli import EXTRA_PARTS, freeze_startup_objects, outbox_part, worker_part
+    from engine.cli import EXTRA_PARTS, outbox_part, tune_for_serving, worker_part
     from engine.http import serve
 
     settings = Settings(database_url=db_url, stages_dir=stages, home=stages.parent / "home", host="127.0.0.1",
@@ -317,7 +317,7 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
             views.append(modals.form_view(form, {}, session_id=sid))
         stop = asyncio.Event()
         bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        freeze_startup_objects()  # as `flowbot run` does once started (engine.cli.run_parts)
+        tune_for_serving()  # as `flowbot run` does once started (engine.cli.run_parts)
         # What `flowbot run` runs (engine.cli.cmd_run), its HTTP server on a free port.
         parts = [serve(app, stop, host="127.0.0.1", port=0, ready=bound.set_result), worker_part(app)(stop),
                  outbox_part(app)(stop)]
@@ -372,7 +372,7 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
     from bot.app import new_bolt
     from bot.endpoint import SlackEndpoint
     from bot.identity import BotIdentity
-    from engine.cli import freeze_startup_objects
+    from engine.cli import tune_for_serving
     from engine.forms import Form, Text
 
     # The same client set-up as flowbot's (its auth.test answered by the same fake Slack).
@@ -408,7 +408,7 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
     bodies = [("button click", click_body(i)) for i in range(clicks)]
     bodies += [("modal submission", submit_body(modals.form_view(form, {}, session_id=str(uuid.uuid4())), f"note {i}"))
                for i in range(submissions)]
-    freeze_startup_objects()  # the same treatment as flowbot's
+    tune_for_serving()  # the same treatment as flowbot's
     try:
         cpu_before = time.process_time()
         latencies, _ = await burst_elsewhere(f"http://127.0.0.1:{port}/slack/events", bodies, rate)

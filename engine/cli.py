@@ -51,34 +51,43 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 #: Allocations between two young-generation collections (CPython's default is 700).
 GC_YOUNG_THRESHOLD = 10_000
+#: How long a thread may hold the GIL while another one waits for it (CPython's default: 5 ms).
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
-def freeze_startup_objects() -> None:
-    """Hide what startup built (modules, workflows, the database engine, plugins) from the garbage
-    collector: its full collections then scan only what the running process allocates. Under
+def tune_for_serving() -> None:
+    """Set up the interpreter for a long-running command, once its startup is done.
+
+    The garbage collector: what startup built (modules, workflows, the database engine,
+    plugins) is frozen, so full collections scan only what the running process allocates. Under
     load they were the hooks' p99 latency (pauses of tens of ms; bench/hooks.py p99 ~60 ms
-    before, ~20 ms after, p50 unchanged).
+    before, ~20 ms after, p50 unchanged). Young collections run every ``GC_YOUNG_THRESHOLD``
+    allocations instead of every 700: a request allocates hundreds of objects that reference
+    counting frees soon after, and with the default a burst of 200 Slack requests ran about 40
+    collections (12-23 ms of the burst's CPU) that found almost nothing; now 2 (3-7 ms).
 
-    Young collections run every ``GC_YOUNG_THRESHOLD`` allocations instead of every 700: a
-    request allocates hundreds of objects that reference counting frees soon after, and with
-    the default a burst of 200 Slack requests ran about 40 collections (12-23 ms of the burst's
-    CPU) that found almost nothing; now 2 (3-7 ms).
+    The GIL: stage code that is not ``async`` runs in threads, and a thread that wants the GIL
+    waits for the event loop's thread to let go, up to the switch interval. At CPython's 5 ms, a
+    burst of modal submissions had their stages' threads wait behind the loop answering the
+    burst (bench/slack.py: 100 one-line stages took 16 ms to run); at 0.5 ms the burst's p99
+    median went from ~124 to ~105 ms over 8 rounds each.
     """
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 
 async def run_parts(app: App, parts: list[Part], stop: asyncio.Event | None = None) -> None:
     """Run parts until a signal (or ``stop``); a part that crashes stops the others.
 
-    Every long-running command comes here once startup is done, so this is where its objects are
-    frozen (``freeze_startup_objects``).
+    Every long-running command comes here once startup is done, so this is where the interpreter
+    is set up for it (``tune_for_serving``).
     """
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
-    freeze_startup_objects()
+    tune_for_serving()
     tasks = [asyncio.create_task(p(stop)) for p in parts]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
