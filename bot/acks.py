@@ -84,7 +84,7 @@ class Priority:
             self.pending -= 1
             if not self.pending:
                 if self.pause > 0:
-                    self._pausing = asyncio.get_running_loop().call_later(self.pause, self._paused)
+                    self._arm_pause()
                 else:
                     self._quiet.set()
 
@@ -92,7 +92,18 @@ class Priority:
         """No ack has been due for ``pause`` (``quiet`` would return at once)."""
         return self._quiet.is_set()
 
+    def _arm_pause(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._pausing = loop.call_at(loop.time() + self.pause, self._paused)
+
     def _paused(self) -> None:
+        assert self._pausing is not None
+        late = asyncio.get_running_loop().time() - self._pausing.when()
+        if late > self.pause:
+            # The event loop was too busy to run this timer on time: it was accepting and reading
+            # the next requests of the burst, which have not reached the endpoint yet. Not quiet.
+            self._arm_pause()
+            return
         self._pausing = None
         self._quiet.set()
 

@@ -6,6 +6,7 @@ gives way to submissions in flight without being starved."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -344,6 +345,19 @@ async def test_after_ack_work_waits_for_a_pause_between_requests_not_just_a_gap(
     await asyncio.sleep(0.01)
     assert not ran.is_set()
     await asyncio.wait_for(work, 5)  # runs once no request came for the pause
+    assert ran.is_set()
+
+
+async def test_a_pause_the_event_loop_was_too_busy_to_notice_is_not_quiet() -> None:
+    priority = Priority(max_defer=60, pause=0.01)
+    click, ran = after_ack_work(priority)
+    with priority.urgent():
+        work = asyncio.create_task(click())
+    time.sleep(0.05)  # noqa: ASYNC251 - the loop is busy (reading a burst's next requests) past the pause
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not priority.is_quiet() and not ran.is_set()
+    await asyncio.wait_for(work, 5)  # a pause the loop had time for
     assert ran.is_set()
 
 
