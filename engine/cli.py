@@ -124,7 +124,7 @@ def outbox_part(app: App) -> Part:
     """The outbox dispatcher, as a part (idle when no plugin delivers effects)."""
     from engine.outbox import OutboxDispatcher
 
-    return OutboxDispatcher(app.db, app.outbox_handlers, clock=app.store.clock, before_claim=app.background_gate).run
+    return OutboxDispatcher(app.db, app.outbox_handlers, clock=app.store.clock).run
 
 
 def scheduler_part(app: App) -> Part:

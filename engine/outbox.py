@@ -46,10 +46,8 @@ class OutboxDispatcher:
 
     def __init__(self, db: Database, handlers: dict[str, OutboxHandler], *, clock: Clock = utcnow,
                  batch: int = 50, concurrency: int = 8, poll_interval: float = 2.0,
-                 lease_seconds: int = 60, before_claim: Callable[[], Awaitable[None]] | None = None) -> None:
+                 lease_seconds: int = 60) -> None:
         self.db = db
-        #: Awaited before each claim (``App.background_gate``: answers to people go first).
-        self.before_claim = before_claim
         self.handlers = handlers
         self.clock = clock
         self.batch = batch
@@ -88,8 +86,6 @@ class OutboxDispatcher:
 
     async def deliver_due(self) -> int:
         """Deliver one batch of due effects; returns how many were attempted."""
-        if self.before_claim is not None:
-            await self.before_claim()
         async with self.db.transaction() as tx:
             rows = await tx.fetch_all(
                 queries.CLAIM_OUTBOX,

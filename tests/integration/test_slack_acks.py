@@ -16,7 +16,6 @@ from bot import modals
 from bot.acks import FollowUps, Priority, deferring
 from bot.interactions import Completions
 from engine import people
-from engine.cli import outbox_part
 from engine.errors import DatabaseError
 from engine.groupcommit import GroupRead
 from engine.store import Finished, Store
@@ -269,36 +268,6 @@ async def test_the_worker_claims_once_pending_acks_are_out(slack_app: StartSlack
     await eventually(done, what="the task run once the ack is out")
     stop.set()
     await worker
-
-
-async def test_the_outbox_claims_once_pending_acks_are_out(slack_app: StartSlack, fake_slack: FakeSlack) -> None:
-    h = await slack_app(STAGES, worker=False, outbox=False)
-    async with h.app.db.transaction() as tx:
-        await h.app.store.add_effects(tx, [("slack.post", {"channel": "C0GENERAL", "text": "hi"}, None, None)],
-                                      h.app.store.clock())
-    reached: list[bool] = []
-
-    async def seen() -> None:  # a gate before the Slack plugin's own: the dispatcher got there
-        reached.append(True)
-
-    async def at_gate() -> bool:
-        return bool(reached)
-
-    h.app.background_gates.insert(0, seen)
-    h.ctx.priority.max_defer = 60
-    stop = asyncio.Event()
-    with h.ctx.priority.urgent():  # an ack is pending
-        dispatcher = asyncio.create_task(outbox_part(h.app)(stop))
-        await eventually(at_gate, what="the outbox dispatcher at its gate")
-        await asyncio.sleep(0.05)
-        assert await scalar(h.app.store, "SELECT attempts FROM outbox") == 0  # not claimed meanwhile
-
-    async def delivered() -> bool:
-        return bool(fake_slack.calls("chat.postMessage"))
-
-    await eventually(delivered, what="the post delivered once the ack is out")
-    stop.set()
-    await dispatcher
 
 
 async def test_outbox_deliveries_wait_for_pending_acks_but_not_forever() -> None:
