@@ -65,6 +65,7 @@ class Priority:
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._pausing: asyncio.TimerHandle | None = None
+        self._pause_again = False
 
     @contextlib.contextmanager
     def urgent(self) -> Iterator[None]:
@@ -92,17 +93,19 @@ class Priority:
         """No ack has been due for ``pause`` (``quiet`` would return at once)."""
         return self._quiet.is_set()
 
-    def _arm_pause(self) -> None:
+    def _arm_pause(self, *, again: bool = False) -> None:
         loop = asyncio.get_running_loop()
         self._pausing = loop.call_at(loop.time() + self.pause, self._paused)
+        self._pause_again = again
 
     def _paused(self) -> None:
         assert self._pausing is not None
         late = asyncio.get_running_loop().time() - self._pausing.when()
-        if late > self.pause:
+        if late > self.pause and not self._pause_again:
             # The event loop was too busy to run this timer on time: it was accepting and reading
-            # the next requests of the burst, which have not reached the endpoint yet. Not quiet.
-            self._arm_pause()
+            # the next requests of the burst, which have not reached the endpoint yet. Not quiet
+            # yet; one more pause (once only: a loop that is always that late is just busy).
+            self._arm_pause(again=True)
             return
         self._pausing = None
         self._quiet.set()

@@ -359,6 +359,14 @@ async def test_a_pause_the_event_loop_was_too_busy_to_notice_is_not_quiet() -> N
     assert not priority.is_quiet() and not ran.is_set()
     await asyncio.wait_for(work, 5)  # a pause the loop had time for
     assert ran.is_set()
+    # A loop that stays that busy is not a burst going on: one more pause, not more.
+    with priority.urgent():
+        pass
+    for _ in range(2):
+        time.sleep(0.05)  # noqa: ASYNC251
+        await asyncio.sleep(0)  # the pause's timer runs (late) after this step
+        await asyncio.sleep(0)
+    assert priority.is_quiet()
 
 
 async def test_click_work_is_not_starved_by_a_stream_of_submissions() -> None:
