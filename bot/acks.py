@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -180,17 +180,20 @@ class FollowUps:
         if defer and not self.priority.is_quiet():
             self._queued.append((work, what, optional))
             if self._waiter is None:
-                self._waiter = asyncio.create_task(self._start_queued(), name="flowbot follow-ups: queued")
-                self._tasks.add(self._waiter)
-                self._waiter.add_done_callback(self._tasks.discard)
+                self._waiter = self._track(self._start_queued(), "flowbot follow-ups: queued", optional=False)
             return
         self._spawn(work, what, defer, optional)
 
     def _spawn(self, work: Callable[[], Awaitable[object]], what: str, defer: bool, optional: bool) -> None:
-        task = asyncio.create_task(self._run(work, what, defer), name=f"flowbot follow-up: {what}")
-        (self._optional if optional else self._tasks).add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(self._optional.discard)
+        self._track(self._run(work, what, defer), f"flowbot follow-up: {what}", optional=optional)
+
+    def _track(self, coro: Coroutine[Any, Any, None], name: str, *, optional: bool) -> asyncio.Task[None]:
+        """Run ``coro`` as a task kept in ``_optional`` or ``_tasks`` until it is done."""
+        task = asyncio.create_task(coro, name=name)
+        kept = self._optional if optional else self._tasks
+        kept.add(task)
+        task.add_done_callback(kept.discard)
+        return task
 
     async def _start_queued(self) -> None:
         """Start the queued work once the acks due are out."""
