@@ -251,6 +251,11 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
+def answered(latencies: dict[str, list[float]]) -> list[float]:
+    """Every latency of a burst, all kinds together, without the tally of answers other than 200."""
+    return [v for kind, values in latencies.items() if "not 200" not in kind for v in values]
+
+
 def line(name: str, values: list[float]) -> str:
     return (f"  {name:<22} n={len(values):<4} p50 {statistics.median(values):7.1f} ms   "
             f"p99 {pct(values, 99):7.1f} ms   max {max(values):7.1f} ms")
@@ -461,10 +466,9 @@ async def main() -> None:
                     print(" flowbot /slack/events (ack):")
                     for kind, values in lat.items():
                         print(line(kind, values))
-                    answered = [v for k, vs in lat.items() if "not 200" not in k for v in vs]
-                    print(line("all", answered))
+                    print(line("all", answered(lat)))
                     if rate is None:
-                        bursts.append(pct(answered, 99))
+                        bursts.append(pct(answered(lat), 99))
                     print(f"  every task completed and its follow-up routed: {routed:7.0f} ms after the first request")
                     print(f"  every follow-up task ran:                      {finished:7.0f} ms")
                     print(f"  server CPU (all threads) until the last ack: {cpu_acked:7.0f} ms "
@@ -479,7 +483,7 @@ async def main() -> None:
                         print(title)
                         for kind, values in lat_b.items():
                             print(line(kind, values))
-                        print(line("all", [v for k, vs in lat_b.items() if "not 200" not in k for v in vs]))
+                        print(line("all", answered(lat_b)))
                         print(f"  server CPU until the last ack: {server:7.0f} ms ({server / total:.1f} ms/request); "
                               f"load generator CPU: {cpu:7.0f} ms")
         if bursts:
