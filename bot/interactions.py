@@ -153,11 +153,13 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
         answered by the HTTP endpoint directly (``ctx.view_answers``), by Bolt in Socket Mode."""
 
         async def answer_view(user_id: str, view: dict[str, Any]) -> dict[str, Any]:
-            with ctx.priority.urgent():  # in Socket Mode too
-                return await answer(ctx, user_id, view)
+            return await answer(ctx, user_id, view)
 
         async def listener(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-            await ack(**await answer_view(body["user"]["id"], view))
+            # Urgent until answered, as the HTTP endpoint holds each of its requests.
+            with ctx.priority.urgent():
+                fields = await answer_view(body["user"]["id"], view)
+            await ack(**fields)
 
         ctx.view_answers[callback_id] = answer_view
         bolt.view_submission(callback_id)(listener)
