@@ -45,6 +45,7 @@ from common import out
 from engine import migrate
 from engine.cli import run_async
 from engine.hooks import sign_hmac
+from engine.http import LISTEN_BACKLOG
 
 ROOT = common.ROOT
 
@@ -90,7 +91,8 @@ async def main(port: int, url: str) -> None:
     app.router.add_post("/hooks/ingest/event", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    # The listen backlog flowbot's server uses (engine.http.LISTEN_BACKLOG).
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=int(sys.argv[3])).start()
     await asyncio.Event().wait()
 
 try:  # the event loop flowbot runs on (engine.cli.run_async)
@@ -282,7 +284,7 @@ async def bench_minimal(pg: common.Server, args: argparse.Namespace,
     finally:
         await conn.close()
     port = free_port()
-    proc = start([sys.executable, "-c", MINIMAL_SERVER, str(port), db_url])
+    proc = start([sys.executable, "-c", MINIMAL_SERVER, str(port), db_url, str(LISTEN_BACKLOG)])
     try:
         await wait_listening(port, proc)
         return await load(pg, f"http://127.0.0.1:{port}/hooks/ingest/event", args.connections, args.warmup,

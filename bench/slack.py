@@ -61,6 +61,7 @@ from engine import migrate, people
 from engine.app import open_app
 from engine.cli import run_async
 from engine.embedded import EmbeddedPostgres
+from engine.http import LISTEN_BACKLOG
 from engine.settings import Settings
 from tests.fakeslack import FakeSlack
 
@@ -368,8 +369,9 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
     serves it (Bolt's defaults), or (``flowbot_setup``) set up as flowbot sets up its own
     (``bot.app.new_bolt``: one auth.test, asked at start; answers when the listener returns)
     behind flowbot's ``/slack/events`` endpoint (``bot.endpoint.SlackEndpoint``, which answers
-    clicks before Bolt runs them). Returns the latencies and the server's CPU time
-    (ms) until the last answer."""
+    clicks before Bolt runs them). Both listen with flowbot's backlog (``engine.http``), so
+    neither loses a second to a dropped handshake. Returns the latencies and the server's CPU
+    time (ms) until the last answer."""
     from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
     from slack_bolt.async_app import AsyncApp
     from slack_sdk.web.async_client import AsyncWebClient
@@ -407,7 +409,7 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
         http.router.add_post("/slack/events", events)
     runner = web.AppRunner(http, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=LISTEN_BACKLOG)  # flowbot's, not aiohttp's 128
     await site.start()
     port = runner.addresses[0][1]
     # Requests the size of flowbot's: its form modal as Slack sends it back.

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
+import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -117,6 +120,39 @@ async def test_healthz_needs_no_token_and_says_the_database_answers(api) -> None
     async with api.session.get(api.base + "/healthz") as resp:
         assert resp.status == 200
         assert await resp.json() == {"ok": True}
+
+
+async def test_a_burst_of_connections_while_the_loop_is_busy_waits_for_accept_and_is_answered(api) -> None:
+    # The event loop is blocked (this coroutine does not await) while 300 clients connect: the
+    # kernel completes every handshake into the listen backlog. With aiohttp's default backlog
+    # (128) it drops the 130th and later, and those clients retry only after a second.
+    port = int(api.base.rsplit(":", 1)[1])
+    clients = [socket.socket() for _ in range(300)]
+    try:
+        for client in clients:
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+        connected: set[socket.socket] = set()
+        deadline = time.monotonic() + 0.5
+        while len(connected) < len(clients) and time.monotonic() < deadline:
+            _, writable, _ = select.select([], [c for c in clients if c not in connected], [], 0.05)
+            connected.update(c for c in writable if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+        assert len(connected) == len(clients)
+        for client in clients:
+            client.send(b"GET /healthz HTTP/1.1\r\nHost: flowbot\r\nConnection: close\r\n\r\n")
+        loop = asyncio.get_running_loop()
+
+        async def answer(client: socket.socket) -> bytes:
+            received = b""
+            while chunk := await loop.sock_recv(client, 4096):
+                received += chunk
+            return received
+
+        answers = await asyncio.wait_for(asyncio.gather(*(answer(c) for c in clients)), 30)
+        assert all(a.startswith(b"HTTP/1.1 200 ") for a in answers)
+    finally:
+        for client in clients:
+            client.close()
 
 
 async def test_the_token_is_generated_once_into_flowbot_home_when_unset(tmp_path) -> None:
