@@ -61,11 +61,12 @@ class Completions:
 
     A lone answer on an idle server commits at once; under a burst, one transaction completes
     many tasks, whoever answered them (each guarded on 'pending', so of racing answers exactly
-    one wins), while the next batch gathers. Two batches may be in flight: the first answers of a
-    burst go alone, and with one in flight the big batch behind them waited for that small
-    commit, whose round trips crawl while the loop answers the rest of the burst
-    (bench/slack.py: p99 median ~105 -> ~88 ms over 8 rounds, with the 0.5 ms GIL switch
-    interval of ``engine.cli.tune_for_serving``). Two answers to the same task never share a
+    one wins), while the next batch gathers. Four batches may be in flight: the first answers of
+    a burst go alone, in small commits whose round trips crawl while the loop answers the rest
+    of the burst, and a batch waiting for one of them to end waited that long too (bench/slack.py,
+    p99 median over the rounds: one in flight ~105 ms, two ~88 ms (8 rounds each, with the 0.5 ms
+    GIL switch interval of ``engine.cli.tune_for_serving``); two 88-92 ms, three 84 ms, four
+    83-85 ms (35 rounds each, same hour)). Two answers to the same task never share a
     transaction: the later one goes to another, finds the task completed and loses (its update
     waits for the first one's row lock; both lock their runs first, in id order). When a
     transaction of several answers fails, each is retried alone, so one bad answer fails only
@@ -74,7 +75,7 @@ class Completions:
     transaction.
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 100, max_in_flight: int = 2) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 100, max_in_flight: int = 4) -> None:
         self.store = store
         self._group: GroupCommit[tuple[Finished, str, str | None]] = GroupCommit(
             self._execute, what="form completions", key=lambda entry: entry[0].task["id"],
