@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -52,6 +53,12 @@ class Priority:
     The wait is bounded: once requests have kept coming without such a pause for ``max_defer``,
     nothing waits any more until the next pause. A burst is answered first; a steady stream
     of requests never starves the rest.
+
+    Python's cyclic garbage collector waits too, while any ack is due (for ``max_defer`` at
+    most): a burst of 200 requests set off two or three young collections of 1.5-2.7 ms each
+    on the event loop, ahead of the acks (bench/slack.py, p99 median over 20 rounds each,
+    alternated: 90.2 -> 77.5 ms; under 100 ms in 12 -> 17 of them). It runs again as soon as no ack is due; reference counting frees
+    everything else meanwhile. A collector already disabled (by the program) is left alone.
     """
 
     def __init__(self, concurrency: int = FOLLOW_UP_CONCURRENCY,
@@ -66,6 +73,8 @@ class Priority:
         self._quiet.set()
         self._pausing: asyncio.TimerHandle | None = None
         self._pause_again = False
+        #: This busy spell disabled the garbage collector (and enables it again).
+        self._gc_held = False
 
     @contextlib.contextmanager
     def urgent(self) -> Iterator[None]:
@@ -78,16 +87,32 @@ class Priority:
             elif self._quiet.is_set():
                 self._busy_since = time.monotonic()
                 self._quiet.clear()
+        self._hold_gc()
         self.pending += 1
         try:
             yield
         finally:
             self.pending -= 1
             if not self.pending:
+                self._release_gc()
                 if self.pause > 0:
                     self._arm_pause()
                 else:
                     self._quiet.set()
+
+    def _hold_gc(self) -> None:
+        """No cyclic garbage collection while acks are due, up to ``max_defer`` into a busy spell."""
+        if self._gc_held:
+            if time.monotonic() - self._busy_since > self.max_defer:
+                self._release_gc()
+        elif gc.isenabled() and time.monotonic() - self._busy_since <= self.max_defer:
+            gc.disable()
+            self._gc_held = True
+
+    def _release_gc(self) -> None:
+        if self._gc_held:
+            self._gc_held = False
+            gc.enable()
 
     def is_quiet(self) -> bool:
         """No ack has been due for ``pause`` (``quiet`` would return at once)."""

@@ -6,6 +6,8 @@ gives way to submissions in flight without being starved."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -294,6 +296,34 @@ async def test_outbox_deliveries_wait_for_pending_acks_but_not_forever() -> None
             for _ in range(5):
                 await asyncio.sleep(0)
             assert later.done() and delivered == [1, 2, 3, 4]
+
+
+async def test_garbage_collection_waits_while_acks_are_due_but_not_longer_than_max_defer() -> None:
+    assert gc.isenabled()
+    priority = Priority(max_defer=60)
+    with priority.urgent():
+        assert not gc.isenabled()
+        with priority.urgent():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # one ack is still due
+    assert gc.isenabled()
+    with contextlib.suppress(RuntimeError), priority.urgent():
+        raise RuntimeError("a request that failed")
+    assert gc.isenabled()
+    hurried = Priority(max_defer=0.05)
+    with hurried.urgent():
+        assert not gc.isenabled()
+        await asyncio.sleep(0.1)
+        with hurried.urgent():  # requests kept coming for longer than max_defer: collect again
+            assert gc.isenabled()
+        assert gc.isenabled()
+    gc.disable()  # the program's own choice stays
+    try:
+        with priority.urgent():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 async def test_click_work_waits_for_submissions_in_flight_and_runs_a_few_at_a_time() -> None:
