@@ -71,7 +71,8 @@ class Priority:
         self._busy_since = 0.0
         self._quiet = asyncio.Event()
         self._quiet.set()
-        self._pausing: asyncio.TimerHandle | None = None
+        self._pausing: asyncio.Handle | None = None
+        self._pause_due = 0.0
         self._pause_again = False
         #: This busy spell disabled the garbage collector (and enables it again).
         self._gc_held = False
@@ -94,11 +95,11 @@ class Priority:
         finally:
             self.pending -= 1
             if not self.pending:
-                self._release_gc()
                 if self.pause > 0:
                     self._arm_pause()
                 else:
                     self._quiet.set()
+                self._release_gc()  # last: a collection it sets off delays nothing above
 
     def _hold_gc(self) -> None:
         """No cyclic garbage collection while acks are due, up to ``max_defer`` into a busy spell."""
@@ -120,12 +121,15 @@ class Priority:
 
     def _arm_pause(self, *, again: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        self._pausing = loop.call_at(loop.time() + self.pause, self._paused)
+        # The deadline is kept here: uvloop returns a plain Handle without ``when()`` for a
+        # timer due within half a millisecond (a pause that short, or a clock that moved on).
+        self._pause_due = loop.time() + self.pause
+        self._pausing = loop.call_at(self._pause_due, self._paused)
         self._pause_again = again
 
     def _paused(self) -> None:
         assert self._pausing is not None
-        late = asyncio.get_running_loop().time() - self._pausing.when()
+        late = asyncio.get_running_loop().time() - self._pause_due
         if late > self.pause and not self._pause_again:
             # The event loop was too busy to run this timer on time: it was accepting and reading
             # the next requests of the burst, which have not reached the endpoint yet. Not quiet

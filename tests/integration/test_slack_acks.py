@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from support import eventually, scalar, task_row
 
 from bot import modals
@@ -296,6 +297,21 @@ async def test_outbox_deliveries_wait_for_pending_acks_but_not_forever() -> None
             for _ in range(5):
                 await asyncio.sleep(0)
             assert later.done() and delivered == [1, 2, 3, 4]
+
+
+def test_the_pause_after_a_burst_ends_on_uvloop_too() -> None:
+    # uvloop answers call_at with a plain Handle (no when()) for a timer due within 0.5 ms: the
+    # pause must end all the same, or after-ack work would wait max_defer after every burst.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def burst() -> bool:
+        priority = Priority(max_defer=60, pause=0.0001)
+        with priority.urgent():
+            pass
+        await asyncio.sleep(0.02)
+        return priority.is_quiet()
+
+    assert uvloop.run(burst())
 
 
 async def test_garbage_collection_waits_while_acks_are_due_but_not_longer_than_max_defer() -> None:
