@@ -57,8 +57,9 @@ class Priority:
     Python's cyclic garbage collector waits too, while any ack is due (for ``max_defer`` at
     most): a burst of 200 requests set off two or three young collections of 1.5-2.7 ms each
     on the event loop, ahead of the acks (bench/slack.py, p99 median over 20 rounds each,
-    alternated: 90.2 -> 77.5 ms; under 100 ms in 12 -> 17 of them). It runs again as soon as no ack is due; reference counting frees
-    everything else meanwhile. A collector already disabled (by the program) is left alone.
+    alternated: 90.2 -> 77.5 ms; under 100 ms in 12 -> 17 of them). It runs again as soon as
+    no ack is due; reference counting frees everything else meanwhile. A collector already
+    disabled (by the program) is left alone.
     """
 
     def __init__(self, concurrency: int = FOLLOW_UP_CONCURRENCY,
