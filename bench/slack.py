@@ -7,9 +7,10 @@ CREATE DATABASE), a fake Slack Web API on loopback (tests/fakeslack.py) and a re
 Slack plugin and every part `flowbot run` runs: its aiohttp server, a worker, the outbox
 dispatcher, the scheduler, the Slack reminders and start-up ``auth.test``) in this process. It creates
 ``--clicks`` approval tasks (Approve button in a DM) and ``--submissions`` form tasks (a modal
-already opened: a form session in Postgres), waits until every assignment DM is out, then sends
-all the signed requests at once: ``block_actions`` clicks on Approve and ``view_submission``s of
-the modals, exactly as Slack signs them. It prints:
+already opened: a form session in Postgres), waits until every assignment DM is out (and the
+outbox has nothing left to deliver), then sends all the signed requests at once:
+``block_actions`` clicks on Approve and ``view_submission``s of the modals, exactly as Slack
+signs them. It prints:
 
 - ack latency (request sent → HTTP answer) p50 / p99 / max, per kind and overall;
 - the time from the first request until every task is completed and its follow-up task routed,
@@ -337,7 +338,12 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
         async def cards_out() -> bool:
             return await count(app, "SELECT count(*) FROM slack_task_messages") >= total
 
+        async def outbox_idle() -> bool:  # the Home tab refreshes after the DMs, too
+            return await count(app, "SELECT count(*) FROM outbox WHERE status = 'pending' "
+                                    "AND available_at <= now()") == 0
+
         await wait_until(cards_out)  # the assignment DMs are out before the burst
+        await wait_until(outbox_idle)
         bodies = [("button click", click_body(t)) for t in approvals]
         bodies += [("modal submission", submit_body(v, f"note {i}")) for i, v in enumerate(views)]
         bodies = [b for pair in zip(bodies[:clicks], bodies[clicks:], strict=False) for b in pair] + \
