@@ -475,7 +475,7 @@ async def test_completions_commit_many_answers_together_and_one_per_task(slack_a
     store = h.app.store
     stage = h.app.registry.get("desk").stage("note")
     tasks = [(await store.start_run(stage, {"n": i}))[1] for i in range(8)]
-    batcher = Completions(store)
+    batcher = Completions(store, max_in_flight=1)  # the answers behind the first one gather
     answer = answering(store, batcher)
 
     results = await asyncio.gather(*(answer(t, u) for t in tasks for u in ("U0ANN", "U0BOB")))
@@ -499,7 +499,7 @@ async def test_answers_of_different_people_share_one_transaction_each_under_its_
     stage = h.app.registry.get("desk").stage("note")
     people_ = ["U0ANN", "U0BOB"] * 4  # the stage's two assignees, each answering other tasks
     tasks = [(await store.start_run(stage, {"n": i}))[1] for i in range(len(people_))]
-    batcher = Completions(store)
+    batcher = Completions(store, max_in_flight=1)  # the answers behind the first one gather
     answer = answering(store, batcher)
 
     results = await asyncio.gather(*(answer(t, u) for t, u in zip(tasks, people_, strict=True)))
