@@ -53,6 +53,12 @@ SUBMIT_BUDGET_SECONDS = 2.5
 STATE_COMPLETIONS = "slack.completions"
 #: ``app.state`` key of the grouped reads of submitted form sessions.
 STATE_SUBMISSION_READS = "slack.submission_reads"
+#: The longest a read of submitted form sessions waits for more submissions of a burst to
+#: arrive (``GroupRead.settle``); a lone one waits one event-loop iteration. A burst of 200 was
+#: read in a statement of 5-9 sessions and then one of the rest. In one statement, bench/slack.py
+#: p99 median over 20 bursts each, alternated: 80.0 -> 72.6 ms (under 100 ms in 15 -> 20 of
+#: them), and in a second A/B 79.8 -> 75.8 ms (20 -> 18).
+SUBMISSION_READ_SETTLE_SECONDS = 0.01
 
 
 class Completions:
@@ -124,13 +130,15 @@ Submission = tuple[Row, Row | None, dict[str, Any]]
 
 def submission_reads(ctx: BotContext) -> GroupRead[str, Submission]:
     """The app's grouped reads of submitted form sessions (``people.get_submissions``): a
-    burst of submissions reads its sessions, tasks and run contexts in a few statements."""
+    burst of submissions reads its sessions, tasks and run contexts in one statement, once the
+    submissions stop arriving (``SUBMISSION_READ_SETTLE_SECONDS``)."""
     found = ctx.app.state.get(STATE_SUBMISSION_READS)
     if found is None:
         async def fetch(ids: list[str]) -> dict[str, Submission]:
             return await people.get_submissions(ctx.app.db, ids, now=ctx.store.clock())
 
-        found = ctx.app.state[STATE_SUBMISSION_READS] = GroupRead(fetch, max_in_flight=1)
+        found = ctx.app.state[STATE_SUBMISSION_READS] = GroupRead(
+            fetch, max_in_flight=1, settle=SUBMISSION_READ_SETTLE_SECONDS)
     return cast(GroupRead[str, Submission], found)
 
 

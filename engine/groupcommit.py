@@ -152,15 +152,56 @@ class GroupRead(_Batches, Generic[K, V]):
     """Reads by key, at most ``max_in_flight`` at a time, each of every key waiting (up to
     ``max_batch``): a lone read on an idle process goes at once; under a burst, one statement
     reads what many callers asked for while the previous one was running. A failed read fails
-    the callers of its batch (a read changes nothing; they may ask again)."""
+    the callers of its batch (a read changes nothing; they may ask again).
 
-    def __init__(self, fetch: Fetch[K, V], *, max_batch: int = 100, max_in_flight: int = 2) -> None:
+    With ``settle`` (seconds), a batch starts only once an iteration of the event loop has
+    brought no new key, or ``settle`` after the first key waiting, whichever comes first. A lone
+    read waits one iteration; the requests of a burst, which reach the loop over a few long
+    iterations (6-8 ms each while it accepts and reads 200 of them), are read in one statement
+    instead of a small one and then, once the loop has handled its answer, one of the rest.
+    """
+
+    def __init__(self, fetch: Fetch[K, V], *, max_batch: int = 100, max_in_flight: int = 2,
+                 settle: float = 0.0) -> None:
         super().__init__(max_batch=max_batch, max_in_flight=max_in_flight)
         self.fetch = fetch
+        self.settle = settle
         self._keys: dict[K, list[asyncio.Future[V | None]]] = {}
+        #: A batch is waiting for the keys to stop coming (``settle``): since when, and how
+        #: many keys were waiting at the last look.
+        self._settling = False
+        self._settling_since = 0.0
+        self._keys_seen = 0
+        self._not_settling = asyncio.Event()
+        self._not_settling.set()
 
     def _has_waiting(self) -> bool:
         return bool(self._keys)
+
+    def _kick(self) -> None:
+        if not self.settle:
+            super()._kick()
+        elif not self._settling and self._in_flight < self.max_in_flight:
+            loop = asyncio.get_running_loop()
+            self._settling = True
+            self._not_settling.clear()
+            self._settling_since, self._keys_seen = loop.time(), len(self._keys)
+            loop.call_soon(self._settled)
+
+    def _settled(self) -> None:
+        """Called once per loop iteration while settling: start the batch once no new key came."""
+        loop = asyncio.get_running_loop()
+        if len(self._keys) != self._keys_seen and loop.time() - self._settling_since < self.settle:
+            self._keys_seen = len(self._keys)
+            loop.call_soon(self._settled)
+            return
+        self._settling = False
+        self._not_settling.set()
+        super()._kick()
+
+    async def close(self) -> None:
+        await self._not_settling.wait()  # a batch about to start (within ``settle``)
+        await super().close()
 
     async def get(self, key: K) -> V | None:
         """The value of ``key`` (None when there is none)."""

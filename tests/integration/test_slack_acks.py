@@ -245,6 +245,43 @@ async def test_group_read_shares_reads_and_a_failed_read_fails_only_its_batch() 
     assert await reads.get("ok") == 2  # the next read is a new batch
 
 
+async def test_a_settling_group_read_waits_for_keys_to_stop_coming_within_its_limit() -> None:
+    asked: list[list[int]] = []
+
+    async def fetch(keys: list[int]) -> dict[int, int]:
+        asked.append(keys)
+        return {k: -k for k in keys}
+
+    async def arrivals(reads: GroupRead[int, int], n: int, *, step: float = 0.0) -> list[int | None]:
+        """``n`` callers, each asking in the event-loop iteration after the one before it."""
+        spawned: list[asyncio.Task[int | None]] = []
+
+        async def caller(k: int) -> int | None:
+            if k + 1 < n:
+                spawned.append(asyncio.create_task(caller(k + 1)))
+            time.sleep(step)  # a busy loop: each iteration takes this long
+            return await reads.get(k)
+
+        first = await caller(0)
+        return [first, *[await t for t in spawned]]
+
+    assert await arrivals(GroupRead(fetch, max_in_flight=1), 5) == [0, -1, -2, -3, -4]
+    assert len(asked) > 1  # without settle: a read of the first key, then of the others
+    asked.clear()
+    settling = GroupRead(fetch, max_in_flight=1, settle=10)
+    assert await arrivals(settling, 5) == [0, -1, -2, -3, -4]
+    assert asked == [[0, 1, 2, 3, 4]]  # one read, once the keys stopped coming
+    asked.clear()
+    started = time.monotonic()
+    assert await settling.get(7) == -7  # a lone key: one iteration, not the limit
+    assert asked == [[7]] and time.monotonic() - started < 1
+    asked.clear()
+    brief = GroupRead(fetch, max_in_flight=1, settle=0.01)
+    assert await arrivals(brief, 20, step=0.002) == [-k for k in range(20)]
+    assert len(asked) > 1 and asked[0][0] == 0  # keys kept coming past the limit: read anyway
+    await brief.close()
+
+
 async def test_the_worker_claims_once_pending_acks_are_out(slack_app: StartSlack, fake_slack: FakeSlack) -> None:
     h = await slack_app(STAGES, worker=False, outbox=False)
     _run, task_id = await h.app.store.start_run(h.app.registry.get("desk").stage("done"), {})
