@@ -259,7 +259,9 @@ async def test_a_settling_group_read_waits_for_keys_to_stop_coming_within_its_li
         async def caller(k: int) -> int | None:
             if k + 1 < n:
                 spawned.append(asyncio.create_task(caller(k + 1)))
-            time.sleep(step)  # a busy loop: each iteration takes this long
+            busy_until = time.monotonic() + step  # a busy event loop: each iteration takes this long
+            while time.monotonic() < busy_until:
+                pass
             return await reads.get(k)
 
         first = await caller(0)
