@@ -167,13 +167,12 @@ class GroupRead(_Batches, Generic[K, V]):
         self.fetch = fetch
         self.settle = settle
         self._keys: dict[K, list[asyncio.Future[V | None]]] = {}
-        #: A batch is waiting for the keys to stop coming (``settle``): since when, and how
-        #: many keys were waiting at the last look.
-        self._settling = False
-        self._settling_since = 0.0
-        self._keys_seen = 0
+        #: Cleared while a batch waits for the keys to stop coming (``settle``): since when, and
+        #: how many keys were waiting at the last look.
         self._not_settling = asyncio.Event()
         self._not_settling.set()
+        self._settling_since = 0.0
+        self._keys_seen = 0
 
     def _has_waiting(self) -> bool:
         return bool(self._keys)
@@ -181,9 +180,8 @@ class GroupRead(_Batches, Generic[K, V]):
     def _kick(self) -> None:
         if not self.settle:
             super()._kick()
-        elif not self._settling and self._in_flight < self.max_in_flight:
+        elif self._not_settling.is_set() and self._in_flight < self.max_in_flight:
             loop = asyncio.get_running_loop()
-            self._settling = True
             self._not_settling.clear()
             self._settling_since, self._keys_seen = loop.time(), len(self._keys)
             loop.call_soon(self._settled)
@@ -195,7 +193,6 @@ class GroupRead(_Batches, Generic[K, V]):
             self._keys_seen = len(self._keys)
             loop.call_soon(self._settled)
             return
-        self._settling = False
         self._not_settling.set()
         super()._kick()
 
