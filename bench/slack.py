@@ -474,9 +474,10 @@ async def main() -> None:
                     print(" flowbot /slack/events (ack):")
                     for kind, values in lat.items():
                         print(line(kind, values))
-                    print(line("all", answered(lat)))
+                    everything = answered(lat)
+                    print(line("all", everything))
                     if rate is None:
-                        bursts.append(pct(answered(lat), 99))
+                        bursts.append(pct(everything, 99))
                     print(f"  every task completed and its follow-up routed: {routed:7.0f} ms after the first request")
                     print(f"  every follow-up task ran:                      {finished:7.0f} ms")
                     print(f"  server CPU (all threads) until the last ack: {cpu_acked:7.0f} ms "

@@ -26,7 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: ``net.core.somaxconn``, 4096 by default). aiohttp's default, 128, overflows when Slack sends
 #: a burst while the event loop is busy answering the first requests of it: Linux then drops
 #: the handshake and the client tries again only after a second (``bench/slack.py`` measured
-#: ack p99 of 1,017 ms in 2 of 60 bursts of 200).
+#: ack p99 of 1,017-1,020 ms in 2 of about 90 bursts of 200).
 LISTEN_BACKLOG = 1024
 
 
