@@ -57,8 +57,9 @@ class Priority:
     Python's cyclic garbage collector waits too, while any ack is due (for ``max_defer`` at
     most): a burst of 200 requests set off two or three young collections of 1.5-2.7 ms each
     on the event loop, ahead of the acks (bench/slack.py, p99 median over 20 rounds each,
-    alternated: 90.2 -> 77.5 ms; under 100 ms in 12 -> 17 of them). It runs again as soon as
-    no ack is due; reference counting frees everything else meanwhile. A collector already
+    alternated: 90.2 -> 77.5 ms; under 100 ms in 12 -> 17 of them). It runs again once no ack
+    is due, from the event loop's next turn (after the last answer is written); reference
+    counting frees everything else meanwhile. A collector already
     disabled (by the program) is left alone.
     """
 
@@ -100,7 +101,9 @@ class Priority:
                     self._arm_pause()
                 else:
                     self._quiet.set()
-                self._release_gc()  # last: a collection it sets off delays nothing above
+                # Collecting again waits for the next turn of the event loop: a collection set
+                # off right here (4-7 ms after a burst) would delay this request's answer.
+                asyncio.get_running_loop().call_soon(self._release_gc_if_idle)
 
     def _hold_gc(self) -> None:
         """No cyclic garbage collection while acks are due, up to ``max_defer`` into a busy spell."""
@@ -115,6 +118,11 @@ class Priority:
         if self._gc_held:
             self._gc_held = False
             gc.enable()
+
+    def _release_gc_if_idle(self) -> None:
+        """Collect again unless an ack became due meanwhile (the busy spell goes on)."""
+        if not self.pending:
+            self._release_gc()
 
     def is_quiet(self) -> bool:
         """No ack has been due for ``pause`` (``quiet`` would return at once)."""
