@@ -29,12 +29,12 @@ from bot.context import BotContext
 from bot.delivery import ACTION_CLAIM
 from bot.views import errors_response, parse_submission, suggest_options
 from engine import people
-from engine.db import Row, Tx
+from engine.db import Row
 from engine.errors import FlowbotError
 from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
 from engine.groupcommit import GroupCommit, GroupRead
 from engine.runner import task_of
-from engine.store import CommitResult, Finished, Store
+from engine.store import Finished, Store
 from engine.workflow import Stage
 
 if TYPE_CHECKING:
@@ -103,18 +103,12 @@ class Completions:
         return await self._group.commit((finished, actor, session))
 
     async def _execute(self, entries: list[tuple[Finished, str, str | None]]) -> set[int]:
-        won: set[int] = set()
-
-        async def close_sessions(tx: Tx, result: CommitResult) -> None:
-            completed = set(result.completed)
-            won.update(n for n, (finished, _, _) in enumerate(entries) if finished.task["id"] in completed)
-            sessions = [sid for n in sorted(won) if (sid := entries[n][2]) is not None]
-            if sessions:
-                await people.close_sessions(tx, sessions)
-
-        await self.store.commit(None, [f for f, _, _ in entries], from_status="pending",
-                                actor=[actor for _, actor, _ in entries], then=close_sessions)
-        return won
+        for finished, _, session in entries:
+            finished.session = session  # closed by the completion, if it wins
+        result = await self.store.commit(None, [f for f, _, _ in entries], from_status="pending",
+                                         actor=[actor for _, actor, _ in entries])
+        completed = set(result.completed)
+        return {n for n, (finished, _, _) in enumerate(entries) if finished.task["id"] in completed}
 
 
 def completions(ctx: BotContext) -> Completions:

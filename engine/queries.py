@@ -151,21 +151,35 @@ PENDING_JOINS = text(
 # Tasks: creation
 # ---------------------------------------------------------------------------------------------
 
-# -- name: insert_tasks -- create many tasks in one statement (recording who created them).
+# -- name: insert_tasks -- create many tasks in one statement (recording who created them), with
+# -- the assignment of the form tasks queued and the workers woken for the script tasks.
 INSERT_TASKS = text(
     """
-    INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
-                       lease_seconds, source_task_id, assignee, available_at, created_at, created_by)
-    SELECT run_id, workflow, stage, kind, type, payload, 'pending', max_attempts,
-           lease_seconds, source_task_id, assignee, CAST(:now AS timestamptz), CAST(:now AS timestamptz),
-           :actor
-    FROM unnest(CAST(:run_ids AS uuid[]), CAST(:workflows AS text[]), CAST(:stages AS text[]),
-                    CAST(:kinds AS text[]), CAST(:types AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]),
-                    CAST(:max_attempts AS int[]), CAST(:leases AS int[]),
-                    CAST(:sources AS bigint[]), CAST(CAST(:assignees AS text[]) AS jsonb[]))
-             AS x(run_id, workflow, stage, kind, type, payload, max_attempts, lease_seconds,
-                  source_task_id, assignee)
-    RETURNING id, run_id, workflow, stage, kind, type
+    WITH created AS (
+        INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
+                           lease_seconds, source_task_id, assignee, available_at, created_at, created_by)
+        SELECT run_id, workflow, stage, kind, type, payload, 'pending', max_attempts,
+               lease_seconds, source_task_id, assignee, CAST(:now AS timestamptz), CAST(:now AS timestamptz),
+               :actor
+        FROM unnest(CAST(:run_ids AS uuid[]), CAST(:workflows AS text[]), CAST(:stages AS text[]),
+                        CAST(:kinds AS text[]), CAST(:types AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]),
+                        CAST(:max_attempts AS int[]), CAST(:leases AS int[]),
+                        CAST(:sources AS bigint[]), CAST(CAST(:assignees AS text[]) AS jsonb[]))
+                 AS x(run_id, workflow, stage, kind, type, payload, max_attempts, lease_seconds,
+                      source_task_id, assignee)
+        RETURNING id, run_id, workflow, stage, kind, type
+    ), assigned AS (
+        -- A new form task is assigned after commit (the assignee resolved, a DM sent): an outbox row.
+        INSERT INTO outbox (kind, payload, task_id, run_id, available_at, created_at)
+        SELECT 'form.assigned', jsonb_build_object('task_id', id), id, run_id,
+               CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+        FROM created WHERE kind = 'form' ORDER BY id
+    ), woke AS (
+        -- New script tasks wake the listening workers once this transaction commits. (Read by the
+        -- join below, so it runs; Postgres sends one notification per transaction and channel.)
+        SELECT pg_notify(:channel, '') FROM (SELECT 1 FROM created WHERE kind = 'script' LIMIT 1) AS any_script
+    )
+    SELECT created.* FROM created LEFT JOIN woke ON true
     """
 )
 
@@ -220,7 +234,9 @@ CLAIM_TASKS = text(
     """
 )
 
-# -- name: complete_tasks -- mark locked tasks completed, only if this worker still holds them.
+# -- name: complete_tasks -- mark tasks completed (guarded: only from :from_status, and only if
+# -- this worker still holds them), with what the completions carry, for the completed ones only:
+# -- their effects for the outbox (in the order given) and the form sessions they close.
 COMPLETE_TASKS = text(
     """
     WITH done AS (
@@ -235,6 +251,17 @@ COMPLETE_TASKS = text(
     ), ev AS (
         INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
         SELECT id, :from_status, 'completed', actor, NULL, CAST(:now AS timestamptz) FROM done
+    ), effects AS (
+        INSERT INTO outbox (kind, payload, task_id, run_id, available_at, created_at)
+        SELECT e.kind, e.payload, done.id, done.run_id, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+        FROM unnest(CAST(:effect_task_ids AS bigint[]), CAST(:effect_kinds AS text[]),
+                    CAST(CAST(:effect_payloads AS text[]) AS jsonb[])) WITH ORDINALITY AS e(task_id, kind, payload, ord)
+        JOIN done ON done.id = e.task_id
+        ORDER BY e.ord
+    ), closed AS (
+        DELETE FROM form_sessions s
+        USING unnest(CAST(:session_task_ids AS bigint[]), CAST(:session_ids AS uuid[])) AS x(task_id, id)
+        WHERE s.id = x.id AND x.task_id IN (SELECT id FROM done)
     )
     SELECT id, run_id FROM done
     """

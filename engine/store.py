@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine import queries
 from engine.context import Outcome, Send
-from engine.db import Database, Row, Tx, jsonb_array
+from engine.db import NOTIFY_CHANNEL, Database, Row, Tx, jsonb_array
 from engine.errors import RunNotFound
 from engine.fanout import FreshRuns
 from engine.loader import Registry
@@ -35,11 +35,13 @@ def utcnow() -> dt.datetime:
 
 @dataclass
 class Finished:
-    """A task whose stage ran to the end, with what it produced (already routed)."""
+    """A task whose stage ran to the end, with what it produced (already routed); ``session``,
+    the form session its answers came from, is closed by its completion."""
 
     task: Row
     outcome: Outcome
     routes: Routes
+    session: str | None = None
 
 
 @dataclass
@@ -103,7 +105,6 @@ class Store:
             fresh = (stage.workflow.name, trigger or {"kind": "manual"}, context or {})
             [run_id] = await self._insert_runs(tx, [fresh], now)
             created = await self._insert_tasks(tx, [new_task(stage, type, payload, run_id=run_id)], now)
-            await self._after_insert(tx, created, now)
             await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": [run_id], "now": now})
         return run_id, created[0]["id"]
 
@@ -123,8 +124,7 @@ class Store:
         named = sorted({t.run_id for t in routes.tasks if id(t) not in by_send and t.run_id})
         if named:
             await tx.execute(queries.LOCK_RUNS, {"ids": named})
-        created = await self._insert_tasks(tx, routes.tasks, now)
-        await self._after_insert(tx, created, now)
+        await self._insert_tasks(tx, routes.tasks, now)
         run_ids = sorted({str(t.run_id) for t in routes.tasks})
         await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": run_ids, "now": now})
         return run_ids
@@ -178,7 +178,6 @@ class Store:
         if batch.arrivals:
             created += await self._insert_tasks(tx, await self._join(tx, batch.arrivals, batch.now),
                                                 batch.now, batch.actor)
-        await self._after_insert(tx, created, batch.now)
         started.tasks = batch.script_tasks + len(created)
         return started
 
@@ -229,6 +228,8 @@ class Store:
 
     async def _insert_tasks(self, tx: Tx, tasks: Sequence[NewTask], now: dt.datetime,
                             actor: str = "engine") -> list[Row]:
+        """Insert ``tasks``; the same statement queues the assignment of the form tasks and wakes
+        the workers for the script tasks."""
         if not tasks:
             return []
         return await tx.fetch_all(
@@ -246,18 +247,9 @@ class Store:
                 "assignees": jsonb_array(t.assignee for t in tasks),
                 "now": now,
                 "actor": actor,
+                "channel": NOTIFY_CHANNEL,
             },
         )
-
-    async def _after_insert(self, tx: Tx, created: list[Row], now: dt.datetime) -> None:
-        """Wake workers for new script tasks; queue the assignment of new form tasks."""
-        if any(r["kind"] == StageKind.SCRIPT.value for r in created):
-            await tx.notify()
-        forms = [r for r in created if r["kind"] == StageKind.FORM.value]
-        if forms:
-            await self.add_effects(
-                tx, [("form.assigned", {"task_id": r["id"]}, r["id"], str(r["run_id"])) for r in forms], now
-            )
 
     async def add_effects(self, tx: Tx, effects: Iterable[tuple[str, dict[str, Any], int | None, str | None]],
                           now: dt.datetime) -> None:
@@ -329,13 +321,12 @@ class Store:
             )
 
     async def commit(self, worker: str | None, finished: Sequence[Finished], failed: Sequence[Failed] = (),
-                     *, actor: str | Sequence[str] | None = None, from_status: str = "locked",
-                     then: Callable[[Tx, CommitResult], Awaitable[None]] | None = None) -> CommitResult:
-        """Complete and fail tasks in one transaction, with everything the finished ones sent.
+                     *, actor: str | Sequence[str] | None = None, from_status: str = "locked") -> CommitResult:
+        """Complete and fail tasks in one transaction, with everything the finished ones sent
+        (and the form sessions they came from closed).
 
         ``actor`` (who completed them: the worker by default) is one for all, or one per finished
-        task (answers of different people committed together). ``then(tx, result)`` runs last in
-        the same transaction (e.g. closing the form sessions of the answers that won).
+        task (answers of different people committed together).
         """
         now = self.clock()
         result = CommitResult()
@@ -354,11 +345,20 @@ class Store:
                 if any(r["status"] == "pending" for r in moved):
                     await tx.notify()
             if finished:
+                # What the finished tasks carry is written by the same statement, for those it
+                # completes: a task that lost its race (no longer pending) sends nothing.
+                effects = [(f.task["id"], e) for f in finished for e in f.outcome.effects]
+                sessions = [(f.task["id"], f.session) for f in finished if f.session is not None]
                 done = await tx.fetch_all(
                     queries.COMPLETE_TASKS,
                     {"ids": [f.task["id"] for f in finished], "logs": jsonb_array(f.outcome.log for f in finished),
                      "worker": worker, "actors": _actors(actor or worker or "engine", len(finished)),
-                     "from_status": from_status, "now": now},
+                     "from_status": from_status, "now": now,
+                     "effect_task_ids": [task_id for task_id, _ in effects],
+                     "effect_kinds": [e.kind for _, e in effects],
+                     "effect_payloads": jsonb_array(e.payload for _, e in effects),
+                     "session_task_ids": [task_id for task_id, _ in sessions],
+                     "session_ids": [uuid.UUID(sid) for _, sid in sessions]},
                 )
                 ok = {r["id"] for r in done}
                 result.completed = sorted(ok)
@@ -370,17 +370,14 @@ class Store:
             refresh = [str(r["id"]) for r in locked if r["status"] != "running" or str(r["id"]) not in busy]
             if refresh:
                 result.runs = await tx.fetch_all(queries.REFRESH_RUN_STATUS, {"ids": refresh, "now": now})
-            if then is not None:
-                await then(tx, result)
         return result
 
     async def _apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:
-        """Route sends, merge contexts, record unrouted sends and queue effects."""
+        """Route sends, merge contexts and record unrouted sends (effects went with the completion)."""
         tasks: list[NewTask] = []
         arrivals: list[tuple[str, Arrival]] = []
         patches: dict[str, tuple[dict[str, Any], set[str]]] = {}
         unrouted: dict[str, list[dict[str, Any]]] = {}
-        effects: list[tuple[str, dict[str, Any], int | None, str | None]] = []
         for f in finished:
             run_id = str(f.task["run_id"])
             for t in f.routes.tasks:
@@ -398,11 +395,9 @@ class Store:
                 for key, value in o.context_set.items():
                     patch[key] = value
                     deleted.discard(key)
-            effects.extend((e.kind, e.payload, f.task["id"], run_id) for e in o.effects)
         tasks.extend(await self._join(tx, arrivals, now))
         created = await self._insert_tasks(tx, tasks, now)
         result.created = created
-        await self._after_insert(tx, created, now)
         if patches:
             await tx.execute(
                 queries.PATCH_RUN_CONTEXTS,
@@ -412,7 +407,6 @@ class Store:
         if unrouted:
             await tx.execute(queries.APPEND_UNROUTED,
                              {"ids": list(unrouted), "items": jsonb_array(unrouted.values()), "now": now})
-        await self.add_effects(tx, effects, now)
 
     async def _join(self, tx: Tx, arrivals: list[tuple[str, Arrival]], now: dt.datetime) -> list[NewTask]:
         """Record join arrivals; a join whose every transition delivered becomes one task."""

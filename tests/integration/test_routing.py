@@ -313,6 +313,33 @@ async def test_a_run_is_running_then_waiting_on_a_person_then_completed(store) -
     assert run["finished_at"] is not None
 
 
+async def test_a_completion_writes_its_effects_and_closes_its_form_session_only_when_it_wins(store, clock) -> None:
+    from engine import people
+    from engine.context import Effect, Outcome
+    from engine.routing import Routes
+    from engine.store import Finished
+
+    run_id, _ = await start(store, "ask", {"sends": [["b", {}]]})
+    await drain(store)
+    form_id = await scalar(store, "SELECT id FROM tasks WHERE stage = 'approve'")
+    assert await scalar(store, f"SELECT count(*) FROM outbox WHERE kind = 'form.assigned' AND task_id = {form_id}") == 1
+    form = await task_row(store, form_id)
+    mine, theirs = [await people.open_session(store.db, user_id=user, workflow="route", stage="approve",
+                                              task_id=form_id, now=clock.now) for user in ("U1", "U2")]
+
+    def answered(n: int, session: str) -> Finished:
+        return Finished(form, Outcome(effects=[Effect("note.sent", {"n": n})]), Routes(), session=session)
+
+    won = await store.commit(None, [answered(1, mine)], actor="U1", from_status="pending")
+    lost = await store.commit(None, [answered(2, theirs)], actor="U2", from_status="pending")
+    assert (won.completed, lost.lost) == ([form_id], [form_id])
+    notes = await scalar(store, "SELECT jsonb_agg(jsonb_build_array(payload, task_id, run_id::text)) "
+                                "FROM outbox WHERE kind = 'note.sent'")
+    assert notes == [[{"n": 1}, form_id, run_id]], "the loser sent nothing"
+    sessions = await scalar(store, "SELECT jsonb_agg(id::text) FROM form_sessions")
+    assert sessions == [theirs], "the winner's session is closed; the loser's stays (it is told who won)"
+
+
 async def test_a_run_with_nothing_left_to_do_completes_with_its_finish_time(store, clock) -> None:
     run_id, _ = await start(store, "start")
     clock.advance(3)
