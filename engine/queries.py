@@ -152,7 +152,8 @@ PENDING_JOINS = text(
 # ---------------------------------------------------------------------------------------------
 
 # -- name: insert_tasks -- create many tasks in one statement (recording who created them), with
-# -- the assignment of the form tasks queued and the workers woken for the script tasks.
+# -- the assignment of the form tasks queued, and the workers woken (and waiting runs running
+# -- again) for the script tasks.
 INSERT_TASKS = text(
     """
     WITH created AS (
@@ -174,6 +175,11 @@ INSERT_TASKS = text(
         SELECT 'form.assigned', jsonb_build_object('task_id', id), id, run_id,
                CAST(:now AS timestamptz), CAST(:now AS timestamptz)
         FROM created WHERE kind = 'form' ORDER BY id
+    ), busy AS (
+        -- A run with a pending script task is running: a run waiting on people that got one is
+        -- running again (what refresh_run_status would derive, without looking at its tasks).
+        UPDATE runs SET status = 'running', updated_at = CAST(:now AS timestamptz)
+        WHERE id IN (SELECT run_id FROM created WHERE kind = 'script') AND status = 'waiting'
     ), woke AS (
         -- New script tasks wake the listening workers once this transaction commits. (Read by the
         -- join below, so it runs; Postgres sends one notification per transaction and channel.)

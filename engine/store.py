@@ -72,12 +72,11 @@ class Started:
 
 @dataclass
 class CommitResult:
-    """What a commit did: tasks it completed and created, runs that changed status."""
+    """What a commit did: tasks it completed (and those that lost their race) and created."""
 
     completed: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
     created: list[Row] = field(default_factory=list)
-    runs: list[Row] = field(default_factory=list)
 
 
 class Store:
@@ -333,7 +332,7 @@ class Store:
         items: list[Finished | Failed] = [*finished, *failed]
         run_ids = sorted({str(f.task["run_id"]) for f in items})
         async with self.db.transaction() as tx:
-            locked = await tx.fetch_all(queries.LOCK_RUNS, {"ids": run_ids})
+            await tx.execute(queries.LOCK_RUNS, {"ids": run_ids})
             if failed:
                 moved = await tx.fetch_all(
                     queries.RETRY_OR_FAIL_TASKS,
@@ -364,12 +363,12 @@ class Store:
                 result.completed = sorted(ok)
                 result.lost = [f.task["id"] for f in finished if f.task["id"] not in ok]
                 await self._apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
-            # A running run that just got a new script task is still running: deriving its
+            # A run that just got a new script task is running (the insert saw to it): deriving its
             # status again would change nothing (and is most of the work of a big batch).
             busy = {str(c["run_id"]) for c in result.created if c["kind"] == StageKind.SCRIPT.value}
-            refresh = [str(r["id"]) for r in locked if r["status"] != "running" or str(r["id"]) not in busy]
+            refresh = [run_id for run_id in run_ids if run_id not in busy]
             if refresh:
-                result.runs = await tx.fetch_all(queries.REFRESH_RUN_STATUS, {"ids": refresh, "now": now})
+                await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": refresh, "now": now})
         return result
 
     async def _apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:

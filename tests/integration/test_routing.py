@@ -316,7 +316,7 @@ async def test_a_run_is_running_then_waiting_on_a_person_then_completed(store) -
 async def test_a_completion_writes_its_effects_and_closes_its_form_session_only_when_it_wins(store, clock) -> None:
     from engine import people
     from engine.context import Effect, Outcome
-    from engine.routing import Routes
+    from engine.routing import Routes, new_task
     from engine.store import Finished
 
     run_id, _ = await start(store, "ask", {"sends": [["b", {}]]})
@@ -328,11 +328,17 @@ async def test_a_completion_writes_its_effects_and_closes_its_form_session_only_
                                               task_id=form_id, now=clock.now) for user in ("U1", "U2")]
 
     def answered(n: int, session: str) -> Finished:
-        return Finished(form, Outcome(effects=[Effect("note.sent", {"n": n})]), Routes(), session=session)
+        onward = new_task(store.registry.get("route").stage("anything"), "noted", {"n": n})
+        return Finished(form, Outcome(effects=[Effect("note.sent", {"n": n})]), Routes(tasks=[onward]),
+                        session=session)
 
+    assert (await run_of(store, run_id))["status"] == "waiting"
     won = await store.commit(None, [answered(1, mine)], actor="U1", from_status="pending")
+    assert (await run_of(store, run_id))["status"] == "running", "a script task to run again"
     lost = await store.commit(None, [answered(2, theirs)], actor="U2", from_status="pending")
     assert (won.completed, lost.lost) == ([form_id], [form_id])
+    assert await stages_of(store, run_id) == [("ask", "start", "completed"), ("approve", "b", "completed"),
+                                              ("anything", "noted", "pending")]
     notes = await scalar(store, "SELECT jsonb_agg(jsonb_build_array(payload, task_id, run_id::text)) "
                                 "FROM outbox WHERE kind = 'note.sent'")
     assert notes == [[{"n": 1}, form_id, run_id]], "the loser sent nothing"
