@@ -94,8 +94,9 @@ class GroupCommit(_Batches, Generic[T]):
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._items.append((item, future))
         self._kick()
-        # Shielded: a caller that stops waiting does not stop the commit of the others.
-        return await asyncio.shield(future)
+        # The future is this caller's own: a caller that stops waiting cancels only it, and its
+        # item is committed all the same (with the others).
+        return await future
 
     def _take(self) -> list[tuple[T, asyncio.Future[bool]]]:
         """The waiting items for the next commit: up to ``max_batch``, one per key."""
@@ -205,7 +206,7 @@ class GroupRead(_Batches, Generic[K, V]):
         future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
         self._keys.setdefault(key, []).append(future)
         self._kick()
-        return await asyncio.shield(future)
+        return await future  # this caller's own: cancelling it leaves the batch alone
 
     async def _batch(self) -> None:
         keys = list(self._keys)[:self.max_batch]

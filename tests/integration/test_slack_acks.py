@@ -20,7 +20,7 @@ from bot.acks import FollowUps, Priority, deferring
 from bot.interactions import Completions
 from engine import people
 from engine.errors import DatabaseError
-from engine.groupcommit import GroupRead
+from engine.groupcommit import GroupCommit, GroupRead
 from engine.store import Finished, Store
 from engine.worker import Worker, WorkerOptions
 from tests.fakeslack import FakeSlack
@@ -243,6 +243,41 @@ async def test_group_read_shares_reads_and_a_failed_read_fails_only_its_batch() 
     results = await asyncio.gather(*failing, return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
     assert await reads.get("ok") == 2  # the next read is a new batch
+
+
+async def test_a_caller_that_stops_waiting_leaves_its_batch_and_its_item_alone() -> None:
+    committed: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def execute(items: list[str]) -> set[int]:
+        await gate.wait()
+        committed.append(items)
+        return set(range(len(items)))
+
+    group: GroupCommit[str] = GroupCommit(execute, what="items", max_in_flight=1)
+    first = asyncio.create_task(group.commit("a"))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(group.commit(item)) for item in ("b", "c")]
+    await asyncio.sleep(0)
+    first.cancel()  # in the batch in flight
+    waiting[0].cancel()  # not taken yet
+    gate.set()
+    assert await waiting[1] is True
+    assert committed == [["a"], ["b", "c"]]  # both still committed, with the others
+    assert first.cancelled() and waiting[0].cancelled()
+
+    reads: GroupRead[str, int] = GroupRead(lambda keys: _lengths(keys, gate), max_in_flight=1)
+    gate.clear()
+    gone, kept = asyncio.create_task(reads.get("dd")), asyncio.create_task(reads.get("dd"))
+    await asyncio.sleep(0)
+    gone.cancel()
+    gate.set()
+    assert await kept == 2
+
+
+async def _lengths(keys: list[str], gate: asyncio.Event) -> dict[str, int]:
+    await gate.wait()
+    return {k: len(k) for k in keys}
 
 
 async def test_a_settling_group_read_waits_for_keys_to_stop_coming_within_its_limit() -> None:
