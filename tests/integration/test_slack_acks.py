@@ -309,8 +309,35 @@ async def test_a_settling_group_read_waits_for_keys_to_stop_coming_within_its_li
     assert await arrivals(settling, 5) == [0, -1, -2, -3, -4]
     assert asked == [[0, 1, 2, 3, 4]]  # one read, once the keys stopped coming
     asked.clear()
+
+    async def every(n: int, reads: GroupRead[int, int]) -> list[int | None]:
+        """Five callers, started ``n`` event-loop iterations apart."""
+        loop = asyncio.get_running_loop()
+        started: list[asyncio.Task[int | None]] = []
+        all_started = asyncio.Event()
+
+        def step(i: int) -> None:
+            if i % n == 0:
+                started.append(asyncio.create_task(reads.get(i // n)))
+            if i < 4 * n:
+                loop.call_soon(step, i + 1)
+            else:
+                all_started.set()
+
+        loop.call_soon(step, 0)
+        await all_started.wait()
+        return [await t for t in started]
+
+    # An iteration that brings no key (within a burst: one that only accepted connections) does
+    # not start the read; two in a row do.
+    assert await every(1, settling) == [0, -1, -2, -3, -4]
+    assert asked == [[0, 1, 2, 3, 4]]
+    asked.clear()
+    assert await every(3, settling) == [0, -1, -2, -3, -4]
+    assert asked == [[0], [1], [2], [3], [4]]
+    asked.clear()
     started = time.monotonic()
-    assert await settling.get(7) == -7  # a lone key: one iteration, not the limit
+    assert await settling.get(7) == -7  # a lone key: two iterations, not the limit
     assert asked == [[7]] and time.monotonic() - started < 1
     asked.clear()
     brief = GroupRead(fetch, max_in_flight=1, settle=0.01)
