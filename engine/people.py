@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from engine import queries
 from engine.context import Context, Effect, Outcome
-from engine.db import Database, Row, Tx
+from engine.db import Database, Row
 from engine.errors import FlowbotError, TaskNotFound
 from engine.forms import Form
 from engine.runner import call, task_of
@@ -379,9 +379,9 @@ async def close_session(db: Database, session_id: str) -> None:
     await close_sessions(db, [session_id])
 
 
-async def close_sessions(db: Database | Tx, session_ids: list[str]) -> None:
-    """Forget many sessions in one statement (their forms were submitted): on its own, or in
-    an open transaction ``Tx`` (with the completions of the answers they gave)."""
+async def close_sessions(db: Database, session_ids: list[str]) -> None:
+    """Forget many sessions in one statement (their forms were submitted). A task's completion
+    closes the session its answers came from itself (``Finished.session``)."""
     await db.fetch_one(queries.DELETE_FORM_SESSIONS, {"ids": session_ids})
 
 
