@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -78,13 +79,13 @@ class Completions:
     waits for the first one's row lock; both lock their runs first, in id order). When a
     transaction of several answers fails, each is retried alone, so one bad answer fails only
     its own submission. Nothing is reported won before its commit. An answer from a modal names
-    its form session: the winners' sessions are closed with one statement in the same
-    transaction.
+    its form session (``Finished.session``): the completion that wins closes it, in the same
+    statement.
     """
 
     def __init__(self, store: Store, *, max_batch: int = 100, max_in_flight: int = 4) -> None:
         self.store = store
-        self._group: GroupCommit[tuple[Finished, str, str | None]] = GroupCommit(
+        self._group: GroupCommit[tuple[Finished, str]] = GroupCommit(
             self._execute, what="form completions", key=lambda entry: entry[0].task["id"],
             max_batch=max_batch, max_in_flight=max_in_flight)
 
@@ -101,15 +102,13 @@ class Completions:
         """Complete ``finished`` as done by ``actor``: True once committed (and ``session``
         closed), False if the task was no longer pending. Raises the database error when its
         transaction failed."""
-        return await self._group.commit((finished, actor, session))
+        return await self._group.commit((dataclasses.replace(finished, session=session), actor))
 
-    async def _execute(self, entries: list[tuple[Finished, str, str | None]]) -> set[int]:
-        for finished, _, session in entries:
-            finished.session = session  # closed by the completion, if it wins
-        result = await self.store.commit(None, [f for f, _, _ in entries], from_status="pending",
-                                         actor=[actor for _, actor, _ in entries])
+    async def _execute(self, entries: list[tuple[Finished, str]]) -> set[int]:
+        result = await self.store.commit(None, [f for f, _ in entries], from_status="pending",
+                                         actor=[actor for _, actor in entries])
         completed = set(result.completed)
-        return {n for n, (finished, _, _) in enumerate(entries) if finished.task["id"] in completed}
+        return {n for n, (finished, _) in enumerate(entries) if finished.task["id"] in completed}
 
 
 def completions(ctx: BotContext) -> Completions:
