@@ -375,14 +375,9 @@ async def save_session(db: Database, session_id: str, *, answers: dict[str, Any]
 
 
 async def close_session(db: Database, session_id: str) -> None:
-    """Forget a session (its form was submitted)."""
-    await close_sessions(db, [session_id])
-
-
-async def close_sessions(db: Database, session_ids: list[str]) -> None:
-    """Forget many sessions in one statement (their forms were submitted). A task's completion
-    closes the session its answers came from itself (``Finished.session``)."""
-    await db.fetch_one(queries.DELETE_FORM_SESSIONS, {"ids": session_ids})
+    """Forget a session (its form was submitted). A task's completion closes the session its
+    answers came from itself (``Finished.session``)."""
+    await db.fetch_one(queries.DELETE_FORM_SESSIONS, {"ids": [session_id]})
 
 
 # --- load-time checks --------------------------------------------------------------------------
