@@ -59,8 +59,8 @@ class Priority:
     on the event loop, ahead of the acks (bench/slack.py, p99 median over 20 rounds each,
     alternated: 90.2 -> 77.5 ms; under 100 ms in 12 -> 17 of them). It runs again once no ack
     is due, from the event loop's next turn (after the last answer is written); reference
-    counting frees everything else meanwhile. A collector already
-    disabled (by the program) is left alone.
+    counting frees everything else meanwhile. A collector already disabled (by the program) is
+    left alone.
     """
 
     def __init__(self, concurrency: int = FOLLOW_UP_CONCURRENCY,

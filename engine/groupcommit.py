@@ -174,8 +174,8 @@ class GroupRead(_Batches, Generic[K, V]):
         self.fetch = fetch
         self.settle = settle
         self._keys: dict[K, list[asyncio.Future[V | None]]] = {}
-        #: Cleared while a batch waits for the keys to stop coming (``settle``): since when, and
-        #: how many keys were waiting at the last look.
+        #: Cleared while a batch waits for the keys to stop coming (``settle``): since when, how
+        #: many keys were waiting at the last look, and how many looks in a row found no new one.
         self._not_settling = asyncio.Event()
         self._not_settling.set()
         self._settling_since = 0.0
