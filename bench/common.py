@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.embedded import EmbeddedPostgres, sqlalchemy_url  # noqa: E402
+from engine.store.embedded import EmbeddedPostgres, sqlalchemy_url  # noqa: E402
 
 
 def out(line: str) -> None:

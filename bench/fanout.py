@@ -5,7 +5,7 @@
 Starts its own embedded Postgres in a temporary directory (or uses ``DATABASE_URL``, which must
 allow CREATE DATABASE) and creates a fresh migrated database. Then, ``--repeat`` times each:
 
-a) flowbot: ``engine.jobs.firing.fire`` of a job whose ``run(ctx)`` calls ``ctx.send`` ``--tasks``
+a) flowbot: ``engine.triggers.jobs.firing.fire`` of a job whose ``run(ctx)`` calls ``ctx.send`` ``--tasks``
    times; every send starts its own run with one pending script task (and its "created" event),
    all committed in one transaction with the job_fires row. Timed from the fire to the commit,
    so it includes the job's own Python (payload checks) as well as the inserts.
@@ -35,12 +35,12 @@ import asyncpg
 import common  # bench/common.py (puts the repository root on sys.path)
 from common import out
 
-from engine import migrate
-from engine.cli import run_async
-from engine.db import Database
-from engine.jobs.firing import find_job, fire
+from engine.cli.main import run_async
 from engine.loader import load_workflows
-from engine.store import Store
+from engine.store import migrate
+from engine.store.db import Database
+from engine.store.tasks import Store
+from engine.triggers.jobs.firing import find_job, fire
 
 STAGES = {
     "fanout/__init__.py": "",

@@ -42,10 +42,10 @@ import common  # bench/common.py (puts the repository root on sys.path)
 import psutil
 from common import out
 
-from engine import migrate
-from engine.cli import run_async
-from engine.hooks import sign_hmac
-from engine.http import LISTEN_BACKLOG
+from engine.cli.main import run_async
+from engine.store import migrate
+from engine.triggers.hooks import sign_hmac
+from engine.web.server import LISTEN_BACKLOG
 
 ROOT = common.ROOT
 
@@ -95,7 +95,7 @@ async def main(port: int, url: str) -> None:
     await web.TCPSite(runner, "127.0.0.1", port, backlog=int(sys.argv[3])).start()
     await asyncio.Event().wait()
 
-try:  # the event loop flowbot runs on (engine.cli.run_async)
+try:  # the event loop flowbot runs on (engine.cli.main.run_async)
     from uvloop import run
 except ImportError:
     from asyncio import run
@@ -246,7 +246,7 @@ async def bench_flowbot(pg: common.Server, tmp: Path, args: argparse.Namespace,
     for key in [k for k in env if k.startswith("SLACK_")]:
         del env[key]
     flowbot = shutil.which("flowbot")
-    cmd = [flowbot] if flowbot else [sys.executable, "-m", "engine.cli"]
+    cmd = [flowbot] if flowbot else [sys.executable, "-m", "engine.cli.main"]
     proc = start([*cmd, "web", "--port", str(port)], env)
     try:
         await wait_listening(port, proc)

@@ -64,12 +64,13 @@ import aiohttp
 import common  # bench/common.py (puts the repository root on sys.path)
 from aiohttp import web
 
-from engine import migrate, people
-from engine.app import open_app
-from engine.cli import run_async
-from engine.embedded import EmbeddedPostgres
-from engine.http import LISTEN_BACKLOG
+from engine.cli.main import run_async
+from engine.people import actions as people
+from engine.runtime.app import open_app
 from engine.settings import Settings
+from engine.store import migrate
+from engine.store.embedded import EmbeddedPostgres
+from engine.web.server import LISTEN_BACKLOG
 from tests.fakeslack import FakeSlack
 
 SECRET = "bench-signing-secret"
@@ -313,8 +314,8 @@ async def count(app: Any, sql: str) -> int:
 async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, submissions: int,
                         rate: float | None) -> tuple[dict[str, list[float]], float, float, float, float]:
     from bot import modals
-    from engine.cli import EXTRA_PARTS, outbox_part, tune_for_serving, worker_part
-    from engine.http import serve
+    from engine.cli.main import EXTRA_PARTS, outbox_part, tune_for_serving, worker_part
+    from engine.web.server import serve
 
     settings = Settings(database_url=db_url, stages_dir=stages, home=stages.parent / "home", host="127.0.0.1",
                         port=0, api_token="bench", poll_interval=0.2, slack_bot_token=TOKEN,
@@ -332,8 +333,8 @@ async def flowbot_round(db_url: str, stages: Path, fake_url: str, clicks: int, s
             views.append(modals.form_view(form, {}, session_id=sid))
         stop = asyncio.Event()
         bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        tune_for_serving()  # as `flowbot run` does once started (engine.cli.run_parts)
-        # What `flowbot run` runs (engine.cli.cmd_run), its HTTP server on a free port.
+        tune_for_serving()  # as `flowbot run` does once started (engine.cli.main.run_parts)
+        # What `flowbot run` runs (engine.cli.main.cmd_run), its HTTP server on a free port.
         parts = [serve(app, stop, host="127.0.0.1", port=0, ready=bound.set_result), worker_part(app)(stop),
                  outbox_part(app)(stop)]
         parts += [factory(app)(stop) for factory in EXTRA_PARTS.values()] + [p(stop) for p in app.background]
@@ -381,7 +382,7 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
     serves it (Bolt's defaults), or (``flowbot_setup``) set up as flowbot sets up its own
     (``bot.app.new_bolt``: one auth.test, asked at start; answers when the listener returns)
     behind flowbot's ``/slack/events`` endpoint (``bot.endpoint.SlackEndpoint``, which answers
-    clicks before Bolt runs them). Both listen with flowbot's backlog (``engine.http``), so
+    clicks before Bolt runs them). Both listen with flowbot's backlog (``engine.web.server``), so
     neither loses a second to a dropped handshake. Returns the latencies and the server's CPU
     time (ms) until the last answer."""
     from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -393,7 +394,7 @@ async def baseline_round(fake_url: str, clicks: int, submissions: int, rate: flo
     from bot.app import new_bolt
     from bot.endpoint import SlackEndpoint
     from bot.identity import BotIdentity
-    from engine.cli import tune_for_serving
+    from engine.cli.main import tune_for_serving
     from engine.forms import Form, Text
 
     # The same client set-up as flowbot's (its auth.test answered by the same fake Slack).

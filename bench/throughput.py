@@ -46,12 +46,12 @@ import common  # bench/common.py (puts the repository root on sys.path)
 import psutil
 from common import Cpu, Server, out
 
-from engine import migrate
-from engine.cli import run_async
-from engine.db import Database
+from engine.cli.main import run_async
 from engine.loader import load_workflows
 from engine.routing import Routes, new_task
-from engine.store import Store
+from engine.store import migrate
+from engine.store.db import Database
+from engine.store.tasks import Store
 
 ROOT = common.ROOT
 
@@ -101,7 +101,7 @@ def worker_env(url: str, stages: Path, home: Path, concurrency: int, **extra: st
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """``flowbot ARGS`` as a subprocess."""
     flowbot = shutil.which("flowbot")
-    cmd = [flowbot, *args] if flowbot else [sys.executable, "-m", "engine.cli", *args]
+    cmd = [flowbot, *args] if flowbot else [sys.executable, "-m", "engine.cli.main", *args]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

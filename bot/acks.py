@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.outbox import OutboxHandler
+    from engine.runtime.outbox import OutboxHandler
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 from bot import messages
 from bot.blocks import chunks, context, escape, header, section
 from bot.context import USER_ID_RE, BotContext, UserNotFound
-from engine import people, queries
 from engine.assignees import Team
 from engine.context import check_payload
 from engine.errors import FlowbotError, UnknownWorkflow
 from engine.forms import FormError
+from engine.people import actions as people
+from engine.store import queries
 from engine.workflow import StageKind, Workflow
 
 if TYPE_CHECKING:

@@ -20,13 +20,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.acks import FollowUps, Priority
 from bot.identity import BotIdentity
-from engine import queries
-from engine.db import Database
 from engine.settings import Settings
+from engine.store import queries
+from engine.store.db import Database
 
 if TYPE_CHECKING:
-    from engine.app import App
-    from engine.store import Store
+    from engine.runtime.app import App
+    from engine.store.tasks import Store
 
 #: A Slack user id (``U…`` or ``W…``) as opposed to an email.
 USER_ID_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
@@ -159,7 +159,7 @@ class BotContext:
 
     @property
     def directory(self) -> SlackDirectory:
-        """Assignee identities and team membership, for ``engine.people``."""
+        """Assignee identities and team membership, for ``engine.people.actions``."""
         return SlackDirectory(self.client, self.resolver)
 
     @property
@@ -190,7 +190,7 @@ def make_context(app: App, client: AsyncWebClient | None = None) -> BotContext:
 
 @dataclass
 class SlackDirectory:
-    """``engine.people.Directory`` over Slack: emails through the resolver, teams through
+    """``engine.people.actions.Directory`` over Slack: emails through the resolver, teams through
     ``usergroups.users.list`` (``S…``, or ``@handle`` resolved by ``usergroups.list``) or
     ``conversations.members`` (``C…``)."""
 

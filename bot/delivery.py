@@ -29,12 +29,13 @@ from bot.cards import (
     resolved_message_blocks,
 )
 from bot.context import BotContext, UserGroupNotFound, UserNotFound, is_channel
-from engine import people, queries
-from engine.db import Row
 from engine.errors import FlowbotError
 from engine.forms import Approval, Form
-from engine.outbox import OutboxHandler, PermanentFailure, RetryLater
-from engine.runner import task_of
+from engine.people import actions as people
+from engine.runtime.outbox import OutboxHandler, PermanentFailure, RetryLater
+from engine.runtime.runner import task_of
+from engine.store import queries
+from engine.store.db import Row
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from bot import messages
 from bot.blocks import button, context, escape, header, section
 from bot.cards import ACTION_OPEN
 from bot.context import USER_ID_RE
-from engine import queries
-from engine.db import Row
 from engine.errors import FlowbotError
-from engine.outbox import OutboxHandler
-from engine.people import load_form
-from engine.runner import task_of
+from engine.people.actions import load_form
+from engine.runtime.outbox import OutboxHandler
+from engine.runtime.runner import task_of
+from engine.store import queries
+from engine.store.db import Row
 
 if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncApp

@@ -3,7 +3,7 @@ external-select options.
 
 Every listener acks first (Slack wants an answer within 3 seconds); a modal submission is the
 exception that decides before acking, because its validation errors and next page ride on the
-ack. Who may act is decided by ``engine.people`` (an assignee, or a member of the task's team);
+ack. Who may act is decided by ``engine.people.actions`` (an assignee, or a member of the task's team);
 anyone else gets an ephemeral explanation and nothing changes. Of two racing answers the engine
 completes exactly one; the other person is told who won.
 
@@ -29,13 +29,13 @@ from bot.cards import ACTION_APPROVE, ACTION_DECLINE, ACTION_OPEN, ACTION_REASSI
 from bot.context import BotContext
 from bot.delivery import ACTION_CLAIM
 from bot.views import errors_response, parse_submission, suggest_options
-from engine import people
-from engine.db import Row
 from engine.errors import FlowbotError
 from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
-from engine.groupcommit import GroupCommit, GroupRead
-from engine.runner import task_of
-from engine.store import Finished, Store
+from engine.people import actions as people
+from engine.runtime.runner import task_of
+from engine.store.db import Row
+from engine.store.groupcommit import GroupCommit, GroupRead
+from engine.store.tasks import Finished, Store
 from engine.workflow import Stage
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class Completions:
     a burst go alone, in small commits whose round trips crawl while the loop answers the rest
     of the burst, and a batch waiting for one of them to end waited that long too (bench/slack.py,
     p99 median over the rounds: one in flight ~105 ms, two ~88 ms (8 rounds each, with the 0.5 ms
-    GIL switch interval of ``engine.cli.tune_for_serving``); two 88-92 ms, three 84 ms, four
+    GIL switch interval of ``engine.cli.main.tune_for_serving``); two 88-92 ms, three 84 ms, four
     83-85 ms (35 rounds each, same hour)). Two answers to the same task never share a
     transaction: the later one goes to another, finds the task completed and loses (its update
     waits for the first one's row lock; both lock their runs first, in id order). When a

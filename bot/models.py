@@ -11,7 +11,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from engine.models import Base
+from engine.store.models import Base
 
 
 class SlackUser(Base):

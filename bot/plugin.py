@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from bot import messages
 
 if TYPE_CHECKING:
-    from engine.app import App
+    from engine.runtime.app import App
 
 log = logging.getLogger(__name__)
 

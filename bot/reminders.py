@@ -24,18 +24,20 @@ from bot import messages
 from bot.blocks import button, section
 from bot.cards import ACTION_OPEN, ACTIONS_BLOCK
 from bot.context import USER_ID_RE, BotContext, UserNotFound
-from engine import assignees, people, queries
+from engine import assignees
 from engine.context import Task
-from engine.db import Row
 from engine.errors import DatabaseError, FlowbotError
 from engine.loader import Registry
-from engine.store import Clock
+from engine.people import actions as people
+from engine.store import queries
+from engine.store.db import Row
+from engine.store.tasks import Clock
 from engine.workflow import Stage, StageKind
 
 if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncApp
 
-    from engine.app import App
+    from engine.runtime.app import App
     from engine.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from engine.assignees import Team
 from engine.context import Context, Task
 from engine.errors import FlowbotError, PayloadError, WorkflowError
-from engine.hooks import BearerAuth, GitHubAuth, HmacAuth, HookRequest, HookResponse, SlackAuth, StripeAuth
+from engine.triggers.hooks import BearerAuth, GitHubAuth, HmacAuth, HookRequest, HookResponse, SlackAuth, StripeAuth
 from engine.workflow import Stage, StageKind, Workflow
 
 __all__ = [

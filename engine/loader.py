@@ -117,7 +117,7 @@ def load_workflows(stages_dir: Path) -> Registry:
     """Import and validate every workflow; raise WorkflowLoadError listing all problems."""
     # Hook, job and form checks plug themselves in when their modules are imported: import them
     # here so validation never depends on what the caller happened to import first.
-    for checks in ("engine.hooks", "engine.jobs", "engine.people"):
+    for checks in ("engine.triggers.hooks", "engine.triggers.jobs", "engine.people.actions"):
         importlib.import_module(checks)
     stages_dir = stages_dir.resolve()
     errors: list[WorkflowError] = []

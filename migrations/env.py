@@ -10,11 +10,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import bot.models  # noqa: F401  (Slack tables)
-import engine.people_models  # noqa: F401  (form sessions)
-from engine.embedded import sqlalchemy_url
-from engine.hooks import models as _hook_models  # noqa: F401  (registers hook_deliveries)
-from engine.jobs import models as _job_models  # noqa: F401  (registers job_fires)
-from engine.models import Base
+import engine.store.hook_models  # noqa: F401  (hook_deliveries)
+import engine.store.job_models  # noqa: F401  (job_fires)
+import engine.store.people_models  # noqa: F401  (form sessions)
+from engine.store.embedded import sqlalchemy_url
+from engine.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

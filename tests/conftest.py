@@ -19,11 +19,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from engine import migrate
-from engine.db import Database
-from engine.embedded import EmbeddedPostgres, sqlalchemy_url
 from engine.loader import Registry, load_workflows
-from engine.store import Store
+from engine.store import migrate
+from engine.store.db import Database
+from engine.store.embedded import EmbeddedPostgres, sqlalchemy_url
+from engine.store.tasks import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))

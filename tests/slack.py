@@ -32,9 +32,9 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from engine.app import App, open_app
+from engine.runtime.app import App, open_app
 from engine.settings import Settings
-from engine.store import Clock, utcnow
+from engine.store.tasks import Clock, utcnow
 from tests.fakeslack import FakeSlack
 from tests.support import write_stages
 
@@ -291,9 +291,9 @@ async def slack_app(database_url: str, fake_slack: FakeSlack, tmp_path: Path) ->
 
 async def _serve(stack: contextlib.AsyncExitStack, app: App, fake: FakeSlack, *, worker: bool,
                  outbox: bool) -> SlackHarness:
-    from engine.cli import worker_part
-    from engine.http import serve
-    from engine.outbox import OutboxDispatcher
+    from engine.cli.main import worker_part
+    from engine.runtime.outbox import OutboxDispatcher
+    from engine.web.server import serve
 
     stop = asyncio.Event()
     bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()

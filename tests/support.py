@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import text
 
-from engine import queries
-from engine.runner import run_script
-from engine.store import CommitResult, Failed, Finished, Store
+from engine.runtime.runner import run_script
+from engine.store import queries
+from engine.store.tasks import CommitResult, Failed, Finished, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 

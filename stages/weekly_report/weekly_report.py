@@ -3,7 +3,7 @@
 import datetime as dt
 import os
 
-from engine.jobs.context import JobContext
+from engine.triggers.jobs.context import JobContext
 
 from .message import build_message
 

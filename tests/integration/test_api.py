@@ -20,10 +20,10 @@ import pytest
 from conftest import write_stages
 from support import scalar
 
-from engine.app import App, open_app
-from engine.http import serve
+from engine.runtime.app import App, open_app
+from engine.runtime.worker import Worker, WorkerOptions
 from engine.settings import Settings
-from engine.worker import Worker, WorkerOptions
+from engine.web.server import serve
 
 TOKEN = "test-token-0123456789"
 MAX_BODY = 64 * 1024

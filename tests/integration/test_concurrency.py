@@ -19,7 +19,7 @@ from support import cli_env, scalar, spawn, stop
 
 from engine.context import Send
 from engine.loader import load_workflows
-from engine.store import Store
+from engine.store.tasks import Store
 
 WORKERS = 8
 TASKS = 5_000

@@ -18,7 +18,7 @@ from conftest import write_stages
 from support import cli_env, events, eventually, scalar, spawn, stop, task_row
 
 from engine.loader import load_workflows
-from engine.store import Store
+from engine.store.tasks import Store
 
 STAGES = {
     "crashy/workflow.py": """

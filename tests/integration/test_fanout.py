@@ -18,9 +18,9 @@ from sqlalchemy import text
 from support import eventually, scalar
 
 from engine.context import Send
-from engine.jobs import stream
-from engine.jobs.firing import find_job, fire
-from engine.store import Store
+from engine.store.tasks import Store
+from engine.triggers.jobs import stream
+from engine.triggers.jobs.firing import find_job, fire
 
 UTC = dt.UTC
 FIRE = dt.datetime(2026, 11, 16, 3, 0, tzinfo=UTC)

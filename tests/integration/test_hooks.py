@@ -21,15 +21,15 @@ from aiohttp import web
 from multidict import CIMultiDict
 from support import FakeClock, eventually, scalar
 
-from engine.app import App
-from engine.db import Database
 from engine.errors import WorkflowLoadError
-from engine.hooks import sign_github, sign_hmac, sign_slack, sign_stripe
-from engine.http import build_http_app
 from engine.loader import Registry
+from engine.runtime.app import App
+from engine.runtime.worker import Worker, WorkerOptions
 from engine.settings import Settings
-from engine.store import Store
-from engine.worker import Worker, WorkerOptions
+from engine.store.db import Database
+from engine.store.tasks import Store
+from engine.triggers.hooks import sign_github, sign_hmac, sign_slack, sign_stripe
+from engine.web.server import build_http_app
 
 SECRET = "it-is-a-secret-from-the-environment"
 
@@ -474,7 +474,7 @@ async def test_a_body_over_the_limit_without_a_content_length_is_refused_while_r
 async def test_a_stage_that_raises_gets_a_500_with_a_correlation_id_and_its_traceback_is_logged(
         serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
     served = await serve()
-    with caplog.at_level(logging.ERROR, logger="engine.hooks.http"):
+    with caplog.at_level(logging.ERROR, logger="engine.triggers.hooks.http"):
         status, headers, resp = await served.post("crash", b"{}", JSON)
 
     assert status == 500
@@ -656,7 +656,7 @@ async def test_a_form_assignee_rule_the_payload_cannot_fill_is_a_422_that_create
 async def test_startup_warns_about_hooks_without_auth_and_unset_secrets(
         serve: Serve, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOOK_SECRET")
-    with caplog.at_level(logging.WARNING, logger="engine.hooks.http"):
+    with caplog.at_level(logging.WARNING, logger="engine.triggers.hooks.http"):
         await serve()
     messages = [r.getMessage() for r in caplog.records]
     assert "hook misc/open (/hooks/open) accepts unauthenticated requests (auth=None)" in messages

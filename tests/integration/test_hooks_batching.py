@@ -20,13 +20,13 @@ from aiohttp import web
 from sqlalchemy import text
 from support import scalar
 
-from engine.app import App
-from engine.db import Database
 from engine.errors import DatabaseError
-from engine.hooks.deliver import Committer, Item, Waker
-from engine.hooks.http import HookServer, mount_hooks
+from engine.runtime.app import App
 from engine.settings import Settings
-from engine.store import Store
+from engine.store.db import Database
+from engine.store.tasks import Store
+from engine.triggers.hooks.deliver import Committer, Item, Waker
+from engine.triggers.hooks.http import HookServer, mount_hooks
 
 STAGES = {
     "batch/workflow.py": """

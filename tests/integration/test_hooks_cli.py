@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import write_stages
 from support import cli_env, flowbot, free_port, spawn, stop, wait_listening
 
-from engine.hooks import sign_hmac
+from engine.triggers.hooks import sign_hmac
 
 FILES = {
     "deploys/workflow.py": """

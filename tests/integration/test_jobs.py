@@ -20,16 +20,16 @@ from fakeslack import FakeSlack
 from sqlalchemy import text
 from support import ROOT, FakeClock, drain, scalar
 
-from engine import queries
-from engine.app import open_app
 from engine.errors import WorkflowLoadError
-from engine.jobs.firing import UnknownJob, find_job, fire, jobs_of
-from engine.jobs.scheduler import Scheduler
 from engine.loader import load_workflows
-from engine.outbox import OutboxDispatcher
-from engine.runner import run_script
+from engine.runtime.app import open_app
+from engine.runtime.outbox import OutboxDispatcher
+from engine.runtime.runner import run_script
 from engine.settings import Settings
-from engine.store import Failed, Finished, Store
+from engine.store import queries
+from engine.store.tasks import Failed, Finished, Store
+from engine.triggers.jobs.firing import UnknownJob, find_job, fire, jobs_of
+from engine.triggers.jobs.scheduler import Scheduler
 
 UTC = dt.UTC
 

@@ -14,10 +14,10 @@ import time
 import pytest
 from support import FakeClock, drain, events, eventually, run_once, scalar, task_row
 
-from engine import queries
-from engine.runner import run_script
-from engine.store import Store
-from engine.worker import Worker, WorkerOptions
+from engine.runtime.runner import run_script
+from engine.runtime.worker import Worker, WorkerOptions
+from engine.store import queries
+from engine.store.tasks import Store
 
 STAGES = {
     "life/workflow.py": """

@@ -19,10 +19,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from engine import migrate
-from engine.db import Database
 from engine.errors import SchemaNotReady
-from engine.models import Base
+from engine.store import migrate
+from engine.store.db import Database
+from engine.store.models import Base
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,7 +69,7 @@ def _tables(connection: Any) -> set[str]:
 
 async def test_the_migrated_schema_equals_the_models(empty_database_url) -> None:
     modules = import_env_models()
-    assert "engine.models.Base" in modules or "engine.models" in modules
+    assert "engine.store.models.Base" in modules or "engine.store.models" in modules
     await migrate.upgrade(empty_database_url)
     diffs = await _inspect(empty_database_url, _diffs)
     assert diffs == [], "models and migrations differ:\n" + "\n".join(map(repr, diffs))

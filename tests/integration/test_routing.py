@@ -16,8 +16,8 @@ import pytest
 from support import FakeClock, drain, events, scalar, task_row
 
 from engine.errors import DatabaseError
-from engine.runner import run_script
-from engine.store import Store
+from engine.runtime.runner import run_script
+from engine.store.tasks import Store
 
 STAGES = {
     "route/workflow.py": """
@@ -305,7 +305,7 @@ async def test_a_run_is_running_then_waiting_on_a_person_then_completed(store) -
     # The person submits: the form task completes (a form completion has no worker lease).
     from engine.context import Outcome
     from engine.routing import Routes
-    from engine.store import Finished
+    from engine.store.tasks import Finished
 
     await store.commit(None, [Finished(form, Outcome(), Routes())], actor="person:boss", from_status="pending")
     run = await run_of(store, run_id)
@@ -314,10 +314,10 @@ async def test_a_run_is_running_then_waiting_on_a_person_then_completed(store) -
 
 
 async def test_a_completion_writes_its_effects_and_closes_its_form_session_only_when_it_wins(store, clock) -> None:
-    from engine import people
     from engine.context import Effect, Outcome
+    from engine.people import actions as people
     from engine.routing import Routes, new_task
-    from engine.store import Finished
+    from engine.store.tasks import Finished
 
     run_id, _ = await start(store, "ask", {"sends": [["b", {}]]})
     await drain(store)
@@ -365,7 +365,7 @@ async def test_join_branches_finishing_on_different_workers_at_once_fire_the_joi
 
     from support import eventually
 
-    from engine.worker import Worker, WorkerOptions
+    from engine.runtime.worker import Worker, WorkerOptions
 
     store = store_for(make_stages(STAGES))
     runs = [(await start(store, "split", {"n": n}))[0] for n in range(40)]

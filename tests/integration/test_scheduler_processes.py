@@ -22,8 +22,8 @@ from conftest import write_stages
 from sqlalchemy import text
 from support import ROOT, cli_env, eventually, flowbot, spawn, stop
 
-from engine.db import Database
-from engine.schedules import parse_schedule
+from engine.store.db import Database
+from engine.triggers.schedules import parse_schedule
 
 UTC = dt.UTC
 
@@ -52,10 +52,10 @@ WEEKLY = {
 CHILD = textwrap.dedent("""
     import asyncio, datetime as dt, logging, sys, time
     from pathlib import Path
-    from engine.db import Database
-    from engine.jobs.scheduler import Scheduler
+    from engine.store.db import Database
+    from engine.triggers.jobs.scheduler import Scheduler
     from engine.loader import load_workflows
-    from engine.store import Store
+    from engine.store.tasks import Store
 
     url, stages, fire_time, owner = sys.argv[1:5]
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")

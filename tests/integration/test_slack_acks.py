@@ -18,11 +18,11 @@ from support import eventually, scalar, task_row
 from bot import modals
 from bot.acks import FollowUps, Priority, deferring
 from bot.interactions import Completions
-from engine import people
 from engine.errors import DatabaseError
-from engine.groupcommit import GroupCommit, GroupRead
-from engine.store import Finished, Store
-from engine.worker import Worker, WorkerOptions
+from engine.people import actions as people
+from engine.runtime.worker import Worker, WorkerOptions
+from engine.store.groupcommit import GroupCommit, GroupRead
+from engine.store.tasks import Finished, Store
 from tests.fakeslack import FakeSlack
 from tests.slack import SlackHarness, StartSlack
 

@@ -167,7 +167,7 @@ async def test_two_approvers_racing_produce_one_completion_and_the_loser_is_told
     card = await dm_card(fake_slack, "DU0BOB")
     task_id = int(button_values(card["blocks"])["flowbot_approve"])
     # Both assignees: widen the task's assignee list as an "any of" rule would.
-    from engine import queries
+    from engine.store import queries
 
     async with h.app.db.transaction() as tx:
         await tx.execute(queries.SET_TASK_ASSIGNEE, {"id": task_id, "assignee": {"users": ["U0BOB", "U0CAT"]}})

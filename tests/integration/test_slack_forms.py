@@ -264,8 +264,8 @@ async def test_a_form_slack_would_reject_fails_at_start_with_a_clear_message(
         database_url: str, tmp_path: Any, fake_slack: FakeSlack) -> None:
     import pytest
 
-    from engine.app import open_app
     from engine.errors import WorkflowLoadError
+    from engine.runtime.app import open_app
     from tests.slack import slack_settings, write_stages
 
     stages = write_stages(tmp_path / "stages", BAD_STAGES)
@@ -385,9 +385,9 @@ async def test_a_form_whose_code_fails_keeps_the_modal_open_with_the_error_and_t
 def test_the_loader_reports_a_form_slack_would_reject_with_file_and_line(tmp_path: Any) -> None:
     import pytest
 
-    from engine import people
     from engine.errors import WorkflowLoadError
     from engine.loader import load_workflows
+    from engine.people import actions as people
     from tests.slack import write_stages
 
     people.register_checks()

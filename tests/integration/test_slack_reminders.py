@@ -281,7 +281,7 @@ async def test_escalation_marker_kinds_are_delivered(slack_app: StartSlack, peop
 
 async def test_engine_reassign_is_one_handover_that_resolves_old_cards_before_sending_new(
         slack_app: StartSlack, people: FakeSlack) -> None:
-    from engine import people as engine_people
+    from engine.people import actions as engine_people
 
     h = await slack_app(STAGES)
     task_id = await ask(h)  # an approval for Bob

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.store import Store
-from engine.worker import Worker, WorkerOptions
+from engine.runtime.worker import Worker, WorkerOptions
+from engine.store.tasks import Store
 
 STAGES = {
     "pair/workflow.py": """

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from engine.hooks import (
+from engine.triggers.hooks import (
     BearerAuth,
     GitHubAuth,
     HmacAuth,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from freezegun import freeze_time
 
-from engine.jobs.firing import Job
-from engine.jobs.scheduler import Timetable, missed_action, skip_reason
-from engine.schedules import parse_schedule
+from engine.triggers.jobs.firing import Job
+from engine.triggers.jobs.scheduler import Timetable, missed_action, skip_reason
+from engine.triggers.schedules import parse_schedule
 from engine.workflow import Workflow
 
 UTC = dt.UTC

@@ -16,7 +16,7 @@ from support import ROOT
 SCRIPT = textwrap.dedent(
     """
     import asyncio, gc, sys
-    from engine.cli import run_parts
+    from engine.cli.main import run_parts
 
     async def part(stop):
         print("frozen while running:", gc.get_freeze_count() > 0)

@@ -10,7 +10,7 @@ import pytest
 from apscheduler.triggers.base import BaseTrigger
 from freezegun import freeze_time
 
-from engine.schedules import Schedule, ScheduleError, parse_schedule
+from engine.triggers.schedules import Schedule, ScheduleError, parse_schedule
 
 
 def utc(

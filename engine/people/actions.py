@@ -1,0 +1,405 @@
+"""What a person's action does to the engine: submit a form, claim a team task, reassign.
+
+No Slack here: the Slack app (and later the web console) calls these with a user identity and a
+``Directory`` that knows how assignee entries (emails, ids, teams) map to that identity.
+Exactly one submission of a task wins: the completion is guarded on ``status = 'pending'``, and
+the loser learns who won from ``tasks.completed_by``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.context import Context, Effect, Outcome
+from engine.errors import FlowbotError, TaskNotFound
+from engine.forms import Form
+from engine.runtime.runner import call, task_of
+from engine.store import queries
+from engine.store.db import Database, Row
+from engine.store.tasks import Finished, Store, plan
+from engine.workflow import Stage, StageKind
+
+#: Outbox kind of a reassignment (by a person or an escalation): one effect whose handler
+#: resolves the old cards, then notifies the new assignee.
+HANDOVER = "form.handover"
+
+#: How long an opened form keeps its answers (a person may leave a modal open a while).
+SESSION_TTL_SECONDS = 6 * 3600
+
+COMPLETED = "completed"
+ALREADY = "already"
+FORBIDDEN = "forbidden"
+INVALID = "invalid"
+FAILED = "failed"
+GONE = "gone"
+
+
+class Directory(Protocol):
+    """Maps assignee entries to actor identities (the Slack app resolves emails and teams)."""
+
+    async def identity(self, entry: str) -> str:
+        """The identity (e.g. Slack user id) of an assignee entry (an email or id)."""
+        ...
+
+    async def is_member(self, team: str, actor: str) -> bool:
+        """Whether ``actor`` belongs to the team ``team`` (user group or channel)."""
+        ...
+
+
+@dataclass
+class Result:
+    """What a person's action did: ``status`` is one of the module constants.
+
+    ``by``/``at`` name the winner when another person completed the task first; ``errors``
+    are per-field messages for INVALID; ``message`` explains FORBIDDEN, FAILED and GONE.
+    """
+
+    status: str
+    task: Row | None = None
+    by: str | None = None
+    at: dt.datetime | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    message: str | None = None
+    run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the action took effect."""
+        return self.status == COMPLETED
+
+
+async def load_form(stage: Stage, task: Any) -> Form:
+    """The Form of a form stage for ``task`` (``form(task)`` or a module-level ``form``)."""
+    spec = getattr(stage.module, "form", None)
+    if isinstance(spec, Form):
+        return spec
+    if callable(spec):
+        result = spec(task)
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, Form):
+            return result
+        raise FlowbotError(f"form stage {stage.key}: form(task) returned {type(result).__name__}, not a Form")
+    raise FlowbotError(f"form stage {stage.key} defines no form")
+
+
+async def get_task(db: Database, task_id: int) -> Row:
+    """One task row (TaskNotFound when there is none)."""
+    row = await db.fetch_one(queries.GET_TASK, {"id": task_id})
+    if row is None:
+        raise TaskNotFound(f"task {task_id} does not exist")
+    return row
+
+
+async def get_task_in_run(db: Database, task_id: int) -> tuple[Row | None, dict[str, Any]]:
+    """One task row and its run's context, in one read ((None, {}) when there is no task)."""
+    row = await db.fetch_one(queries.TASK_WITH_RUN_CONTEXT, {"id": task_id})
+    if row is None:
+        return None, {}
+    task = dict(row)
+    return task, task.pop("run_context", None) or {}
+
+
+async def may_act(task: Row, actor: str, directory: Directory) -> bool:
+    """Whether ``actor`` may open or submit ``task``: an assignee, or a member of its team."""
+    assignee = task.get("assignee") or {}
+    for entry in assignee.get("users") or []:
+        if entry == actor or await directory.identity(entry) == actor:
+            return True
+    team = assignee.get("team")
+    if team and not assignee.get("claimed_by"):
+        return await directory.is_member(team, actor)
+    return False
+
+
+async def _winner(db: Database, task_id: int) -> Result:
+    row = await db.fetch_one(queries.TASK_COMPLETER, {"id": task_id})
+    if row is None:
+        return Result(GONE, message="the task no longer exists")
+    if row["status"] == "completed":
+        return Result(ALREADY, by=row["completed_by"], at=row["finished_at"])
+    return Result(GONE, message=f"the task is {row['status']}")
+
+
+async def check(store: Store, task_id: int, actor: str, directory: Directory, *,
+                task: Row | None = None) -> Result:
+    """Whether ``actor`` may act on ``task_id`` now (COMPLETED means yes; the task is attached).
+
+    ``task`` is the task's row when the caller just read it (saves a read)."""
+    if task is None:
+        try:
+            task = await get_task(store.db, task_id)
+        except TaskNotFound:
+            return Result(GONE, message="the task no longer exists")
+    if task["kind"] != StageKind.FORM.value:
+        return Result(GONE, task=task, message="the task is not a form")
+    if task["status"] != "pending":
+        return await _winner(store.db, task_id)
+    if not await may_act(task, actor, directory):
+        return Result(FORBIDDEN, task=task)
+    return Result(COMPLETED, task=task)
+
+
+async def submit(store: Store, task_id: int, answers: dict[str, Any], actor: str, directory: Directory,
+                 *, max_payload_bytes: int, effect: dict[str, Any] | None = None, task: Row | None = None,
+                 run_context: dict[str, Any] | None = None, form: Form | None = None,
+                 commit: Callable[[Finished], Awaitable[bool]] | None = None) -> Result:
+    """Validate ``answers``, run the form stage's ``run(task, answers, ctx)`` and complete the task.
+
+    The completion is guarded (``from_status='pending'``): of two racing submissions exactly one
+    completes; the other gets ALREADY with the winner. A ``form.completed`` effect (with
+    ``effect`` merged in) is committed with the completion so cards update in place.
+
+    A caller that just read the task (with its run's context) and its form passes them to save
+    the reads; the guard makes a stale row harmless (the loser still learns who won). ``commit``
+    replaces the commit of the completion (a group commit: it commits the Finished as completed
+    by ``actor``, guarded on 'pending', and returns whether it won).
+    """
+    if task is None:
+        task, run_context = await get_task_in_run(store.db, task_id)
+        if task is None:
+            return Result(GONE, message="the task no longer exists")
+    allowed = await check(store, task_id, actor, directory, task=task)
+    if not allowed.ok:
+        return allowed
+    if run_context is None:
+        run = await store.get_run(str(task["run_id"]))
+        run_context = run["context"] if run else {}
+    stage = store.stage_of(task)
+    t = task_of(task)
+    if form is None:
+        form = await load_form(stage, t)
+    errors = form.validate(answers)
+    if errors:
+        return Result(INVALID, task=task, errors=errors)
+    ctx = Context(stage_key=stage.key, run_context=run_context or {}, attempt=1,
+                  max_payload_bytes=max_payload_bytes, task_id=task["id"], run_id=str(task["run_id"]))
+    try:
+        await call(stage.entry("run"), t, dict(answers), ctx)
+        outcome = ctx.finish()
+        routes = plan(stage, outcome, task_id=task["id"])
+    except Exception as exc:
+        return Result(FAILED, task=task, message=f"{type(exc).__name__}: {exc}")
+    outcome.log.append({"at": store.clock().isoformat(), "message": f"submitted by {actor}", "answers": answers})
+    outcome.effects.append(Effect("form.completed", {
+        "task_id": task["id"], "by": actor, "answers": answers, **(effect or {}),
+    }))
+    finished = Finished(task, outcome, routes)
+    if commit is not None:
+        won = await commit(finished)
+    else:
+        won = not (await store.commit(None, [finished], from_status="pending", actor=actor)).lost
+    if not won:
+        return await _winner(store.db, task_id)
+    return Result(COMPLETED, task=task, by=actor, at=store.clock(), run_id=str(task["run_id"]))
+
+
+async def start(store: Store, stage: Stage, payload: dict[str, Any], answers: dict[str, Any], actor: str,
+                *, max_payload_bytes: int, trigger: dict[str, Any] | None = None, form: Form | None = None) -> Result:
+    """A person submitted a start form: a new run whose first task (at ``stage``) is completed
+    by them, with what ``run(task, answers, ctx)`` sent — all in one transaction. ``form`` is
+    the start form when the caller has it already."""
+    t = task_of({"id": None, "type": "start", "payload": payload, "run_id": None, "stage": stage.name})
+    if form is None:
+        form = await load_form(stage, t)
+    errors = form.validate(answers)
+    if errors:
+        return Result(INVALID, errors=errors)
+    # Who started the run is part of its context: later stages DM them ("started_by").
+    started = {"started_by": actor}
+    ctx = Context(stage_key=stage.key, run_context=started, attempt=1, max_payload_bytes=max_payload_bytes)
+    try:
+        await call(stage.entry("run"), t, dict(answers), ctx)
+        outcome: Outcome = ctx.finish()
+    except Exception as exc:
+        return Result(FAILED, message=f"{type(exc).__name__}: {exc}")
+    now = store.clock()
+    outcome.log.append({"at": now.isoformat(), "message": f"started by {actor}", "answers": answers})
+    trig = trigger or {"kind": "form", "user": actor}
+    async with store.db.transaction() as tx:
+        [run_id] = await store._insert_runs(tx, [(stage.workflow.name, trig, started)], now)
+        row = await tx.fetch_one(queries.INSERT_COMPLETED_TASK, {
+            "run_id": uuid.UUID(run_id), "workflow": stage.workflow.name, "stage": stage.name, "type": "start",
+            "payload": payload, "assignee": {"users": [actor]}, "actor": actor, "now": now, "log": outcome.log,
+        })
+        assert row is not None
+        routes = plan(stage, outcome, task_id=row["id"])
+        done = {"id": row["id"], "run_id": row["run_id"]}
+        from engine.store.tasks import CommitResult
+
+        await store._apply(tx, [Finished(done, outcome, routes)], now, CommitResult())
+        await store.add_effects(tx, [(e.kind, e.payload, row["id"], run_id) for e in outcome.effects], now)
+        await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": [run_id], "now": now})
+    return Result(COMPLETED, by=actor, at=now, run_id=run_id)
+
+
+async def claim(store: Store, task_id: int, actor: str, directory: Directory) -> Result:
+    """A team member takes a team task: it becomes theirs alone (first claim wins)."""
+    now = store.clock()
+    async with store.db.transaction() as tx:
+        task = await tx.fetch_one(queries.LOCK_TASK, {"id": task_id})
+        if task is None:
+            return Result(GONE, message="the task no longer exists")
+        assignee = dict(task.get("assignee") or {})
+        if task["status"] != "pending":
+            winner = Result(ALREADY if task["status"] == "completed" else GONE, task=task,
+                            by=task["completed_by"], at=task["finished_at"])
+            return winner
+        if assignee.get("claimed_by"):
+            if assignee["claimed_by"] == actor:
+                return Result(COMPLETED, task=task, by=actor)
+            return Result(ALREADY, task=task, by=assignee["claimed_by"], message="claimed")
+        team = assignee.get("team")
+        if not team or not await directory.is_member(team, actor):
+            return Result(FORBIDDEN, task=task)
+        new = {**assignee, "users": [actor], "claimed_by": actor, "claimed_at": now.isoformat()}
+        await tx.execute(queries.SET_TASK_ASSIGNEE, {"id": task_id, "assignee": new})
+        await store.add_effects(tx, [
+            ("form.claimed", {"task_id": task_id, "by": actor}, task_id, str(task["run_id"])),
+            ("form.assigned", {"task_id": task_id}, task_id, str(task["run_id"])),
+        ], now)
+    return Result(COMPLETED, task={**task, "assignee": new}, by=actor, at=now)
+
+
+async def reassign(store: Store, task_id: int, assignee: dict[str, Any], actor: str) -> Result:
+    """Give a pending form task to someone else (``{"users": [...]}`` or ``{"team": ref}``).
+
+    One ``form.handover`` outbox effect is committed with the change: its handler resolves the
+    old cards, then sends the new assignee theirs, in that order (two effects delivered
+    concurrently could let the old cards' cleanup forget the new ones). A bad ``assignee`` is
+    INVALID and changes nothing."""
+    problem = _assignee_problem(assignee)
+    if problem:
+        return Result(INVALID, message=problem)
+    now = store.clock()
+    async with store.db.transaction() as tx:
+        task = await tx.fetch_one(queries.LOCK_TASK, {"id": task_id})
+        if task is None:
+            return Result(GONE, message="the task no longer exists")
+        if task["kind"] != StageKind.FORM.value:
+            return Result(GONE, task=task, message="the task is not a form")
+        if task["status"] != "pending":
+            return Result(ALREADY if task["status"] == "completed" else GONE, task=task, by=task["completed_by"],
+                          at=task["finished_at"], message=f"the task is {task['status']}")
+        old = task.get("assignee") or {}
+        await tx.execute(queries.SET_TASK_ASSIGNEE, {"id": task_id, "assignee": assignee})
+        to = assignee.get("team") or ", ".join(str(u) for u in assignee.get("users") or [])
+        await tx.execute(queries.ADD_TASK_EVENT, {"id": task_id, "status": "pending", "actor": actor, "now": now,
+                                                  "reason": f"reassigned to {to}"})
+        await store.add_effects(tx, [(HANDOVER, {"task_id": task_id, "by": actor, "from": old, "to": assignee},
+                                      task_id, str(task["run_id"]))], now)
+        await tx.notify()
+    return Result(COMPLETED, task={**task, "assignee": assignee}, by=actor, at=now)
+
+
+def _assignee_problem(assignee: Any) -> str | None:
+    if not isinstance(assignee, dict):
+        return f"an assignee is {{'users': [...]}} or {{'team': ref}}, not {assignee!r}"
+    users, team = assignee.get("users"), assignee.get("team")
+    if team is not None:
+        return None if isinstance(team, str) and team.strip() else f"the team must be a name, not {team!r}"
+    if (not isinstance(users, list) or not users
+            or not all(isinstance(u, str) and u.strip() for u in users)):
+        return f"an assignee needs users (a non-empty list of emails or ids) or a team, got {assignee!r}"
+    return None
+
+
+# --- form sessions: answers of a form in progress, page by page -----------------------------
+
+
+async def open_session(db: Database, *, user_id: str, workflow: str, stage: str, task_id: int | None = None,
+                       payload: dict[str, Any] | None = None, page: str | None = None, purpose: str = "form",
+                       now: dt.datetime, ttl: int = SESSION_TTL_SECONDS) -> str:
+    """A new form session; returns its id (what a modal's private_metadata carries). Sessions
+    abandoned past their expiry are forgotten on the way."""
+    async with db.transaction() as tx:
+        await tx.execute(queries.DELETE_EXPIRED_FORM_SESSIONS, {"now": now})
+        sid = await tx.fetch_value(queries.INSERT_FORM_SESSION, {
+            "task_id": task_id, "workflow": workflow, "stage": stage, "purpose": purpose, "user_id": user_id,
+            "payload": payload or {}, "page": page, "now": now, "ttl": ttl,
+        })
+    return str(sid)
+
+
+async def get_session(db: Database, session_id: str, *, now: dt.datetime) -> Row | None:
+    """An unexpired session, or None (also for a malformed id)."""
+    try:
+        uuid.UUID(session_id)
+    except ValueError:
+        return None
+    return await db.fetch_one(queries.GET_FORM_SESSION, {"id": session_id, "now": now})
+
+
+async def get_submission(db: Database, session_id: str, *, now: dt.datetime
+                         ) -> tuple[Row, Row | None, dict[str, Any]] | None:
+    """An unexpired session with its task row (None for a start form) and the run's context, in
+    one read; None when there is no such session (also for a malformed id)."""
+    return (await get_submissions(db, [session_id], now=now)).get(session_id)
+
+
+async def get_submissions(db: Database, session_ids: list[str], *, now: dt.datetime
+                          ) -> dict[str, tuple[Row, Row | None, dict[str, Any]]]:
+    """``get_submission`` of many sessions in one read, by session id (a malformed or unknown
+    id, or an expired session, is left out)."""
+    asked: dict[str, list[str]] = {}  # canonical id -> the ids as asked for
+    for session_id in session_ids:
+        try:
+            asked.setdefault(str(uuid.UUID(session_id)), []).append(session_id)
+        except ValueError:
+            continue
+    if not asked:
+        return {}
+    found: dict[str, tuple[Row, Row | None, dict[str, Any]]] = {}
+    rows = await db.fetch_all(queries.FORM_SUBMISSION_CONTEXTS,
+                              {"ids": [uuid.UUID(i) for i in asked], "now": now})
+    for row in rows:
+        task = dict(row)
+        session = task.pop("form_session")
+        run_context = task.pop("run_context", None) or {}
+        for session_id in asked.get(str(session["id"]), []):
+            found[session_id] = (session, (task if task.get("id") is not None else None), run_context)
+    return found
+
+
+async def save_session(db: Database, session_id: str, *, answers: dict[str, Any], page: str | None,
+                       view_id: str | None = None) -> None:
+    """Merge a page's answers into the session and remember the page shown next."""
+    async with db.transaction() as tx:
+        await tx.execute(queries.SAVE_FORM_SESSION,
+                         {"id": session_id, "answers": answers, "page": page, "view_id": view_id})
+
+
+async def close_session(db: Database, session_id: str) -> None:
+    """Forget a session (its form was submitted). A task's completion closes the session its
+    answers came from itself (``Finished.session``)."""
+    await db.fetch_one(queries.DELETE_FORM_SESSIONS, {"ids": [session_id]})
+
+
+# --- load-time checks --------------------------------------------------------------------------
+
+
+def check_form_stage(stage: Stage) -> list[str]:
+    """Problems of a form stage's module-level ``Form`` (Slack's limits, duplicates, bad options),
+    for the workflow loader; a ``form(task)`` function is checked when it renders."""
+    if stage.kind is not StageKind.FORM or getattr(stage, "module", None) is None:
+        return []
+    spec = getattr(stage.module, "form", None)
+    if not isinstance(spec, Form):
+        return []
+    return [f'form "{stage.name}": {problem}' for problem in spec.check()]
+
+
+def register_checks() -> None:
+    """Plug ``check_form_stage`` into the loader (once, however often this is called)."""
+    from engine.loader import STAGE_CHECKS
+
+    if check_form_stage not in STAGE_CHECKS:
+        STAGE_CHECKS.append(check_form_stage)
+
+
+register_checks()

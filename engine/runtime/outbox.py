@@ -1,0 +1,134 @@
+"""The outbox: side effects written with the transaction that caused them, delivered after commit.
+
+A stage's ``ctx.slack.post`` (and the engine's "a person must act" notice) becomes an outbox row
+in the stage's own transaction; a retried stage wrote nothing, so nothing is sent twice. The
+``OutboxDispatcher`` delivers rows through handlers that plugins register per kind; a row is
+marked delivered right after its handler returns. Handlers raise ``RetryLater`` for 429s and
+outages, ``PermanentFailure`` for errors retrying cannot fix (recorded on the effect and its task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from engine.errors import DatabaseError, FlowbotError
+from engine.store import queries
+from engine.store.db import NOTIFY_CHANNEL, Database
+from engine.store.tasks import Clock, utcnow
+
+log = logging.getLogger(__name__)
+
+OutboxHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
+"""Delivers one effect: receives the row (id, kind, payload, task_id, run_id, attempts) and
+returns what to keep as the result (e.g. the message ts)."""
+
+MAX_ATTEMPTS = 10
+
+
+class RetryLater(FlowbotError):
+    """Raised by a handler when delivery should be tried again after ``delay`` seconds."""
+
+    def __init__(self, message: str, delay: float = 5.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentFailure(FlowbotError):
+    """Raised by a handler when delivery can never succeed (e.g. channel_not_found)."""
+
+
+class OutboxDispatcher:
+    """Delivers pending effects of the kinds it has handlers for."""
+
+    def __init__(self, db: Database, handlers: dict[str, OutboxHandler], *, clock: Clock = utcnow,
+                 batch: int = 50, concurrency: int = 8, poll_interval: float = 2.0,
+                 lease_seconds: int = 60) -> None:
+        self.db = db
+        self.handlers = handlers
+        self.clock = clock
+        self.batch = batch
+        self.poll_interval = poll_interval
+        self.lease_seconds = lease_seconds
+        self._sem = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+
+    def wake(self, _payload: str = "") -> None:
+        """New effects may be waiting (a commit sent NOTIFY)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set."""
+        if not self.handlers:
+            return
+        async with self.db.listen(NOTIFY_CHANNEL, self.wake):
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    n = await self.deliver_due()
+                except DatabaseError as exc:
+                    log.warning("outbox: %s", exc, extra={"action": "outbox_error"})
+                    n = 0
+                if n < self.batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wait(stop), self.poll_interval)
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def deliver_due(self) -> int:
+        """Deliver one batch of due effects; returns how many were attempted."""
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch_all(
+                queries.CLAIM_OUTBOX,
+                {"now": self.clock(), "limit": self.batch, "lease": self.lease_seconds,
+                 "kinds": sorted(self.handlers)},
+            )
+        await asyncio.gather(*(self._deliver(dict(r)) for r in rows))
+        return len(rows)
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        async with self._sem:
+            handler = self.handlers[row["kind"]]
+            try:
+                result = await handler(row)
+            except RetryLater as exc:
+                if row["attempts"] >= MAX_ATTEMPTS:
+                    await self._failed(row, f"gave up after {row['attempts']} attempts: {exc}")
+                else:
+                    await self._execute(queries.OUTBOX_RETRY, id=row["id"], delay=exc.delay, error=str(exc))
+                return
+            except PermanentFailure as exc:
+                await self._failed(row, str(exc))
+                return
+            except Exception as exc:
+                log.exception("outbox handler %s failed", row["kind"], extra={"action": "outbox_handler_error"})
+                delay = min(2.0 ** row["attempts"], 300.0)
+                if row["attempts"] >= MAX_ATTEMPTS:
+                    await self._failed(row, f"{type(exc).__name__}: {exc}")
+                else:
+                    await self._execute(queries.OUTBOX_RETRY, id=row["id"], delay=delay,
+                                        error=f"{type(exc).__name__}: {exc}")
+                return
+            await self._execute(queries.OUTBOX_DELIVERED, id=row["id"], result=result)
+
+    async def _failed(self, row: dict[str, Any], error: str) -> None:
+        log.warning("outbox effect %s (%s) failed: %s", row["id"], row["kind"], error,
+                    extra={"action": "outbox_failed"})
+        async with self.db.transaction() as tx:
+            await tx.execute(queries.OUTBOX_FAILED, {"id": row["id"], "error": error, "now": self.clock()})
+            if row.get("task_id"):
+                line = {"at": self.clock().isoformat(), "message": f"{row['kind']} failed: {error}"}
+                await tx.execute(queries.APPEND_TASK_LOG, {"id": row["task_id"], "lines": [line]})
+
+    async def _execute(self, query: Any, **params: Any) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(query, {"now": self.clock(), **params})

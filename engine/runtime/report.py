@@ -1,0 +1,81 @@
+"""Execution reports for people: waiting for a run, and rendering it as text."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from engine.store.tasks import Store
+
+SETTLED = ("completed", "failed", "cancelled", "waiting")
+
+
+async def wait_for(store: Store, run_id: str, *, within: float = 60.0, interval: float = 0.05) -> dict[str, Any]:
+    """Poll until the run completes, fails, is cancelled or waits on a person (or ``within``
+    seconds have passed: the report as it stands then)."""
+    deadline = time.monotonic() + within
+    while True:
+        data = await store.report(run_id)
+        assert data is not None, run_id
+        if data["status"] in SETTLED or time.monotonic() >= deadline:
+            return data
+        await asyncio.sleep(interval)
+        interval = min(interval * 1.5, 0.5)
+
+
+def _duration(start: str | None, end: str | None) -> str:
+    if not start or not end:
+        return ""
+    ms = (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds() * 1000
+    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+
+def render(data: Mapping[str, Any]) -> str:
+    """A run's execution report as text."""
+    lines = [
+        f"run {data['id']}",
+        f"  workflow  {data['workflow']}",
+        f"  status    {data['status']}" + (f"  ({_duration(data['created_at'], data['finished_at'])})"
+                                           if data.get("finished_at") else ""),
+        f"  trigger   {json.dumps(data.get('trigger') or {})}",
+    ]
+    if data.get("error"):
+        lines.append(f"  error     {data['error'].splitlines()[0]}")
+    lines.append("  steps:")
+    for i, s in enumerate(data["steps"], 1):
+        lines.append(
+            f"    {i:>2}. {s['stage']:<20} {s['kind']:<6} {s['type']:<16} {s['status']:<9} "
+            f"attempts {s['attempts']}  {_duration(s['started_at'], s['finished_at'])}".rstrip()
+        )
+        if s.get("error") and s["status"] != "completed":
+            lines.append(f"        error: {s['error'].splitlines()[0]}")
+        for entry in s.get("log") or []:
+            lines.append(f"        log: {entry.get('message')}")
+    lines.append(f"  context   {json.dumps(data.get('context') or {}, default=str)}")
+    unrouted = data.get("unrouted") or []
+    lines.append(f"  unrouted  {len(unrouted)}" + "".join(
+        f"\n    - {u['stage']} sent {u['type']!r} (no transition takes it)" for u in unrouted))
+    for j in data.get("waiting_joins") or []:
+        lines.append(f"  join      {j['stage']} has {j['source_stage']!r}, waiting for the rest")
+    return "\n".join(lines)
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as a plain text table."""
+    if not rows:
+        return "(none)"
+
+    def cell(v: Any) -> str:
+        if isinstance(v, dt.datetime):
+            return v.strftime("%Y-%m-%d %H:%M:%S")
+        return "" if v is None else str(v)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(out)

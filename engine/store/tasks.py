@@ -1,0 +1,489 @@
+"""The task store: every state change of runs and tasks, each one transaction.
+
+``Store`` turns the engine's intentions (start a run, claim tasks, commit what stages produced)
+into the named statements of ``engine.store.queries``. Completions, the tasks they send, run-context
+changes and outbox effects commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.context import Outcome, Send
+from engine.errors import RunNotFound
+from engine.loader import Registry
+from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, route
+from engine.store import queries
+from engine.store.db import NOTIFY_CHANNEL, Database, Row, Tx, jsonb_array
+from engine.store.fanout import FreshRuns
+from engine.workflow import Stage, StageKind
+
+Clock = Callable[[], dt.datetime]
+
+#: Sends per COPY batch when a hook or job starts many runs (all in one transaction).
+FANOUT_CHUNK = 20_000
+
+
+def utcnow() -> dt.datetime:
+    """The default clock (freezegun moves it in tests)."""
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Finished:
+    """A task whose stage ran to the end, with what it produced (already routed); ``session``,
+    the form session its answers came from, is closed by its completion."""
+
+    task: Row
+    outcome: Outcome
+    routes: Routes
+    session: str | None = None
+
+
+@dataclass
+class Failed:
+    """A task whose stage raised: retried after ``delay`` seconds unless out of attempts."""
+
+    task: Row
+    error: str
+    log: list[dict[str, Any]]
+    delay: float
+
+
+@dataclass
+class Started:
+    """What ``Store.start_runs`` did: runs started or joined (in send order), tasks created,
+    sends no transition took."""
+
+    run_ids: list[str] = field(default_factory=list)
+    tasks: int = 0
+    unrouted: list[dict[str, Any]] = field(default_factory=list)
+
+    def merge(self, other: Started) -> None:
+        """Add what ``other`` started (a later batch) to this."""
+        self.run_ids.extend(other.run_ids)
+        self.tasks += other.tasks
+        self.unrouted.extend(other.unrouted)
+
+
+@dataclass
+class CommitResult:
+    """What a commit did: tasks it completed (and those that lost their race) and created."""
+
+    completed: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    created: list[Row] = field(default_factory=list)
+
+
+class Store:
+    """Runs and tasks in Postgres, for one set of loaded workflows."""
+
+    def __init__(self, db: Database, registry: Registry, *, lease_seconds: int = 30,
+                 clock: Clock = utcnow) -> None:
+        self.db = db
+        self.registry = registry
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+
+    def stage_of(self, row: Row) -> Stage:
+        """The loaded stage a task row belongs to."""
+        return self.registry.get(row["workflow"]).stage(row["stage"])
+
+    # -- starting runs ------------------------------------------------------------------------
+
+    async def start_run(self, stage: Stage, payload: dict[str, Any], *, type: str = "start",
+                        trigger: dict[str, Any] | None = None,
+                        context: dict[str, Any] | None = None) -> tuple[str, int]:
+        """A new run with one task at ``stage`` (a manual start); returns (run id, task id)."""
+        now = self.clock()
+        async with self.db.transaction() as tx:
+            fresh = (stage.workflow.name, trigger or {"kind": "manual"}, context or {})
+            [run_id] = await self._insert_runs(tx, [fresh], now)
+            created = await self._insert_tasks(tx, [new_task(stage, type, payload, run_id=run_id)], now)
+            await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": [run_id], "now": now})
+        return run_id, created[0]["id"]
+
+    async def emit(self, tx: Tx, stage: Stage, routes: Routes, *, trigger: dict[str, Any],
+                   now: dt.datetime) -> list[str]:
+        """Start a run for each task a hook or job sent (or add it to the run it names).
+
+        Returns the run ids touched. Runs are created in one statement, tasks in another.
+        """
+        fresh = [t for t in routes.tasks if t.run_id is None]
+        by_send: dict[int, str] = {}
+        if fresh:
+            ids = await self._insert_runs(tx, [(stage.workflow.name, trigger, {}) for _ in fresh], now)
+            for t, run_id in zip(fresh, ids, strict=True):
+                t.run_id = run_id
+                by_send[id(t)] = run_id
+        named = sorted({t.run_id for t in routes.tasks if id(t) not in by_send and t.run_id})
+        if named:
+            await tx.execute(queries.LOCK_RUNS, {"ids": named})
+        await self._insert_tasks(tx, routes.tasks, now)
+        run_ids = sorted({str(t.run_id) for t in routes.tasks})
+        await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": run_ids, "now": now})
+        return run_ids
+
+    async def start_runs(self, tx: Tx, stage: Stage, sends: Sequence[Send], *, trigger: dict[str, Any],
+                         now: dt.datetime, context: dict[str, Any] | None = None,
+                         actor: str | None = None, chunk: int = FANOUT_CHUNK) -> Started:
+        """Start one run per send of a hook or job (or add the send to the run it names).
+
+        Fresh runs and their first tasks go in one statement per ``chunk`` sends, all inside
+        ``tx``: 100,000 sends commit together with the job run or hook delivery, or not at all.
+        A send no transition takes starts nothing and is returned as unrouted.
+        """
+        actor = actor or f"{stage.kind.value}:{stage.key}"
+        started = Started()
+        fresh = [s for s in sends if s.run_id is None]
+        named = [s for s in sends if s.run_id is not None]
+        if fresh:
+            await self._start_fresh(tx, stage, fresh, trigger, context or {}, now, actor, chunk, started)
+        if named:
+            await self._send_to_named(tx, stage, named, trigger, now, started)
+        return started
+
+    async def _start_fresh(self, tx: Tx, stage: Stage, sends: list[Send], trigger: dict[str, Any],
+                           context: dict[str, Any], now: dt.datetime, actor: str, chunk: int,
+                           started: Started) -> None:
+        """New runs for ``sends`` and their first tasks, ``chunk`` sends per batch."""
+        for at in range(0, len(sends), chunk):
+            batch = self.fresh_runs(stage, trigger=trigger, now=now, actor=actor)
+            batch.set_context(context)
+            for send in sends[at:at + chunk]:
+                batch.add(send)
+            started.merge(await self.write_fresh(tx, batch))
+
+    def fresh_runs(self, stage: Stage, *, trigger: dict[str, Any], now: dt.datetime,
+                   actor: str | None = None) -> FreshRuns:
+        """An empty batch of new runs started by ``stage`` (fill it with ``add``; no I/O)."""
+        return FreshRuns(stage, trigger, now, actor or f"{stage.kind.value}:{stage.key}", self.lease_seconds)
+
+    async def write_fresh(self, tx: Tx, batch: FreshRuns) -> Started:
+        """Write a batch of new runs and their first tasks in ``tx``: COPY for the runs and their
+        script tasks, the ordinary statements for form tasks and join arrivals."""
+        started = Started(run_ids=batch.run_ids, unrouted=batch.unrouted)
+        if not batch.runs:
+            return started
+        await tx.copy_binary(queries.COPY_RUNS, batch.runs)
+        if batch.script_tasks:
+            await tx.copy_binary(queries.COPY_TASKS, batch.tasks)
+            await tx.notify()
+        created = await self._insert_tasks(tx, batch.forms, batch.now, batch.actor)
+        if batch.arrivals:
+            created += await self._insert_tasks(tx, await self._join(tx, batch.arrivals, batch.now),
+                                                batch.now, batch.actor)
+        started.tasks = batch.script_tasks + len(created)
+        return started
+
+    async def _send_to_named(self, tx: Tx, stage: Stage, sends: list[Send], trigger: dict[str, Any],
+                             now: dt.datetime, started: Started) -> None:
+        ids = sorted({str(s.run_id) for s in sends})
+        try:
+            uuids = [uuid.UUID(i) for i in ids]
+        except ValueError as exc:
+            raise RunNotFound(f"{stage.key}: a send names run {exc}, which is not a run id") from None
+        rows = await tx.fetch_all(queries.RUNS_WORKFLOWS, {"ids": uuids})
+        found = {str(r["id"]): r["workflow"] for r in rows}
+        for run_id in ids:
+            if run_id not in found:
+                raise RunNotFound(f"{stage.key}: a send names run {run_id}, which does not exist")
+            if found[run_id] != stage.workflow.name:
+                raise RunNotFound(f"{stage.key}: run {run_id} belongs to workflow {found[run_id]!r}, "
+                                  f"not {stage.workflow.name!r}")
+        tasks: list[NewTask] = []
+        pairs: list[tuple[str, Arrival]] = []
+        per_run: dict[str, list[dict[str, Any]]] = {}
+        for send in sends:
+            routes = route(stage, [send])
+            tasks.extend(routes.tasks)
+            pairs.extend((str(send.run_id), a) for a in routes.arrivals)
+            for u in routes.unrouted:
+                per_run.setdefault(str(send.run_id), []).append({**u, "at": now.isoformat()})
+        tasks.extend(await self._join(tx, pairs, now))
+        if tasks:
+            await self.emit(tx, stage, Routes(tasks=tasks), trigger=trigger, now=now)
+            started.tasks += len(tasks)
+        if per_run:
+            await tx.execute(queries.APPEND_UNROUTED,
+                             {"ids": list(per_run), "items": jsonb_array(per_run.values()), "now": now})
+            started.unrouted.extend(u for items in per_run.values() for u in items)
+        for run_id in ids:
+            if run_id not in started.run_ids:
+                started.run_ids.append(run_id)
+
+    async def _insert_runs(self, tx: Tx, runs: Sequence[tuple[str, dict[str, Any], dict[str, Any]]],
+                           now: dt.datetime) -> list[str]:
+        rows = await tx.fetch_all(
+            queries.INSERT_RUNS,
+            {"workflows": [r[0] for r in runs], "triggers": jsonb_array(r[1] for r in runs),
+             "contexts": jsonb_array(r[2] for r in runs), "now": now},
+        )
+        return [str(r["id"]) for r in rows]
+
+    async def _insert_tasks(self, tx: Tx, tasks: Sequence[NewTask], now: dt.datetime,
+                            actor: str = "engine") -> list[Row]:
+        """Insert ``tasks``; the same statement queues the assignment of the form tasks and wakes
+        the workers for the script tasks."""
+        if not tasks:
+            return []
+        return await tx.fetch_all(
+            queries.INSERT_TASKS,
+            {
+                "run_ids": [uuid.UUID(str(t.run_id)) for t in tasks],
+                "workflows": [t.stage.workflow.name for t in tasks],
+                "stages": [t.stage.name for t in tasks],
+                "kinds": [t.stage.kind.value for t in tasks],
+                "types": [t.type for t in tasks],
+                "payloads": jsonb_array(t.payload for t in tasks),
+                "max_attempts": [t.stage.max_attempts for t in tasks],
+                "leases": [t.stage.lease or self.lease_seconds for t in tasks],
+                "sources": [t.source_task_id for t in tasks],
+                "assignees": jsonb_array(t.assignee for t in tasks),
+                "now": now,
+                "actor": actor,
+                "channel": NOTIFY_CHANNEL,
+            },
+        )
+
+    async def add_effects(self, tx: Tx, effects: Iterable[tuple[str, dict[str, Any], int | None, str | None]],
+                          now: dt.datetime) -> None:
+        """Write outbox rows (kind, payload, task id, run id) in this transaction."""
+        effects = list(effects)
+        if not effects:
+            return
+        await tx.execute(
+            queries.INSERT_OUTBOX,
+            {"kinds": [e[0] for e in effects], "payloads": jsonb_array(e[1] for e in effects),
+             "task_ids": [e[2] for e in effects],
+             "run_ids": [uuid.UUID(e[3]) if e[3] else None for e in effects], "now": now},
+        )
+
+    # -- the lifecycle ------------------------------------------------------------------------
+
+    async def claim(self, worker: str, limit: int, workflows: Sequence[str] | None = None) -> list[Row]:
+        """Lock up to ``limit`` due script tasks for ``worker`` (never one task to two workers)."""
+        async with self.db.transaction() as tx:
+            return await tx.fetch_all(
+                queries.CLAIM_TASKS,
+                {"worker": worker, "limit": limit, "now": self.clock(),
+                 "workflows": list(workflows) if workflows else None},
+            )
+
+    async def heartbeat(self, worker: str, task_ids: Sequence[int]) -> set[int]:
+        """Extend the leases of running tasks; returns the ids this worker still holds."""
+        if not task_ids:
+            return set()
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch_all(queries.HEARTBEAT, {"ids": list(task_ids), "worker": worker, "now": self.clock()})
+        return {r["id"] for r in rows}
+
+    async def release(self, worker: str, task_ids: Sequence[int]) -> int:
+        """Give unfinished tasks back on shutdown (pending again, the attempt not counted)."""
+        if not task_ids:
+            return 0
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch_all(queries.RELEASE_TASKS,
+                                      {"ids": list(task_ids), "worker": worker, "now": self.clock()})
+            if rows:
+                await tx.notify()
+        return len(rows)
+
+    async def reap_expired(self, actor: str = "reaper", limit: int = 500) -> list[Row]:
+        """Expired leases back to pending (or failed when out of attempts)."""
+        now = self.clock()
+        async with self.db.transaction() as tx:
+            runs = await tx.fetch_all(queries.EXPIRED_LEASE_RUNS, {"now": now, "limit": limit})
+            if not runs:
+                return []
+            run_ids = [str(r["run_id"]) for r in runs]
+            await tx.execute(queries.LOCK_RUNS, {"ids": run_ids})
+            moved = await tx.fetch_all(queries.REAP_EXPIRED, {"run_ids": run_ids, "now": now, "actor": actor})
+            await self._fail_runs(tx, moved, now)
+            if any(r["status"] == "pending" for r in moved):
+                await tx.notify()
+            await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": run_ids, "now": now})
+        return moved
+
+    async def _fail_runs(self, tx: Tx, moved: list[Row], now: dt.datetime) -> None:
+        failed = [r for r in moved if r["status"] == "failed"]
+        if failed:
+            await tx.execute(
+                queries.FAIL_RUNS,
+                {"ids": [str(r["run_id"]) for r in failed],
+                 "errors": [f"task {r['id']} failed: {_first_line(r['error'])}" for r in failed],
+                 "now": now},
+            )
+
+    async def commit(self, worker: str | None, finished: Sequence[Finished], failed: Sequence[Failed] = (),
+                     *, actor: str | Sequence[str] | None = None, from_status: str = "locked") -> CommitResult:
+        """Complete and fail tasks in one transaction, with everything the finished ones sent
+        (and the form sessions they came from closed).
+
+        ``actor`` (who completed them: the worker by default) is one for all, or one per finished
+        task (answers of different people committed together).
+        """
+        now = self.clock()
+        result = CommitResult()
+        items: list[Finished | Failed] = [*finished, *failed]
+        run_ids = sorted({str(f.task["run_id"]) for f in items})
+        async with self.db.transaction() as tx:
+            await tx.execute(queries.LOCK_RUNS, {"ids": run_ids})
+            if failed:
+                moved = await tx.fetch_all(
+                    queries.RETRY_OR_FAIL_TASKS,
+                    {"ids": [f.task["id"] for f in failed], "errors": [f.error for f in failed],
+                     "logs": jsonb_array(f.log for f in failed), "delays": [f.delay for f in failed],
+                     "worker": worker, "now": now},
+                )
+                await self._fail_runs(tx, moved, now)
+                if any(r["status"] == "pending" for r in moved):
+                    await tx.notify()
+            if finished:
+                # What the finished tasks carry is written by the same statement, for those it
+                # completes: a task that lost its race (no longer pending) sends nothing.
+                effects = [(f.task["id"], e) for f in finished for e in f.outcome.effects]
+                sessions = [(f.task["id"], f.session) for f in finished if f.session is not None]
+                done = await tx.fetch_all(
+                    queries.COMPLETE_TASKS,
+                    {"ids": [f.task["id"] for f in finished], "logs": jsonb_array(f.outcome.log for f in finished),
+                     "worker": worker, "actors": _actors(actor or worker or "engine", len(finished)),
+                     "from_status": from_status, "now": now,
+                     "effect_task_ids": [task_id for task_id, _ in effects],
+                     "effect_kinds": [e.kind for _, e in effects],
+                     "effect_payloads": jsonb_array(e.payload for _, e in effects),
+                     "session_task_ids": [task_id for task_id, _ in sessions],
+                     "session_ids": [uuid.UUID(sid) for _, sid in sessions]},
+                )
+                ok = {r["id"] for r in done}
+                result.completed = sorted(ok)
+                result.lost = [f.task["id"] for f in finished if f.task["id"] not in ok]
+                await self._apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
+            # A run that just got a new script task is running (the insert saw to it): deriving its
+            # status again would change nothing (and is most of the work of a big batch).
+            busy = {str(c["run_id"]) for c in result.created if c["kind"] == StageKind.SCRIPT.value}
+            refresh = [run_id for run_id in run_ids if run_id not in busy]
+            if refresh:
+                await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": refresh, "now": now})
+        return result
+
+    async def _apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:
+        """Route sends, merge contexts and record unrouted sends (effects went with the completion)."""
+        tasks: list[NewTask] = []
+        arrivals: list[tuple[str, Arrival]] = []
+        patches: dict[str, tuple[dict[str, Any], set[str]]] = {}
+        unrouted: dict[str, list[dict[str, Any]]] = {}
+        for f in finished:
+            run_id = str(f.task["run_id"])
+            for t in f.routes.tasks:
+                t.run_id = run_id
+                tasks.append(t)
+            arrivals.extend((run_id, a) for a in f.routes.arrivals)
+            if f.routes.unrouted:
+                unrouted.setdefault(run_id, []).extend({**u, "at": now.isoformat()} for u in f.routes.unrouted)
+            o = f.outcome
+            if o.context_set or o.context_deleted:
+                patch, deleted = patches.setdefault(run_id, ({}, set()))
+                for key in o.context_deleted:
+                    patch.pop(key, None)
+                    deleted.add(key)
+                for key, value in o.context_set.items():
+                    patch[key] = value
+                    deleted.discard(key)
+        tasks.extend(await self._join(tx, arrivals, now))
+        created = await self._insert_tasks(tx, tasks, now)
+        result.created = created
+        if patches:
+            await tx.execute(
+                queries.PATCH_RUN_CONTEXTS,
+                {"ids": list(patches), "patches": jsonb_array(p for p, _ in patches.values()),
+                 "deleted": jsonb_array(sorted(d) for _, d in patches.values()), "now": now},
+            )
+        if unrouted:
+            await tx.execute(queries.APPEND_UNROUTED,
+                             {"ids": list(unrouted), "items": jsonb_array(unrouted.values()), "now": now})
+
+    async def _join(self, tx: Tx, arrivals: list[tuple[str, Arrival]], now: dt.datetime) -> list[NewTask]:
+        """Record join arrivals; a join whose every transition delivered becomes one task."""
+        fired: list[NewTask] = []
+        for run_id, a in arrivals:
+            await tx.execute(
+                queries.ADD_JOIN_ARRIVAL,
+                {"run_id": uuid.UUID(run_id), "stage": a.stage.name, "source_stage": a.source.name,
+                 "type": a.type, "payload": a.payload, "source_task_id": a.source_task_id, "now": now},
+            )
+            got = await tx.fetch_all(queries.JOIN_ARRIVALS, {"run_id": uuid.UUID(run_id), "stage": a.stage.name})
+            task = merge_arrivals(a.stage, [dict(g) for g in got])
+            if task is not None:
+                task.run_id = run_id
+                await tx.execute(queries.CLEAR_JOIN, {"run_id": uuid.UUID(run_id), "stage": a.stage.name})
+                fired.append(task)
+        return fired
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> Row | None:
+        """One run, or None (also for an id that is not a UUID)."""
+        try:
+            rid = uuid.UUID(str(run_id))
+        except ValueError:
+            return None
+        return await self.db.fetch_one(queries.GET_RUN, {"id": rid})
+
+    async def report(self, run_id: str) -> dict[str, Any] | None:
+        """The execution report of a run: status, context, steps, unrouted sends, waiting joins."""
+        run = await self.get_run(run_id)
+        if run is None:
+            return None
+        async with self.db.transaction() as tx:
+            steps = await tx.fetch_all(queries.RUN_STEPS, {"id": run["id"]})
+            joins = await tx.fetch_all(queries.PENDING_JOINS, {"id": run["id"]})
+        return {
+            "id": str(run["id"]),
+            "workflow": run["workflow"],
+            "status": run["status"],
+            "trigger": run["trigger"],
+            "context": run["context"],
+            "error": run["error"],
+            "created_at": _iso(run["created_at"]),
+            "finished_at": _iso(run["finished_at"]),
+            "steps": [
+                {
+                    "stage": s["stage"], "task_id": s["task_id"], "kind": s["kind"], "type": s["type"],
+                    "status": s["status"], "attempts": s["attempts"], "payload": s["payload"],
+                    "started_at": _iso(s["started_at"]), "finished_at": _iso(s["finished_at"]),
+                    "error": s["error"], "log": s["log"], "assignee": s["assignee"],
+                    "completed_by": s["completed_by"],
+                }
+                for s in steps
+            ],
+            "unrouted": run["unrouted"],
+            "waiting_joins": joins,
+        }
+
+
+def _first_line(error: str | None) -> str:
+    """The summary of a task's error (``Type: message``), without its traceback."""
+    return (error or "").split("\n", 1)[0] or "unknown error"
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def plan(stage: Stage, outcome: Outcome, *, task_id: int | None) -> Routes:
+    """Route an outcome's sends (raises AssigneeError when a form's rule cannot apply)."""
+    return route(stage, outcome.sends, source_task_id=task_id)
+
+
+def _actors(actor: str | Sequence[str], n: int) -> list[str]:
+    """One actor per completed task."""
+    if isinstance(actor, str):
+        return [actor] * n
+    if len(actor) != n:
+        raise ValueError(f"{len(actor)} actors for {n} completed tasks")
+    return list(actor)
