@@ -10,8 +10,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import bot.models  # noqa: F401  (Slack tables)
-import engine.store.hook_models  # noqa: F401  (hook_deliveries)
-import engine.store.job_models  # noqa: F401  (job_fires)
+import engine.store.hook_models  # (registers hook_deliveries)
+import engine.store.job_models  # (registers job_fires)
 import engine.store.people_models  # noqa: F401  (form sessions)
 from engine.store.embedded import sqlalchemy_url
 from engine.store.models import Base
