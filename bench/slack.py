@@ -66,7 +66,7 @@ from aiohttp import web
 
 from engine.cli.main import run_async
 from engine.people import actions as people
-from engine.runtime.app import open_app
+from engine.runtime.lifecycle import open_app
 from engine.settings import Settings
 from engine.store import migrate
 from engine.store.embedded import EmbeddedPostgres

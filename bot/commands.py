@@ -296,7 +296,7 @@ async def tasks(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
 async def reassign(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
     """``reassign <task-id> <@someone|email>``: hand one of my tasks to someone else."""
     from bot import reminders
-    from bot.interactions import refusal
+    from bot.answers import refusal
 
     if len(args) != 2 or not args[0].isdigit():
         return Reply(messages.usage(f"{COMMAND} reassign <task-id> <@someone|email>"))

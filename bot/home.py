@@ -227,8 +227,8 @@ async def refresh_quietly(ctx: BotContext, user_id: str) -> None:
 
 
 def register(bolt: AsyncApp, ctx: BotContext) -> None:
-    """Publish the Home tab when opened; deliver ``slack.home_refresh`` effects; route list Open
-    buttons to the form."""
+    """Publish the Home tab when opened; deliver ``slack.home_refresh`` effects (the lists' Open
+    buttons are interactions: ``bot.interactions``)."""
 
     async def on_home_opened(event: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home":
@@ -237,12 +237,6 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
         ctx.follow_ups.start(lambda: refresh_home(ctx, event["user"]), "Home tab opened", defer=False)
 
     bolt.event("app_home_opened")(on_home_opened)
-
-    async def on_open(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
-        ctx.follow_ups.start(lambda: open_from_list(ctx, body, action), "Open from a list", defer=False)
-
-    bolt.action(OPEN_ACTION_RE)(on_open)
 
     async def deliver_refresh(row: dict[str, Any]) -> dict[str, Any] | None:
         user = (row.get("payload") or {}).get("user")
@@ -293,10 +287,3 @@ def refreshing(ctx: BotContext, handler: OutboxHandler) -> OutboxHandler:
         return result
 
     return wrapped
-
-
-async def open_from_list(ctx: BotContext, body: dict[str, Any], action: dict[str, Any]) -> None:
-    """An Open button of the Home tab or of ``/flowbot tasks``: the same modal as the DM's."""
-    from bot import interactions
-
-    await interactions.open_task_form(ctx, body["trigger_id"], body["user"]["id"], int(action["value"]))

@@ -32,7 +32,8 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from engine.runtime.app import App, open_app
+from engine.runtime.app import App
+from engine.runtime.lifecycle import open_app
 from engine.settings import Settings
 from engine.store.tasks import Clock, utcnow
 from tests.fakeslack import FakeSlack

@@ -63,7 +63,7 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     """`flowbot jobs [list]` / `flowbot jobs run NAME`."""
     from engine.cli.main import settings_from
     from engine.errors import FlowbotError
-    from engine.runtime.app import open_app
+    from engine.runtime.lifecycle import open_app
 
     if args.action == "run" and not args.name:
         raise FlowbotError("usage: flowbot jobs run NAME (see `flowbot jobs` for the names)")
@@ -106,7 +106,7 @@ def _print_result(result: FireResult, *, as_json: bool) -> int:
 async def cmd_scheduler(args: argparse.Namespace) -> int:
     """`flowbot scheduler`: the scheduler part alone (any number of them may run)."""
     from engine.cli.main import run_parts, settings_from
-    from engine.runtime.app import open_app
+    from engine.runtime.lifecycle import open_app
     from engine.triggers.jobs.scheduler import scheduler_part
 
     async with open_app(settings_from(args), load_plugins_=False, pool_size=4) as app:

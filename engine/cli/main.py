@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from engine.errors import FlowbotError, WorkflowLoadError
 from engine.loader import Registry, find_stage, load_workflows
 from engine.runtime import report
-from engine.runtime.app import App, Part, database_url, open_app
+from engine.runtime.app import App, Part
+from engine.runtime.lifecycle import database_url, open_app
 from engine.runtime.plugins import load_plugins
 from engine.settings import Settings
 from engine.store import migrate, queries

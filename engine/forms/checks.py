@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.forms import limits
 from engine.forms.choices import Checkboxes, ChoiceField, MultiSelect, Radio
 from engine.forms.display import Display, Facts, Links, Markdown
 from engine.forms.fields import DateTime, Field, Number, Text, UserPicker
 
-if TYPE_CHECKING:
-    from engine.forms.form import Form, Item, Page
-
 #: Kinds whose Slack element has no placeholder.
 _NO_PLACEHOLDER = (Checkboxes, Radio, DateTime)
 
 
-def block_count(item: Item) -> int:
+def block_count(item: Field | Display) -> int:
     """How many Block Kit blocks ``item`` renders to (bot/ renders exactly this many)."""
     if isinstance(item, Markdown):
         return max(1, math.ceil(len(item.text) / limits.SECTION_TEXT))
@@ -34,61 +31,13 @@ def block_count(item: Item) -> int:
     return 1
 
 
-def _length(problems: list[str], where: str, what: str, text: Any, limit: int) -> None:
+def check_length(problems: list[str], where: str, what: str, text: Any, limit: int) -> None:
     if not isinstance(text, str) or not text.strip():
         problems.append(f"{where}: {what} must be a non-empty text")
     elif len(text) > limit:
         problems.append(
             f"{where}: {what} is {len(text)} characters long; Slack allows at most {limit}"
         )
-
-
-def check_form(form: Form) -> list[str]:
-    """Every problem of ``form``'s definition (empty when it can render and be answered)."""
-    where = f"form {form.name!r}"
-    problems: list[str] = []
-    _length(problems, where, "title", form.title, form.title_limit)
-    for what in ("submit_label", "close_label", "next_label"):
-        _length(problems, where, what, getattr(form, what), limits.MODAL_BUTTON)
-    if not form.pages:
-        problems.append(f"{where}: has no pages")
-    for name, count in Counter(p.name for p in form.pages).items():
-        if count > 1:
-            problems.append(f"{where}: page name {name!r} is used {count} times")
-    for name, count in Counter(f.name for f in form.fields()).items():
-        if count > 1:
-            problems.append(f"{where}: field name {name!r} is used {count} times")
-    for page in form.pages:
-        problems += _check_page(form, page)
-    names = {f.name for f in form.fields()}
-    for rule in [*form.rules, *(r for p in form.pages for r in p.rules)]:
-        if rule.field not in names:
-            problems.append(f"{where}: a rule names field {rule.field!r}, which the form lacks")
-    return problems
-
-
-def _check_page(form: Form, page: Page) -> list[str]:
-    where = f"form {form.name!r}"
-    if len(form.pages) > 1:
-        where += f", page {page.name!r}"
-    problems: list[str] = []
-    if page.title is not None:
-        _length(problems, where, "title", page.title, limits.MODAL_TITLE)
-    if not page.fields:
-        problems.append(f"{where}: has nothing to show")
-    blocks = sum(block_count(item) for item in page.fields)
-    if blocks > limits.VIEW_BLOCKS:
-        problems.append(
-            f"{where}: renders {blocks} blocks; a Slack modal holds at most {limits.VIEW_BLOCKS}"
-        )
-    for item in page.fields:
-        if isinstance(item, Field):
-            problems += check_field(f"{where}, field {item.name!r}", item)
-        elif isinstance(item, Display):
-            problems += _check_display(where, item)
-        else:
-            problems.append(f"{where}: {item!r} is neither a field nor a display block")
-    return problems
 
 
 def check_field(where: str, f: Field) -> list[str]:
@@ -101,14 +50,14 @@ def check_field(where: str, f: Field) -> list[str]:
             f"{where}: name is {len(f.name)} characters long; it is the Slack block_id and "
             f"action_id, at most {limits.BLOCK_ID}"
         )
-    _length(problems, where, "label", f.label, limits.LABEL)
+    check_length(problems, where, "label", f.label, limits.LABEL)
     if f.hint is not None:
-        _length(problems, where, "hint", f.hint, limits.HINT)
+        check_length(problems, where, "hint", f.hint, limits.HINT)
     if f.placeholder is not None:
         if isinstance(f, _NO_PLACEHOLDER):
             problems.append(f"{where}: Slack shows no placeholder on a {f.kind} field")
         else:
-            _length(problems, where, "placeholder", f.placeholder, limits.PLACEHOLDER)
+            check_length(problems, where, "placeholder", f.placeholder, limits.PLACEHOLDER)
     if f.default_from is not None and (not isinstance(f.default_from, str) or not f.default_from):
         problems.append(f"{where}: default_from must name a payload key")
     if isinstance(f, Text):
@@ -168,10 +117,10 @@ def _check_choice(where: str, f: ChoiceField) -> list[str]:
             + ("" if visible else " (use options_from for a type-ahead select)")
         )
     for option in options:
-        _length(
+        check_length(
             problems, where, f"option label {option.label[:40]!r}", option.label, limits.OPTION_TEXT
         )
-        _length(
+        check_length(
             problems,
             where,
             f"option value {option.value[:40]!r}",
@@ -184,7 +133,7 @@ def _check_choice(where: str, f: ChoiceField) -> list[str]:
     return problems
 
 
-def _check_display(where: str, item: Display) -> list[str]:
+def check_display(where: str, item: Display) -> list[str]:
     problems: list[str] = []
     if isinstance(item, Markdown):
         if not item.text.strip():
@@ -194,12 +143,12 @@ def _check_display(where: str, item: Display) -> list[str]:
             problems.append(f"{where}: a Facts block has no facts")
         for label, _value in item.facts:
             # A fact renders as "*label*\nvalue" in one section field.
-            _length(problems, where, f"fact label {label[:40]!r}", label, limits.SECTION_FIELD // 2)
+            check_length(problems, where, f"fact label {label[:40]!r}", label, limits.SECTION_FIELD // 2)
     elif isinstance(item, Links):
         if not item.links:
             problems.append(f"{where}: a Links block has no links")
         for label, url in item.links:
-            _length(problems, where, "link label", label, limits.OPTION_TEXT * 4)
+            check_length(problems, where, "link label", label, limits.OPTION_TEXT * 4)
             if not url.startswith(("http://", "https://", "mailto:", "{")):
                 problems.append(f"{where}: link {label!r} has url {url!r}, not http(s)/mailto")
     return problems

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, TypeAlias
 
 from engine.forms import limits
-from engine.forms.checks import check_form
+from engine.forms.checks import block_count, check_display, check_field, check_length
 from engine.forms.display import Display
 from engine.forms.errors import FormError
 from engine.forms.fields import Field, is_empty
@@ -198,3 +199,51 @@ class Form:
         problems = self.check()
         if problems:
             raise FormError("\n".join(problems), problems=problems)
+
+
+def check_form(form: Form) -> list[str]:
+    """Every problem of ``form``'s definition (empty when it can render and be answered)."""
+    where = f"form {form.name!r}"
+    problems: list[str] = []
+    check_length(problems, where, "title", form.title, form.title_limit)
+    for what in ("submit_label", "close_label", "next_label"):
+        check_length(problems, where, what, getattr(form, what), limits.MODAL_BUTTON)
+    if not form.pages:
+        problems.append(f"{where}: has no pages")
+    for name, count in Counter(p.name for p in form.pages).items():
+        if count > 1:
+            problems.append(f"{where}: page name {name!r} is used {count} times")
+    for name, count in Counter(f.name for f in form.fields()).items():
+        if count > 1:
+            problems.append(f"{where}: field name {name!r} is used {count} times")
+    for page in form.pages:
+        problems += _check_page(form, page)
+    names = {f.name for f in form.fields()}
+    for rule in [*form.rules, *(r for p in form.pages for r in p.rules)]:
+        if rule.field not in names:
+            problems.append(f"{where}: a rule names field {rule.field!r}, which the form lacks")
+    return problems
+
+
+def _check_page(form: Form, page: Page) -> list[str]:
+    where = f"form {form.name!r}"
+    if len(form.pages) > 1:
+        where += f", page {page.name!r}"
+    problems: list[str] = []
+    if page.title is not None:
+        check_length(problems, where, "title", page.title, limits.MODAL_TITLE)
+    if not page.fields:
+        problems.append(f"{where}: has nothing to show")
+    blocks = sum(block_count(item) for item in page.fields)
+    if blocks > limits.VIEW_BLOCKS:
+        problems.append(
+            f"{where}: renders {blocks} blocks; a Slack modal holds at most {limits.VIEW_BLOCKS}"
+        )
+    for item in page.fields:
+        if isinstance(item, Field):
+            problems += check_field(f"{where}, field {item.name!r}", item)
+        elif isinstance(item, Display):
+            problems += check_display(where, item)
+        else:
+            problems.append(f"{where}: {item!r} is neither a field nor a display block")
+    return problems

@@ -1,30 +1,23 @@
-"""The explicit lifecycle of a flowbot process: open the database, load workflows, run parts.
+"""``App``: one open flowbot (settings, database, workflows, store) and what plugins add to it.
 
-Nothing happens at import. ``async with open_app(settings) as app`` starts the embedded Postgres
-(when ``DATABASE_URL`` is unset) and migrates it, or checks a configured database's schema, loads
-the workflows and builds the store; the entry point then runs the parts it wants (HTTP server,
-workers, scheduler, outbox) with ``app.run_parts``.
+``engine.runtime.lifecycle.open_app`` builds it; plugins (``engine.runtime.plugins``) receive it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from engine.loader import Registry, load_workflows
+from engine.loader import Registry
 from engine.runtime.outbox import OutboxHandler
-from engine.runtime.plugins import load_plugins
 from engine.settings import Settings
-from engine.store import migrate
 from engine.store.db import Database
-from engine.store.embedded import EmbeddedPostgres
-from engine.store.tasks import Clock, Store, utcnow
+from engine.store.tasks import Store
 
 log = logging.getLogger(__name__)
 
@@ -86,35 +79,3 @@ class App:
         """Return once every gate lets background work go on."""
         for wait in self.background_gates:
             await wait()
-
-
-async def database_url(settings: Settings, stack: contextlib.AsyncExitStack) -> tuple[str, bool]:
-    """The database to use, and whether it is the embedded one (started here if so)."""
-    if settings.database_url:
-        return settings.database_url, False
-    pg = EmbeddedPostgres(settings.home / "pg")
-    url = await asyncio.to_thread(pg.start)
-    stack.callback(pg.stop)
-    return url, True
-
-
-@contextlib.asynccontextmanager
-async def open_app(settings: Settings, *, clock: Clock = utcnow, load_plugins_: bool = True,
-                   migrate_embedded: bool = True, pool_size: int = 10) -> AsyncIterator[App]:
-    """Open everything a flowbot process needs; close it all on exit."""
-    async with contextlib.AsyncExitStack() as stack:
-        url, embedded = await database_url(settings, stack)
-        if embedded and migrate_embedded:
-            await migrate.upgrade(url)
-        db = Database(url, pool_size=pool_size)
-        stack.push_async_callback(db.close)
-        await db.check_schema(migrate.heads())
-        registry = load_workflows(settings.stages_dir)
-        store = Store(db, registry, lease_seconds=settings.lease_seconds, clock=clock)
-        app = App(settings=settings, db=db, registry=registry, store=store, database_url=url)
-        stack.push_async_callback(app.close)
-        if load_plugins_:
-            for plugin in load_plugins():
-                await plugin.setup(app)
-                stack.push_async_callback(plugin.close)
-        yield app

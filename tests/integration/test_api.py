@@ -20,7 +20,8 @@ import pytest
 from conftest import write_stages
 from support import scalar
 
-from engine.runtime.app import App, open_app
+from engine.runtime.app import App
+from engine.runtime.lifecycle import open_app
 from engine.runtime.worker import Worker, WorkerOptions
 from engine.settings import Settings
 from engine.web.server import serve

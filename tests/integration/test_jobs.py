@@ -22,7 +22,7 @@ from support import ROOT, FakeClock, drain, scalar
 
 from engine.errors import WorkflowLoadError
 from engine.loader import load_workflows
-from engine.runtime.app import open_app
+from engine.runtime.lifecycle import open_app
 from engine.runtime.outbox import OutboxDispatcher
 from engine.runtime.runner import run_script
 from engine.settings import Settings

@@ -17,7 +17,7 @@ from support import eventually, scalar, task_row
 
 from bot import modals
 from bot.acks import FollowUps, Priority, deferring
-from bot.interactions import Completions
+from bot.submissions import Completions
 from engine.errors import DatabaseError
 from engine.people import actions as people
 from engine.runtime.worker import Worker, WorkerOptions
@@ -190,7 +190,7 @@ async def test_a_burst_of_submissions_reads_its_sessions_together(slack_app: Sta
     stage = h.app.registry.get("desk").stage("note")
     tasks = [(await h.app.store.start_run(stage, {"n": i}))[1] for i in range(6)]
     views = [await session_view(h, t, "U0ANN") for t in tasks]
-    from bot.interactions import submission_reads
+    from bot.submissions import submission_reads
 
     reads = submission_reads(h.ctx)
     resps = await asyncio.gather(*(h.submit("U0ANN", v, title(f"t{i}")) for i, v in enumerate(views)))

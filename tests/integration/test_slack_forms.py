@@ -265,7 +265,7 @@ async def test_a_form_slack_would_reject_fails_at_start_with_a_clear_message(
     import pytest
 
     from engine.errors import WorkflowLoadError
-    from engine.runtime.app import open_app
+    from engine.runtime.lifecycle import open_app
     from tests.slack import slack_settings, write_stages
 
     stages = write_stages(tmp_path / "stages", BAD_STAGES)
@@ -455,9 +455,9 @@ async def test_a_slow_form_is_acked_in_time_and_finishes_after_the_ack(
         slack_app: StartSlack, fake_slack: FakeSlack, monkeypatch: Any) -> None:
     import time
 
-    from bot import interactions
+    from bot import submissions
 
-    monkeypatch.setattr(interactions, "SUBMIT_BUDGET_SECONDS", 0.3)
+    monkeypatch.setattr(submissions, "SUBMIT_BUDGET_SECONDS", 0.3)
     h = await slack_app(SLOW_STAGES)
     _run, ok_task = await h.app.store.start_run(h.app.registry.get("slow").stage("ask"), {})
     _run, bad_task = await h.app.store.start_run(h.app.registry.get("slow").stage("ask"), {})

@@ -18,7 +18,7 @@ from support import cli_env, eventually, flowbot, scalar, write_stages
 
 from bot import manifest as bot_manifest
 from bot.plugin import STATE_CONTEXT, SlackPlugin
-from engine.runtime.app import open_app
+from engine.runtime.lifecycle import open_app
 from engine.settings import Settings
 from tests.fakeslack import FakeSlack
 from tests.slack import StartSlack, slack_settings
