@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bot import messages
+from bot import messages, store
 from bot.blocks import chunks, context, escape, header, section
 from bot.context import USER_ID_RE, BotContext, UserNotFound
 from engine.assignees import Team
@@ -26,7 +26,6 @@ from engine.context import check_payload
 from engine.errors import FlowbotError, UnknownWorkflow
 from engine.forms import FormError
 from engine.people import actions as people
-from engine.store import queries
 from engine.workflow import StageKind, Workflow
 
 if TYPE_CHECKING:
@@ -186,8 +185,7 @@ async def may_start(ctx: BotContext, wf: Workflow, user_id: str) -> bool:
 async def may_see_run(ctx: BotContext, report: dict[str, Any], user_id: str) -> bool:
     """Whether ``user_id`` may see a run's report in Slack: they took part in it (started it,
     answered one of its forms or were asked to), or may start its workflow."""
-    row = await ctx.app.db.fetch_one(queries.TOOK_PART_IN_RUN, {"run": report["id"], "user": user_id})
-    if row is not None and row["took_part"]:
+    if await store.took_part(ctx.app.db, report["id"], user_id):
         return True
     wf = ctx.app.registry.workflows.get(report["workflow"])
     return wf is not None and await may_start(ctx, wf, user_id)
@@ -243,8 +241,8 @@ async def find_run(ctx: BotContext, ref: str) -> str | None:
     ref = ref.strip().lower()
     if len(ref) < 4 or not re.fullmatch(r"[0-9a-f-]+", ref):
         return None
-    rows = await ctx.app.db.fetch_all(queries.RUNS_BY_ID_PREFIX, {"prefix": ref})
-    return str(rows[0]["id"]) if len(rows) == 1 else None
+    ids = await ctx.app.store.run_ids_by_prefix(ref)
+    return ids[0] if len(ids) == 1 else None
 
 
 def report_blocks(ctx: BotContext, data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -18,10 +17,10 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import store
 from bot.acks import FollowUps, Priority
 from bot.identity import BotIdentity
 from engine.settings import Settings
-from engine.store import queries
 from engine.store.db import Database
 
 if TYPE_CHECKING:
@@ -78,10 +77,10 @@ class UserResolver:
             if key in self.cache:
                 return self.cache[key]
             if self.db is not None:
-                cached = await self.db.fetch_one(queries.GET_SLACK_USER, {"email": key})
+                cached = await store.cached_user(self.db, key)
                 if cached:
-                    self.cache[key] = str(cached["user_id"])
-                    return self.cache[key]
+                    self.cache[key] = cached
+                    return cached
             try:
                 resp = await self.client.users_lookupByEmail(email=who)
             except SlackApiError as exc:
@@ -91,9 +90,7 @@ class UserResolver:
             user_id = str(resp["user"]["id"])
             self.cache[key] = user_id
             if self.db is not None:
-                async with self.db.transaction() as tx:
-                    await tx.execute(queries.PUT_SLACK_USER,
-                                     {"email": key, "user_id": user_id, "now": dt.datetime.now(dt.UTC)})
+                await store.cache_user(self.db, key, user_id)
             return user_id
 
     async def user_ids(self, who: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import messages
+from bot import messages, store
 from bot.blocks import button
 from bot.cards import (
     ACTIONS_BLOCK,
@@ -34,7 +34,6 @@ from engine.forms import Approval, Form
 from engine.people import actions as people
 from engine.runtime.outbox import OutboxHandler, PermanentFailure, RetryLater
 from engine.runtime.runner import task_of
-from engine.store import queries
 from engine.store.db import Row
 
 log = logging.getLogger(__name__)
@@ -177,7 +176,7 @@ async def deliver_assignment(bctx: BotContext, task_id: int) -> dict[str, Any]:
     except Exception as exc:
         raise PermanentFailure(f"form of {stage.key}: {type(exc).__name__}: {exc}") from None
     assignee = task.get("assignee") or {}
-    sent = {r["recipient"] for r in await db.fetch_all(queries.SLACK_MESSAGES_FOR_TASK, {"task_id": task_id})}
+    sent = {r["recipient"] for r in await store.cards(db, task_id)}
     posted: list[dict[str, Any]] = []
     team = assignee.get("team")
     if team and not assignee.get("claimed_by"):
@@ -187,7 +186,8 @@ async def deliver_assignment(bctx: BotContext, task_id: int) -> dict[str, Any]:
             if f"claim:{channel}" not in sent:
                 async with slack_errors(f"team card to {team}"):
                     resp = await bctx.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
-                await _record(bctx, task_id, f"claim:{channel}", str(resp["channel"]), str(resp["ts"]), "claim")
+                await store.record_card(bctx.app.db, task_id, f"claim:{channel}", str(resp["channel"]),
+                                        str(resp["ts"]), "claim")
                 posted.append({"channel": resp["channel"], "ts": resp["ts"]})
             return {"posted": posted}
         async with slack_errors(f"members of {team}"):
@@ -205,15 +205,9 @@ async def deliver_assignment(bctx: BotContext, task_id: int) -> dict[str, Any]:
         async with slack_errors(f"DM to {user}"):
             channel = await open_dm(bctx, user)
             resp = await bctx.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
-        await _record(bctx, task_id, recipient, str(resp["channel"]), str(resp["ts"]), kind)
+        await store.record_card(bctx.app.db, task_id, recipient, str(resp["channel"]), str(resp["ts"]), kind)
         posted.append({"user": user, "channel": resp["channel"], "ts": resp["ts"]})
     return {"posted": posted}
-
-
-async def _record(bctx: BotContext, task_id: int, recipient: str, channel: str, ts: str, kind: str) -> None:
-    async with bctx.app.db.transaction() as tx:
-        await tx.execute(queries.RECORD_SLACK_MESSAGE, {"task_id": task_id, "recipient": recipient, "channel": channel,
-                                                        "ts": ts, "kind": kind, "now": dt.datetime.now(dt.UTC)})
 
 
 async def update_cards(bctx: BotContext, task_id: int, outcome: str, *, kinds: set[str] | None = None,
@@ -224,7 +218,7 @@ async def update_cards(bctx: BotContext, task_id: int, outcome: str, *, kinds: s
         task = await people.get_task(db, task_id)
     except FlowbotError:
         return {"skipped": "task not found"}
-    cards = await db.fetch_all(queries.SLACK_MESSAGES_FOR_TASK, {"task_id": task_id})
+    cards = await store.cards(db, task_id)
     if not cards:
         return {"updated": 0}
     stage = bctx.app.store.stage_of(task)
@@ -248,6 +242,5 @@ async def update_cards(bctx: BotContext, task_id: int, outcome: str, *, kinds: s
                     raise
         updated += 1
     if forget:
-        async with db.transaction() as tx:
-            await tx.execute(queries.DELETE_SLACK_MESSAGES, {"task_id": task_id})
+        await store.forget_cards(db, task_id)
     return {"updated": updated}

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from bot import messages
+from bot import messages, store
 from bot.blocks import button, context, escape, header, section
 from bot.cards import ACTION_OPEN
 from bot.context import USER_ID_RE
@@ -22,7 +22,6 @@ from engine.errors import FlowbotError
 from engine.people.actions import load_form
 from engine.runtime.outbox import OutboxHandler
 from engine.runtime.runner import task_of
-from engine.store import queries
 from engine.store.db import Row
 
 if TYPE_CHECKING:
@@ -64,12 +63,12 @@ def task_ref(task_id: int) -> str:
 
 async def pending_tasks(ctx: BotContext, user_id: str, limit: int = 50) -> list[Row]:
     """Form tasks waiting on ``user_id`` (assigned to them, or to a team they were asked in)."""
-    return await ctx.app.db.fetch_all(queries.MY_PENDING_FORM_TASKS, {"user": user_id, "limit": limit})
+    return await store.pending_tasks(ctx.app.db, user_id, limit)
 
 
 async def recent_runs(ctx: BotContext, user_id: str, limit: int = 10) -> list[Row]:
     """Runs ``user_id`` started or took part in, newest first."""
-    return await ctx.app.db.fetch_all(queries.MY_RECENT_RUNS, {"user": user_id, "limit": limit})
+    return await store.recent_runs(ctx.app.db, user_id, limit)
 
 
 def workflow_title(ctx: BotContext, name: str) -> str:
@@ -266,7 +265,7 @@ async def concerned(ctx: BotContext, task_id: int | None) -> set[str]:
     """Slack users who got a card about a task (their Home lists it)."""
     if task_id is None:
         return set()
-    cards = await ctx.app.db.fetch_all(queries.SLACK_MESSAGES_FOR_TASK, {"task_id": task_id})
+    cards = await store.cards(ctx.app.db, task_id)
     return {u for c in cards if (u := _slack_user(str(c["recipient"])))}
 
 

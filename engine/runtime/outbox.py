@@ -29,6 +29,18 @@ returns what to keep as the result (e.g. the message ts)."""
 MAX_ATTEMPTS = 10
 
 
+async def progress(db: Database, effect_id: int) -> dict[str, Any]:
+    """What a multi-message effect recorded as sent so far (``note_progress``)."""
+    row = await db.fetch_one(queries.OUTBOX_RESULT, {"id": effect_id})
+    return dict((row or {}).get("result") or {})
+
+
+async def note_progress(db: Database, effect_id: int, patch: dict[str, Any]) -> None:
+    """Remember part of what an effect sent, so a retried delivery does not send it twice."""
+    async with db.transaction() as tx:
+        await tx.execute(queries.OUTBOX_NOTE_PROGRESS, {"id": effect_id, "patch": patch})
+
+
 class RetryLater(FlowbotError):
     """Raised by a handler when delivery should be tried again after ``delay`` seconds."""
 

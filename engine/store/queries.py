@@ -522,91 +522,6 @@ PENDING_FORM_TASKS_FOR = text(
     """
 )
 
-# -- name: record_slack_message -- a card about a task was posted (keeps channel and ts).
-RECORD_SLACK_MESSAGE = text(
-    """
-    INSERT INTO slack_task_messages (task_id, recipient, channel, ts, kind, created_at)
-    VALUES (:task_id, :recipient, :channel, :ts, :kind, CAST(:now AS timestamptz))
-    ON CONFLICT (task_id, recipient) DO UPDATE SET channel = EXCLUDED.channel, ts = EXCLUDED.ts,
-                                                   kind = EXCLUDED.kind
-    """
-)
-
-# -- name: slack_messages_for_task -- every card posted about a task.
-SLACK_MESSAGES_FOR_TASK = text(
-    "SELECT recipient, channel, ts, kind FROM slack_task_messages WHERE task_id = :task_id ORDER BY created_at"
-)
-
-# -- name: get_slack_user -- a cached email → Slack user id.
-GET_SLACK_USER = text("SELECT user_id FROM slack_users WHERE email = :email")
-
-# -- name: put_slack_user -- cache an email → Slack user id.
-PUT_SLACK_USER = text(
-    """
-    INSERT INTO slack_users (email, user_id, updated_at) VALUES (:email, :user_id, CAST(:now AS timestamptz))
-    ON CONFLICT (email) DO UPDATE SET user_id = EXCLUDED.user_id, updated_at = EXCLUDED.updated_at
-    """
-)
-
-# ---------------------------------------------------------------------------------------------
-# Slash commands and App Home
-# ---------------------------------------------------------------------------------------------
-
-# -- name: my_pending_form_tasks -- form tasks waiting on one Slack user: assigned to their id or
-# -- to an email cached for it, or a team task not claimed yet whose claim card was sent to them.
-MY_PENDING_FORM_TASKS = text(
-    """
-    SELECT t.id, t.run_id, t.workflow, t.stage, t.type, t.payload, t.assignee, t.created_at
-    FROM tasks t
-    WHERE t.status = 'pending' AND t.kind = 'form'
-      AND (
-        EXISTS (SELECT 1 FROM jsonb_array_elements_text(
-                    CASE WHEN jsonb_typeof(t.assignee -> 'users') = 'array' THEN t.assignee -> 'users'
-                         ELSE '[]'::jsonb END) AS u(who)
-                WHERE u.who = :user
-                   OR lower(u.who) IN (SELECT email FROM slack_users WHERE user_id = :user))
-        OR EXISTS (SELECT 1 FROM slack_task_messages m WHERE m.task_id = t.id
-                   AND (m.recipient = :user
-                        OR (m.recipient = 'claim:' || :user AND t.assignee ->> 'claimed_by' IS NULL)))
-      )
-    ORDER BY t.created_at, t.id
-    LIMIT :limit
-    """
-)
-
-# -- name: my_recent_runs -- runs a Slack user started, or took part in, newest first.
-# -- (each branch reads its own index: runs started by a person, form tasks by completer, cards by
-# -- recipient; the newest :limit of each, then the newest :limit of them all)
-MY_RECENT_RUNS = text(
-    """
-    SELECT r.id, r.workflow, r.status, r.error, r.created_at, r.updated_at, r.finished_at
-    FROM runs r
-    WHERE r.id IN (
-        (SELECT id FROM runs WHERE (trigger ->> 'user') IS NOT NULL AND trigger ->> 'user' = :user
-         ORDER BY created_at DESC LIMIT :limit)
-        UNION
-        (SELECT run_id FROM tasks WHERE kind = 'form' AND completed_by = :user ORDER BY id DESC LIMIT :limit)
-        UNION
-        (SELECT t.run_id FROM slack_task_messages m JOIN tasks t ON t.id = m.task_id
-         WHERE m.recipient IN (:user, 'claim:' || :user) ORDER BY m.task_id DESC LIMIT :limit)
-    )
-    ORDER BY r.created_at DESC, r.id
-    LIMIT :limit
-    """
-)
-
-# -- name: took_part_in_run -- whether a Slack user started a run, completed one of its form
-# -- tasks, or was sent a card about one of them (what MY_RECENT_RUNS calls taking part).
-TOOK_PART_IN_RUN = text(
-    """
-    SELECT EXISTS (SELECT 1 FROM runs WHERE id = CAST(:run AS uuid) AND trigger ->> 'user' = :user)
-        OR EXISTS (SELECT 1 FROM tasks WHERE run_id = CAST(:run AS uuid) AND kind = 'form' AND completed_by = :user)
-        OR EXISTS (SELECT 1 FROM slack_task_messages m JOIN tasks t ON t.id = m.task_id
-                   WHERE t.run_id = CAST(:run AS uuid) AND m.recipient IN (:user, 'claim:' || :user))
-        AS took_part
-    """
-)
-
 # -- name: form_tasks_waiting_since -- pending tasks of one form stage created before :before
 # -- that have no outbox row of :kind yet (the reminder / escalation not done).
 FORM_TASKS_WAITING_SINCE = text(
@@ -621,8 +536,9 @@ FORM_TASKS_WAITING_SINCE = text(
     """
 )
 
-# -- name: lock_reminders -- one process at a time sends reminders (released at commit).
-LOCK_REMINDERS = text("SELECT pg_advisory_xact_lock(hashtext('flowbot.reminders'))")
+# -- name: lock_follow_ups -- one process at a time looks for due reminders and escalations
+# -- (released at commit).
+LOCK_FOLLOW_UPS = text("SELECT pg_advisory_xact_lock(hashtext('flowbot.reminders'))")
 
 # -- name: add_task_event -- record a change made on behalf of a person (reassignment...).
 ADD_TASK_EVENT = text(
@@ -631,9 +547,6 @@ ADD_TASK_EVENT = text(
     VALUES (:id, :status, :status, :actor, :reason, CAST(:now AS timestamptz))
     """
 )
-
-# -- name: delete_slack_messages -- forget a task's cards (it was reassigned: new cards follow).
-DELETE_SLACK_MESSAGES = text("DELETE FROM slack_task_messages WHERE task_id = :task_id")
 
 # ---------------------------------------------------------------------------------------------
 # Triggers: fan-out (runs started by hooks and jobs)
@@ -773,7 +686,7 @@ SLOWEST_STEPS = text(
 )
 
 # ---------------------------------------------------------------------------------------------
-# Slack: reminders, escalation and reassignment of waiting form tasks (bot.reminders)
+# Follow-ups of waiting form tasks (engine.people.followups); effects' progress; short run ids
 # ---------------------------------------------------------------------------------------------
 
 # -- name: outbox_note_progress -- remember what a multi-message effect already sent, so a retried

@@ -426,6 +426,12 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
 
+    async def run_ids_by_prefix(self, prefix: str) -> list[str]:
+        """Ids of runs starting with ``prefix`` (what a person typed), newest first; at most two,
+        enough to tell a unique prefix from an ambiguous one."""
+        rows = await self.db.fetch_all(queries.RUNS_BY_ID_PREFIX, {"prefix": prefix})
+        return [str(r["id"]) for r in rows]
+
     async def get_run(self, run_id: str) -> Row | None:
         """One run, or None (also for an id that is not a UUID)."""
         try:

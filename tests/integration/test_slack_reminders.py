@@ -11,8 +11,9 @@ import pytest
 from blockkit import assert_valid_blocks
 from support import FakeClock, eventually, scalar
 
-from bot.reminders import ESCALATED, REMINDER, Reminders, ReminderSettings, deliver_reminder, follow_ups
+from bot.reminders import deliver_reminder
 from engine.errors import FlowbotError, WorkflowLoadError
+from engine.people.followups import ESCALATED, REMINDER, Reminders, ReminderSettings, follow_ups
 from engine.settings import Settings
 from tests.fakeslack import FakeSlack
 from tests.slack import SlackHarness, StartSlack
