@@ -31,6 +31,7 @@ from bot.submissions import PURPOSE_DECLINE, PURPOSE_FORM, PURPOSE_START, comple
 from bot.views import errors_response, suggest_options
 from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
 from engine.people import actions as people
+from engine.people import sessions
 from engine.runtime.runner import task_of
 from engine.store.db import Row
 from engine.workflow import Stage
@@ -166,7 +167,7 @@ async def open_task_form(ctx: BotContext, trigger_id: str, user_id: str, task_id
 async def _open(ctx: BotContext, body: dict[str, Any], user_id: str, task: Row, form: Form, *,
                 purpose: str) -> None:
     page = form.first_page({})
-    sid = await people.open_session(ctx.app.db, user_id=user_id, workflow=task["workflow"], stage=task["stage"],
+    sid = await sessions.open_session(ctx.app.db, user_id=user_id, workflow=task["workflow"], stage=task["stage"],
                                     task_id=task["id"], page=page.name, purpose=purpose, now=ctx.store.clock())
     try:
         view = modals.form_view(form, task["payload"], session_id=sid, page=page)
@@ -186,7 +187,7 @@ async def open_start_form(ctx: BotContext, trigger_id: str, user_id: str, stage:
     form = await people.load_form(stage, task_of({"id": None, "type": "start", "payload": payload or {},
                                                   "run_id": None, "stage": stage.name}))
     page = form.first_page({})
-    sid = await people.open_session(ctx.app.db, user_id=user_id, workflow=stage.workflow.name, stage=stage.name,
+    sid = await sessions.open_session(ctx.app.db, user_id=user_id, workflow=stage.workflow.name, stage=stage.name,
                                     payload=payload or {}, page=page.name, purpose=PURPOSE_START,
                                     now=ctx.store.clock())
     view = modals.form_view(form, payload or {}, session_id=sid, page=page)
@@ -237,7 +238,7 @@ async def reassign_submission(ctx: BotContext, user_id: str, view: dict[str, Any
 async def options(ctx: BotContext, body: dict[str, Any]) -> dict[str, Any]:
     """Options of an external select typed into (``options_from(query, payload)`` of the field)."""
     view = body.get("view") or {}
-    session = await people.get_session(ctx.app.db, str(view.get("private_metadata") or ""), now=ctx.store.clock())
+    session = await sessions.get_session(ctx.app.db, str(view.get("private_metadata") or ""), now=ctx.store.clock())
     if session is None:
         return {"options": []}
     try:

@@ -29,6 +29,7 @@ from bot.views import errors_response, parse_submission
 from engine.errors import FlowbotError
 from engine.forms import DECLINED, Approval, Form, FormError
 from engine.people import actions as people
+from engine.people import sessions
 from engine.runtime.runner import task_of
 from engine.store.db import Row
 from engine.store.groupcommit import GroupCommit, GroupRead
@@ -120,13 +121,13 @@ Submission = tuple[Row, Row | None, dict[str, Any]]
 
 
 def submission_reads(ctx: BotContext) -> GroupRead[str, Submission]:
-    """The app's grouped reads of submitted form sessions (``people.get_submissions``): a
+    """The app's grouped reads of submitted form sessions (``sessions.get_submissions``): a
     burst of submissions reads its sessions, tasks and run contexts in one statement, once the
     submissions stop arriving (``SUBMISSION_READ_SETTLE_SECONDS``)."""
     found = ctx.app.state.get(STATE_SUBMISSION_READS)
     if found is None:
         async def fetch(ids: list[str]) -> dict[str, Submission]:
-            return await people.get_submissions(ctx.app.db, ids, now=ctx.store.clock())
+            return await sessions.get_submissions(ctx.app.db, ids, now=ctx.store.clock())
 
         found = ctx.app.state[STATE_SUBMISSION_READS] = GroupRead(
             fetch, max_in_flight=1, settle=SUBMISSION_READ_SETTLE_SECONDS)
@@ -189,7 +190,7 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
         return errors_response(errors)
     following = form.next_page(page, answers)
     if following is not None:
-        await people.save_session(ctx.app.db, sid, answers=page_answers, page=following.name)
+        await sessions.save_session(ctx.app.db, sid, answers=page_answers, page=following.name)
         try:
             next_view = modals.form_view(form, payload, session_id=sid, page=following, answers=answers)
         except FormError as exc:
@@ -222,7 +223,7 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
     if not result.ok:
         return notice(refusal(result))
     if task is None:  # a task's completion closed its session in the same batch
-        await people.close_session(ctx.app.db, sid)
+        await sessions.close_session(ctx.app.db, sid)
     return {}
 
 
@@ -234,7 +235,7 @@ async def _report_later(ctx: BotContext, user_id: str, sid: str, running: asynci
         log.exception("late submission failed", extra={"action": "late_submission_error"})
         result = people.Result(people.FAILED, message=f"{type(exc).__name__}: {exc}")
     if result.ok:
-        await people.close_session(ctx.app.db, sid)
+        await sessions.close_session(ctx.app.db, sid)
         return
     if result.status == people.INVALID:
         text = messages.stage_failed("; ".join(f"{k}: {v}" for k, v in result.errors.items()))

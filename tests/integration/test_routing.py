@@ -315,7 +315,7 @@ async def test_a_run_is_running_then_waiting_on_a_person_then_completed(store) -
 
 async def test_a_completion_writes_its_effects_and_closes_its_form_session_only_when_it_wins(store, clock) -> None:
     from engine.context import Effect, Outcome
-    from engine.people import actions as people
+    from engine.people import sessions
     from engine.routing import Routes, new_task
     from engine.store.tasks import Finished
 
@@ -324,7 +324,7 @@ async def test_a_completion_writes_its_effects_and_closes_its_form_session_only_
     form_id = await scalar(store, "SELECT id FROM tasks WHERE stage = 'approve'")
     assert await scalar(store, f"SELECT count(*) FROM outbox WHERE kind = 'form.assigned' AND task_id = {form_id}") == 1
     form = await task_row(store, form_id)
-    mine, theirs = [await people.open_session(store.db, user_id=user, workflow="route", stage="approve",
+    mine, theirs = [await sessions.open_session(store.db, user_id=user, workflow="route", stage="approve",
                                               task_id=form_id, now=clock.now) for user in ("U1", "U2")]
 
     def answered(n: int, session: str) -> Finished:

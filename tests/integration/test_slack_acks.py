@@ -20,6 +20,7 @@ from bot.acks import FollowUps, Priority, deferring
 from bot.submissions import Completions
 from engine.errors import DatabaseError
 from engine.people import actions as people
+from engine.people import sessions
 from engine.runtime.worker import Worker, WorkerOptions
 from engine.store.groupcommit import GroupCommit, GroupRead
 from engine.store.tasks import Finished, Store
@@ -69,10 +70,10 @@ async def session_view(h: SlackHarness, task_id: int, user: str, page: str = "fi
     """A modal as it would be open for ``user`` (its form session in Postgres)."""
     stage = h.app.registry.get("desk").stage("note")
     form = stage.module.form  # type: ignore[union-attr]
-    sid = await people.open_session(h.app.db, user_id=user, workflow="desk", stage="note", task_id=task_id,
+    sid = await sessions.open_session(h.app.db, user_id=user, workflow="desk", stage="note", task_id=task_id,
                                     page=page, now=h.app.store.clock())
     if page == "second":  # the first page was answered already
-        await people.save_session(h.app.db, sid, answers={"title": "T"}, page=page)
+        await sessions.save_session(h.app.db, sid, answers={"title": "T"}, page=page)
     return {**modals.form_view(form, {}, session_id=sid, page=form.page(page)), "id": f"V{task_id}{user}"}
 
 
@@ -157,9 +158,9 @@ async def note_and_start_sessions(h: SlackHarness, *, start_user: str) -> tuple[
     stage = h.app.registry.get("desk").stage("note")
     run_id, task_id = await h.app.store.start_run(stage, {"n": 1})
     now = h.app.store.clock()
-    sid = await people.open_session(h.app.db, user_id="U0ANN", workflow="desk", stage="note", task_id=task_id,
+    sid = await sessions.open_session(h.app.db, user_id="U0ANN", workflow="desk", stage="note", task_id=task_id,
                                     page="first", now=now)
-    start = await people.open_session(h.app.db, user_id=start_user, workflow="desk", stage="note",
+    start = await sessions.open_session(h.app.db, user_id=start_user, workflow="desk", stage="note",
                                       payload={"k": 1}, page="first", now=now)
     return run_id, task_id, sid, start
 
@@ -169,7 +170,7 @@ async def test_submission_context_is_one_read_matching_the_task_row(slack_app: S
     h = await slack_app(STAGES, worker=False, outbox=False)
     run_id, task_id, sid, start = await note_and_start_sessions(h, start_user="U0ANN")
     now = h.app.store.clock()
-    found = await people.get_submission(h.app.db, sid, now=now)
+    found = await sessions.get_submission(h.app.db, sid, now=now)
     assert found is not None
     session, task, run_context = found
     assert (session["user_id"], session["task_id"], session["page"], session["answers"]) == \
@@ -177,11 +178,11 @@ async def test_submission_context_is_one_read_matching_the_task_row(slack_app: S
     assert task == await task_row(h.app.store, task_id)
     run = await h.app.store.get_run(run_id)
     assert run is not None and run_context == run["context"]
-    found = await people.get_submission(h.app.db, start, now=now)
+    found = await sessions.get_submission(h.app.db, start, now=now)
     assert found is not None and found[1] is None and found[0]["payload"] == {"k": 1}
-    assert await people.get_submission(h.app.db, "not-a-uuid", now=now) is None
+    assert await sessions.get_submission(h.app.db, "not-a-uuid", now=now) is None
     later = now.replace(year=now.year + 1)
-    assert await people.get_submission(h.app.db, sid, now=later) is None
+    assert await sessions.get_submission(h.app.db, sid, now=later) is None
 
 
 async def test_a_burst_of_submissions_reads_its_sessions_together(slack_app: StartSlack,
@@ -210,13 +211,13 @@ async def test_get_submissions_reads_many_sessions_by_the_ids_asked_for(slack_ap
     h = await slack_app(STAGES, worker=False, outbox=False)
     _run, _task, sid, start = await note_and_start_sessions(h, start_user="U0BOB")
     now = h.app.store.clock()
-    found = await people.get_submissions(h.app.db, [sid, sid.upper(), start, "not-a-uuid",
+    found = await sessions.get_submissions(h.app.db, [sid, sid.upper(), start, "not-a-uuid",
                                                     "00000000-0000-0000-0000-000000000000"], now=now)
     assert sorted(found) == sorted([sid, sid.upper(), start])
-    assert found[sid] == found[sid.upper()] == await people.get_submission(h.app.db, sid, now=now)
+    assert found[sid] == found[sid.upper()] == await sessions.get_submission(h.app.db, sid, now=now)
     assert found[start][1] is None and found[start][0]["payload"] == {"k": 1}
-    assert await people.get_submissions(h.app.db, [sid], now=now.replace(year=now.year + 1)) == {}
-    assert await people.get_submissions(h.app.db, ["nope"], now=now) == {}
+    assert await sessions.get_submissions(h.app.db, [sid], now=now.replace(year=now.year + 1)) == {}
+    assert await sessions.get_submissions(h.app.db, ["nope"], now=now) == {}
 
 
 async def test_group_read_shares_reads_and_a_failed_read_fails_only_its_batch() -> None:
