@@ -1,16 +1,11 @@
-"""Interactivity: the buttons of task cards, form modals (pages, validation, submission) and
-external-select options.
+"""Interactivity: the buttons of task cards (Approve, Decline, Open, Claim, Reassign), the
+lists' Open buttons, and external-select options; form submissions are ``bot.submissions``.
 
-Every listener acks first (Slack wants an answer within 3 seconds); a modal submission is the
-exception that decides before acking, because its validation errors and next page ride on the
-ack. Who may act is decided by ``engine.people.actions`` (an assignee, or a member of the task's team);
-anyone else gets an ephemeral explanation and nothing changes. Of two racing answers the engine
-completes exactly one; the other person is told who won.
-
-Acks stay fast under load: a submission reads its session, task and run context in one
-statement and commits through a group commit (``Completions``) that completes every answer
-waiting at once in one transaction; clicks' after-ack work runs a few at a time and gives way
-to requests awaiting their ack (``bot.acks.Priority``): acks first.
+Every listener acks first (Slack wants an answer within 3 seconds) and does its work after the
+ack; work that opens a modal runs at once, before its trigger id expires. Who may act is decided
+by ``engine.people.actions`` (an assignee, or a member of the task's team); anyone else gets an
+ephemeral explanation and nothing changes. Clicks' after-ack work runs a few at a time and gives
+way to requests awaiting their ack (``bot.acks.Priority``): acks first.
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
-"""Interactivity: the buttons of task cards, form modals (pages, validation, submission) and
-external-select options.
+"""Form modal submissions: pages, validation errors, and the completion of the task.
 
-Every listener acks first (Slack wants an answer within 3 seconds); a modal submission is the
-exception that decides before acking, because its validation errors and next page ride on the
-ack. Who may act is decided by ``engine.people.actions`` (an assignee, or a member of the task's team);
-anyone else gets an ephemeral explanation and nothing changes. Of two racing answers the engine
-completes exactly one; the other person is told who won.
-
-Acks stay fast under load: a submission reads its session, task and run context in one
-statement and commits through a group commit (``Completions``) that completes every answer
-waiting at once in one transaction; clicks' after-ack work runs a few at a time and gives way
-to requests awaiting their ack (``bot.acks.Priority``): acks first.
+A modal submission decides before its ack, because its validation errors and next page ride on
+the ack (Slack wants it within 3 seconds). Acks stay fast under load: a submission reads its
+session, task and run context in one grouped statement (``submission_reads``) and commits
+through a group commit (``Completions``) that completes every answer waiting at once in one
+transaction. Of two racing answers the engine completes exactly one; the other person is told
+who won.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ import collections
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from bot import messages, modals
 from bot.answers import refusal
@@ -35,9 +30,6 @@ from engine.store.db import Row
 from engine.store.groupcommit import GroupCommit, GroupRead
 from engine.store.tasks import Finished, Store
 from engine.workflow import Stage
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
