@@ -52,6 +52,11 @@ class UnknownStage(FlowbotError):
     """Raised when a stage name does not match any stage of the workflow."""
 
 
+class NotStartable(FlowbotError):
+    """Raised when a manual run is asked to start at a stage that cannot begin one (a start form,
+    a hook, a job)."""
+
+
 # --- running stages --------------------------------------------------------------------------
 
 

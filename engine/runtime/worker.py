@@ -63,6 +63,22 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def log_failure(failed: Failed) -> None:
+    """Log a failed attempt once it is committed: a WARNING with the traceback while retries are
+    left, an ERROR when it was the last one (the task and its run have failed)."""
+    row = failed.task
+    where = {"task_id": row["id"], "run_id": str(row["run_id"]), "stage": f"{row['workflow']}/{row['stage']}"}
+    attempts, most = row["attempts"], row.get("max_attempts") or row["attempts"]
+    if attempts < most:
+        log.warning("stage %s failed (attempt %d of %d; task %s, run %s), retrying in %.0f s:\n%s",
+                    where["stage"], attempts, most, row["id"], where["run_id"], failed.delay, failed.error,
+                    extra={"action": "stage_failed", **where})
+    else:
+        log.error("stage %s failed after %d attempt(s) (task %s, run %s): the task and its run have failed:\n%s",
+                  where["stage"], attempts, row["id"], where["run_id"], failed.error,
+                  extra={"action": "stage_gave_up", **where})
+
+
 class Worker:
     """Runs script tasks until told to stop."""
 
@@ -232,6 +248,8 @@ class Worker:
             if result is not None:
                 self.completed += len(result.completed)
                 self.failed += len(failed)
+                for f in failed:
+                    log_failure(f)
                 for lost in result.lost:
                     log.warning("lease of task %s was lost before completion; its result is dropped",
                                 lost, extra={"action": "lease_lost", "task_id": lost})

@@ -8,6 +8,7 @@ changes and outbox effects commit together or not at all.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -432,13 +433,28 @@ class Store:
         rows = await self.db.fetch_all(queries.RUNS_BY_ID_PREFIX, {"prefix": prefix})
         return [str(r["id"]) for r in rows]
 
-    async def get_run(self, run_id: str) -> Row | None:
-        """One run, or None (also for an id that is not a UUID)."""
+    async def find_run_id(self, ref: str) -> str | None:
+        """The id of the run ``ref`` names: a full run id, or a unique prefix of one (at least
+        ``MIN_RUN_PREFIX`` characters, as people copy short ids); None when no run matches.
+        Raises RunNotFound when a prefix matches several runs."""
+        ref = str(ref).strip().lower()
         try:
-            rid = uuid.UUID(str(run_id))
+            return str(uuid.UUID(ref))
         except ValueError:
+            pass
+        if len(ref) < MIN_RUN_PREFIX or not _RUN_PREFIX.fullmatch(ref):
             return None
-        return await self.db.fetch_one(queries.GET_RUN, {"id": rid})
+        ids = await self.run_ids_by_prefix(ref)
+        if len(ids) > 1:
+            raise RunNotFound(f"{ref} is the start of several run ids: give more of it")
+        return ids[0] if ids else None
+
+    async def get_run(self, run_id: str) -> Row | None:
+        """One run by its id or a unique prefix of it (``find_run_id``), or None."""
+        found = await self.find_run_id(run_id)
+        if found is None:
+            return None
+        return await self.db.fetch_one(queries.GET_RUN, {"id": uuid.UUID(found)})
 
     async def report(self, run_id: str) -> dict[str, Any] | None:
         """The execution report of a run: status, context, steps, unrouted sends, waiting joins."""
@@ -470,6 +486,11 @@ class Store:
             "unrouted": run["unrouted"],
             "waiting_joins": joins,
         }
+
+
+#: Shortest run id prefix accepted for a run (``find_run_id``).
+MIN_RUN_PREFIX = 4
+_RUN_PREFIX = re.compile(r"[0-9a-f-]+")
 
 
 def _first_line(error: str | None) -> str:
