@@ -343,12 +343,13 @@ RELEASE_TASKS = text(
     WITH moved AS (
         UPDATE tasks t
         SET status = 'pending', locked_by = NULL, locked_until = NULL,
-            attempts = GREATEST(t.attempts - 1, 0), available_at = CAST(:now AS timestamptz)
+            attempts = GREATEST(t.attempts - 1, 0),
+            available_at = CAST(:now AS timestamptz) + make_interval(secs => :delay)
         WHERE t.id = ANY(CAST(:ids AS bigint[])) AND t.status = 'locked' AND t.locked_by = :worker
         RETURNING t.id
     ), ev AS (
         INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT id, 'locked', 'pending', :worker, 'released on shutdown', CAST(:now AS timestamptz) FROM moved
+        SELECT id, 'locked', 'pending', :worker, :reason, CAST(:now AS timestamptz) FROM moved
     )
     SELECT id FROM moved
     """

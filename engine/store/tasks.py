@@ -283,13 +283,16 @@ class Store:
             rows = await tx.fetch_all(queries.HEARTBEAT, {"ids": list(task_ids), "worker": worker, "now": self.clock()})
         return {r["id"] for r in rows}
 
-    async def release(self, worker: str, task_ids: Sequence[int]) -> int:
-        """Give unfinished tasks back on shutdown (pending again, the attempt not counted)."""
+    async def release(self, worker: str, task_ids: Sequence[int], *, delay: float = 0.0,
+                      reason: str = "released on shutdown") -> int:
+        """Give unfinished tasks back on shutdown (pending again, the attempt not counted), due
+        again after ``delay`` seconds."""
         if not task_ids:
             return 0
         async with self.db.transaction() as tx:
             rows = await tx.fetch_all(queries.RELEASE_TASKS,
-                                      {"ids": list(task_ids), "worker": worker, "now": self.clock()})
+                                      {"ids": list(task_ids), "worker": worker, "now": self.clock(),
+                                       "delay": delay, "reason": reason})
             if rows:
                 await tx.notify()
         return len(rows)
