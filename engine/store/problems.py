@@ -45,7 +45,7 @@ def explain(url: str, exc: BaseException, *, embedded: bool = False) -> Database
     if isinstance(cause, sqlalchemy.exc.NoSuchModuleError):
         return DatabaseError(f"DATABASE_URL {masked(url)} is not a Postgres URL; "
                              "expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
-    orig = getattr(cause, "orig", None) or cause
+    orig = _driver_error(cause)
     if isinstance(orig, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
         return DatabaseError(f"{where} refused the login ({_first_line(orig)}): check the user and "
                              "password in DATABASE_URL")
@@ -85,6 +85,18 @@ def explained(url: str, *, embedded: bool = False) -> Iterator[None]:
         yield
     except EXPECTED as exc:
         raise explain(url, exc, embedded=embedded) from exc
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The driver's (or the OS's) own exception under SQLAlchemy's wrappers, else ``exc``."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        if isinstance(current, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
+            return current
+        current = getattr(current, "orig", None) or current.__cause__
+    return exc
 
 
 def _first_line(exc: BaseException) -> str:
