@@ -278,8 +278,8 @@ async def test_a_unique_prefix_of_a_run_id_is_accepted_wherever_a_run_id_is(api)
 
 async def test_a_prefix_shared_by_several_runs_is_400_asking_for_more(api) -> None:
     for run_id in ("abcd0000-0000-7000-8000-000000000001", "abcd0000-0000-7000-8000-000000000002"):
-        await scalar(api.app.store, "INSERT INTO runs (id, workflow, status, created_at, updated_at) "
-                                    "VALUES (CAST(:id AS uuid), 'shop', 'running', now(), now()) RETURNING 1", id=run_id)
+        await scalar(api.app.store, "INSERT INTO runs (id, workflow, status, created_at, updated_at) VALUES "
+                                    "(CAST(:id AS uuid), 'shop', 'running', now(), now()) RETURNING 1", id=run_id)
     status, body = await api.call("GET", "/api/runs/abcd0000")
     assert status == 400 and body["error"] == "abcd0000 is the start of several run ids: give more of it"
     status, report = await api.call("GET", "/api/runs/abcd0000-0000-7000-8000-00000000000")

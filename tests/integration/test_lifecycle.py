@@ -414,7 +414,7 @@ async def test_a_sync_stage_outliving_the_grace_period_is_not_due_again_while_it
     store = store_for(make_stages(STAGES), lease_seconds=30)
     module = store.registry.get("life").stage("stuck").module
     assert module is not None
-    run_id, task_id = await start(store, "stuck")
+    _run_id, task_id = await start(store, "stuck")
     stop = asyncio.Event()
     worker = Worker(store, WorkerOptions(shutdown_grace=0.2, poll_interval=0.2), name="wk")
     running = asyncio.create_task(worker.run(stop))
