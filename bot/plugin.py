@@ -90,8 +90,22 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     from bot.manifest import manifest
 
     socket = True if args.socket_mode else None
+    if args.url is not None:
+        check_public_url(args.url)
     print(json.dumps(manifest(url=args.url, name=args.name, socket_mode=socket), indent=2))
     return 0
+
+
+def check_public_url(url: str) -> None:
+    """Refuse a ``--url`` Slack cannot call: Slack sends events only to https URLs with a host."""
+    from urllib.parse import urlsplit
+
+    from engine.errors import ConfigError
+
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"--url must be flowbot's public https URL (like https://flowbot.example.com), "
+                          f"got {url!r}: Slack sends requests only to https")
 
 
 plugin = SlackPlugin()
