@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import PayloadError
+from engine.errors import PayloadError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def encode_payload(payload: Any, *, limit: int, where: str) -> str:
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"{where}: payload is not JSON-serialisable: {exc}") from None
     if len(raw.encode()) > limit:
-        raise PayloadError(f"{where}: payload is {len(raw.encode())} bytes, over the {limit}-byte limit")
+        raise PayloadTooLarge(f"{where}: payload is {len(raw.encode())} bytes, over the {limit}-byte limit")
     return raw
 
 

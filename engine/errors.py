@@ -64,6 +64,10 @@ class PayloadError(FlowbotError):
     """Raised when a task payload is not a JSON object or is over the size limit."""
 
 
+class PayloadTooLarge(PayloadError):
+    """Raised when a task payload is over the size limit."""
+
+
 class TaskNotFound(FlowbotError):
     """Raised when a task id does not exist."""
 
