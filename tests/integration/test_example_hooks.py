@@ -76,7 +76,7 @@ async def test_an_accepted_claim_answers_with_the_run_it_started(sender: Sender)
 
 
 async def test_a_form_body_is_a_claim_too(sender: Sender) -> None:
-    body = "employee=Ann&amount=12&description=Lunch&manager_email=bob%40example.com".encode()
+    body = b"employee=Ann&amount=12&description=Lunch&manager_email=bob%40example.com"
     status, answer = await sender.post(body, "application/x-www-form-urlencoded")
     assert status == 200 and len(answer["run_ids"]) == 1
 
