@@ -11,9 +11,9 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.cli.options import settings_from
 from engine.cli.serve import (  # noqa: F401  (re-exported: benchmarks and tests import them from here)
     EXTRA_PARTS,
     cmd_run,
@@ -44,20 +44,6 @@ T = TypeVar("T")
 
 #: Modules adding subcommands (``add_commands(subparsers)``): triggers live beside the engine core.
 COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks"]
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Environment settings, overridden by command-line flags."""
-    s = Settings.from_env()
-    if getattr(args, "stages", None):
-        s = s.with_(stages_dir=Path(args.stages))
-    if getattr(args, "port", None) is not None:
-        s = s.with_(port=args.port)
-    if getattr(args, "host", None):
-        s = s.with_(host=args.host)
-    if getattr(args, "concurrency", None):
-        s = s.with_(concurrency=args.concurrency)
-    return s
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Callable
 
+from engine.cli.options import settings_from
 from engine.runtime.app import App, Part
 from engine.runtime.lifecycle import open_app
 from engine.settings import Settings
@@ -158,8 +159,6 @@ def _listening(settings: Settings) -> Callable[[int], None]:
 
 async def cmd_run(args: argparse.Namespace) -> int:
     """`flowbot run`: everything in one process."""
-    from engine.cli.main import settings_from
-
     settings = settings_from(args)
     async with open_app(settings) as app:
         announce(app)
@@ -171,8 +170,6 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 async def cmd_worker(args: argparse.Namespace) -> int:
     """`flowbot worker`: workers (and the outbox) only."""
-    from engine.cli.main import settings_from
-
     async with open_app(settings_from(args)) as app:
         await run_parts(app, [worker_part(app), outbox_part(app)])
     return 0
@@ -180,8 +177,6 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 
 async def cmd_web(args: argparse.Namespace) -> int:
     """`flowbot web`: the HTTP server only."""
-    from engine.cli.main import settings_from
-
     settings = settings_from(args)
     async with open_app(settings) as app:
         announce(app)

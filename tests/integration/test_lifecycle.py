@@ -479,7 +479,7 @@ async def test_a_send_of_a_non_object_or_oversized_payload_fails_the_stage_namin
     assert listed["status"] == big["status"] == "failed"
     assert listed["error"].startswith(
         "PayloadError: life/bad-send: payload must be a JSON object (a dict), got list")
-    assert big["error"].startswith("PayloadError: life/bad-send: payload is ")
+    assert big["error"].startswith("PayloadTooLarge: life/bad-send: payload is ")
     assert "over the 200-byte limit" in big["error"].split("\n")[0]
     assert await scalar(store, "SELECT count(*) FROM tasks") == 2, "nothing was sent"
     for run_id in (list_run, big_run):
