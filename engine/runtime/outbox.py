@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.errors import DatabaseError, FlowbotError
 from engine.store import queries
-from engine.store.db import NOTIFY_CHANNEL, Database
+from engine.store.db import OUTBOX_CHANNEL, Database
 from engine.store.tasks import Clock, utcnow
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class OutboxDispatcher:
         """Deliver until ``stop`` is set."""
         if not self.handlers:
             return
-        async with self.db.listen(NOTIFY_CHANNEL, self.wake):
+        async with self.db.listen(OUTBOX_CHANNEL, self.wake):
             while not stop.is_set():
                 self._wake.clear()
                 try:

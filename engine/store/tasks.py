@@ -19,7 +19,7 @@ from engine.errors import RunNotFound
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, route
 from engine.store import queries
-from engine.store.db import NOTIFY_CHANNEL, Database, Row, Tx, jsonb_array
+from engine.store.db import NOTIFY_CHANNEL, OUTBOX_CHANNEL, Database, Row, Tx, jsonb_array
 from engine.store.fanout import FreshRuns
 from engine.workflow import Stage, StageKind
 
@@ -248,6 +248,7 @@ class Store:
                 "now": now,
                 "actor": actor,
                 "channel": NOTIFY_CHANNEL,
+                "outbox_channel": OUTBOX_CHANNEL,
             },
         )
 
@@ -261,7 +262,8 @@ class Store:
             queries.INSERT_OUTBOX,
             {"kinds": [e[0] for e in effects], "payloads": jsonb_array(e[1] for e in effects),
              "task_ids": [e[2] for e in effects],
-             "run_ids": [uuid.UUID(e[3]) if e[3] else None for e in effects], "now": now},
+             "run_ids": [uuid.UUID(e[3]) if e[3] else None for e in effects], "now": now,
+             "outbox_channel": OUTBOX_CHANNEL},
         )
 
     # -- the lifecycle ------------------------------------------------------------------------
@@ -361,7 +363,7 @@ class Store:
                      "effect_kinds": [e.kind for _, e in effects],
                      "effect_payloads": jsonb_array(e.payload for _, e in effects),
                      "session_task_ids": [task_id for task_id, _ in sessions],
-                     "session_ids": [uuid.UUID(sid) for _, sid in sessions]},
+                     "session_ids": [uuid.UUID(sid) for _, sid in sessions], "outbox_channel": OUTBOX_CHANNEL},
                 )
                 ok = {r["id"] for r in done}
                 result.completed = sorted(ok)
