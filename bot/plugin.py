@@ -69,7 +69,10 @@ class SlackPlugin:
             app.add_outbox_handler(kind, deferring(ctx.priority, handler))
         app.add_background_gate(ctx.priority.quiet)  # the worker's next claim, too
         if settings.slack_signing_secret:
-            endpoint = SlackEndpoint(bolt, settings.slack_signing_secret, ctx.follow_ups, ctx.view_answers)
+            from bot.interactions import opens_a_modal
+
+            endpoint = SlackEndpoint(bolt, settings.slack_signing_secret, ctx.follow_ups, ctx.view_answers,
+                                     at_once=opens_a_modal)
             app.add_routes(endpoint.routes())
         app.add_background(identity_part(ctx.identity))  # auth.test at start
         if settings.slack_app_token:
