@@ -1,12 +1,14 @@
 """How soon people hear from flowbot: hook request -> assignment DM, Approve click -> requester DM.
 
-    python bench/dm_latency.py [--requests 200] [--gap-ms 20]
+    python bench/dm_latency.py [--requests 200] [--gap-ms 20] [--warmup 5] [--trace]
 
 Starts an embedded Postgres in a temporary directory (or uses ``DATABASE_URL``, which must allow
 CREATE DATABASE), a fake Slack Web API on loopback (tests/fakeslack.py) that notes when each
 ``chat.postMessage`` arrives, and a real flowbot in this process with the parts `flowbot run`
 runs for this (its aiohttp server with the Slack plugin, a worker, the outbox dispatcher at its
-default 2 s poll). One request at a time (``--gap-ms`` apart), it measures:
+default 2 s poll). One request at a time (``--gap-ms`` apart, after ``--warmup`` requests that
+are not counted: a process's first requests pay for imports and prepared statements), it
+measures:
 
 - hook -> assignment DM: ``POST /hooks/expense`` sent until the fake receives the approver's DM
   (the hook's commit creates a form task; its assignment goes through the outbox);
@@ -29,6 +31,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 import statistics
 import tempfile
@@ -150,7 +153,7 @@ async def _post(http: aiohttp.ClientSession, url: str, body: str, content_type: 
         assert resp.status < 300, (url, resp.status)
 
 
-async def measure_flowbot(db_url: str, fake: TimedSlack, n: int, gap: float,
+async def measure_flowbot(db_url: str, fake: TimedSlack, n: int, gap: float, *, warmup: int = 0,
                           trace: bool = False) -> dict[str, list[float]]:
     """The three latencies through a real flowbot, ``n`` times."""
     tmp = Path(tempfile.mkdtemp(prefix="fbdm-"))
@@ -174,7 +177,7 @@ async def measure_flowbot(db_url: str, fake: TimedSlack, n: int, gap: float,
             pay = app.registry.get("dm-bench").stage("pay")
             try:
                 async with aiohttp.ClientSession() as http:
-                    for i in range(1, n + 1):
+                    for i in range(1, n + warmup + 1):
                         claim = json.dumps({"approver": APPROVER, "requester": REQUESTER, "n": i})
                         sent = first = time.perf_counter()
                         await _post(http, f"{base}/hooks/expense", claim, "application/json")
@@ -203,14 +206,14 @@ async def measure_flowbot(db_url: str, fake: TimedSlack, n: int, gap: float,
                 await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return {k: v[warmup:] for k, v in out.items()}
 
 
 #: When the ``pay`` task of claim ``n`` started (a benchmark's own question, not the engine's).
 _PAY_STARTED = text("SELECT started_at FROM tasks WHERE stage = :stage AND payload ->> 'n' = :n")
 
 
-async def measure_baseline(fake: TimedSlack, n: int, gap: float) -> dict[str, list[float]]:
+async def measure_baseline(fake: TimedSlack, n: int, gap: float, *, warmup: int = 0) -> dict[str, list[float]]:
     """The same two requests to a minimal aiohttp app that only calls chat.postMessage."""
     client = AsyncWebClient(token=TOKEN, base_url=fake.url)
 
@@ -236,7 +239,7 @@ async def measure_baseline(fake: TimedSlack, n: int, gap: float) -> dict[str, li
     out: dict[str, list[float]] = {"hook": [], "click": []}
     try:
         async with aiohttp.ClientSession() as http:
-            for i in range(1, n + 1):
+            for i in range(1, n + warmup + 1):
                 sent = time.perf_counter()
                 await _post(http, f"{base}/hook", json.dumps({"approver": APPROVER, "n": i}), "application/json")
                 at, card = await fake.nth("D" + APPROVER, first_card + i)
@@ -249,7 +252,7 @@ async def measure_baseline(fake: TimedSlack, n: int, gap: float) -> dict[str, li
                 await asyncio.sleep(gap)
     finally:
         await runner.cleanup()
-    return out
+    return {k: v[warmup:] for k, v in out.items()}
 
 
 def _row(label: str, values: list[float]) -> str:
@@ -273,12 +276,14 @@ async def main(args: argparse.Namespace) -> None:
         fake.add_user("bob@example.com", APPROVER)
         fake.add_user("ann@example.com", REQUESTER)
         try:
-            ours = await measure_flowbot(url, fake, args.requests, args.gap_ms / 1000, args.trace)
-            floor = await measure_baseline(fake, args.requests, args.gap_ms / 1000)
+            ours = await measure_flowbot(url, fake, args.requests, args.gap_ms / 1000, warmup=args.warmup,
+                                         trace=args.trace)
+            floor = await measure_baseline(fake, args.requests, args.gap_ms / 1000, warmup=args.warmup)
         finally:
             await fake.stop()
-    common.out(f"DM latency, {args.requests} requests one at a time ({args.gap_ms:g} ms apart), "
-               f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    common.out(f"DM latency, {args.requests} requests one at a time ({args.gap_ms:g} ms apart, {args.warmup} "
+               f"warm-up), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average {load}")
     common.out(_row("hook -> assignment DM (flowbot)", ours["hook"]))
     common.out(_row("hook -> DM (baseline: handler calls Slack)", floor["hook"]))
     common.out(_row("Approve -> next stage started (flowbot)", ours["started"]))
@@ -293,6 +298,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--gap-ms", type=float, default=20.0)
+    parser.add_argument("--warmup", type=int, default=5, help="requests first, not counted")
     parser.add_argument("--trace", action="store_true", help="print each request's Slack calls with their times")
     with contextlib.suppress(KeyboardInterrupt):
         run_async(main(parser.parse_args()))
