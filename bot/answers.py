@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from bot import messages, modals
-from bot.context import BotContext
+from bot.context import USER_ID_RE, BotContext
 from engine.people import actions as people
+
+log = logging.getLogger(__name__)
 
 
 async def tell(ctx: BotContext, body: dict[str, Any], text: str) -> None:
@@ -21,21 +24,34 @@ async def tell(ctx: BotContext, body: dict[str, Any], text: str) -> None:
                                     view=modals.notice_view(messages.NOTICE_TITLE, text))
 
 
-def refusal(result: people.Result) -> str:
-    """What to tell a person whose action did not take effect."""
+async def refusal(ctx: BotContext, result: people.Result, user: str) -> str:
+    """What to tell ``user``, whose action did not take effect."""
     if result.status == people.ALREADY:
         if result.message == "claimed":
-            return messages.already_claimed(result.by)
+            return messages.claimed_by_you() if result.by == user else messages.already_claimed(result.by)
+        if result.by == user:
+            # Their own earlier answer (a click delivered twice, a double click) completed it.
+            return messages.already_yours(result.at)
         return messages.already_done(result.by, result.at)
     if result.status == people.FORBIDDEN:
         assignee = (result.task or {}).get("assignee") or {}
         if assignee.get("team") and not assignee.get("claimed_by"):
             return messages.not_member(assignee["team"])
-        return messages.not_assignee(_named(assignee.get("users") or []))
+        return messages.not_assignee(await _named(ctx, assignee.get("users") or []))
     if result.status == people.FAILED:
         return messages.stage_failed(result.message)
     return messages.gone(result.message)
 
 
-def _named(users: list[str]) -> list[str]:
-    return [f"<@{u}>" if u[:1] in ("U", "W") and "@" not in u else u for u in users]
+async def _named(ctx: BotContext, users: list[str]) -> list[str]:
+    """The assignees as Slack mentions where they resolve to a user (emails as they are else)."""
+    named = []
+    for entry in users:
+        try:
+            who = await ctx.directory.identity(entry)
+        except Exception:  # Slack unreachable: the answer still goes, with the email
+            log.warning("could not resolve %s for an answer", entry, exc_info=True,
+                        extra={"action": "refusal_name_unresolved"})
+            who = entry
+        named.append(f"<@{who}>" if USER_ID_RE.match(who) else who)
+    return named

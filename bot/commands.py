@@ -302,7 +302,7 @@ async def reassign(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
     if result.status == people.INVALID:
         return Reply(f":warning: {escape(result.message or '')}. Nothing was changed.")
     if not result.ok:
-        return Reply(refusal(result))
+        return Reply(await refusal(ctx, result, cmd.user_id))
     to = reminders.describe((result.task or {}).get("assignee") or {})
     from bot.home import refresh_quietly
 

@@ -73,7 +73,9 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
     # Bolt tries listeners in this order: submissions (the slowest acks) first.
     answered_in_ack(modals.CALLBACK_FORM, submission)
     bolt.action(ACTION_APPROVE)(acked_then(lambda body, task: decide(ctx, body, task, APPROVED), "Approve"))
-    bolt.action(ACTION_DECLINE)(acked_then(lambda body, task: decide(ctx, body, task, DECLINED), "Decline"))
+    # Decline may open its comment modal: at once, before its trigger id expires (3 s after the click).
+    bolt.action(ACTION_DECLINE)(acked_then(lambda body, task: decide(ctx, body, task, DECLINED), "Decline",
+                                           defer=False))
     bolt.action(re.compile(rf"^{re.escape(ACTION_OPEN)}$"))(acked_then(
         lambda body, task: open_task_form(ctx, body["trigger_id"], body["user"]["id"], task, where=body),
         "Open", defer=False))
@@ -85,6 +87,17 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
         lambda body, task: open_task_form(ctx, body["trigger_id"], body["user"]["id"], task), "Open from a list",
         defer=False))
     bolt.options(re.compile(".*"))(on_options)
+
+
+def opens_a_modal(body: dict[str, Any]) -> bool:
+    """Whether a ``block_actions`` request is a click that may open a modal (Open, Decline with
+    its comment, Reassign, a list's Open): it must reach its listener before its trigger id
+    expires, not after the acks of a burst (``bot.endpoint``)."""
+    for action in body.get("actions") or []:
+        action_id = str(action.get("action_id") or "")
+        if action_id in (ACTION_OPEN, ACTION_DECLINE, ACTION_REASSIGN) or OPEN_ACTION_RE.match(action_id):
+            return True
+    return False
 
 
 # --- context of a task -------------------------------------------------------------------------
@@ -108,7 +121,7 @@ async def decide(ctx: BotContext, body: dict[str, Any], task_id: int, decision: 
     else:
         allowed = await people.check(ctx.store, task_id, user, ctx.directory, task=task)
     if not allowed.ok:
-        await tell(ctx, body, refusal(allowed))
+        await tell(ctx, body, await refusal(ctx, allowed, body["user"]["id"]))
         return
     assert allowed.task is not None
     try:
@@ -126,7 +139,7 @@ async def decide(ctx: BotContext, body: dict[str, Any], task_id: int, decision: 
                                  max_payload_bytes=ctx.settings.max_payload_bytes, task=allowed.task,
                                  run_context=run_context, form=form, commit=completions(ctx).committer(user))
     if not result.ok:
-        await tell(ctx, body, refusal(result))
+        await tell(ctx, body, await refusal(ctx, result, body["user"]["id"]))
 
 
 async def claim(ctx: BotContext, body: dict[str, Any], task_id: int) -> None:
@@ -134,7 +147,7 @@ async def claim(ctx: BotContext, body: dict[str, Any], task_id: int) -> None:
     user = body["user"]["id"]
     result = await people.claim(ctx.store, task_id, user, ctx.directory)
     if not result.ok:
-        await tell(ctx, body, refusal(result))
+        await tell(ctx, body, await refusal(ctx, result, body["user"]["id"]))
 
 
 async def open_task_form(ctx: BotContext, trigger_id: str, user_id: str, task_id: int,
@@ -147,7 +160,7 @@ async def open_task_form(ctx: BotContext, trigger_id: str, user_id: str, task_id
     body = {**body, "trigger_id": trigger_id}
     allowed = await people.check(ctx.store, task_id, user_id, ctx.directory)
     if not allowed.ok:
-        await tell(ctx, body, refusal(allowed))
+        await tell(ctx, body, await refusal(ctx, allowed, body["user"]["id"]))
         return allowed
     assert allowed.task is not None
     try:
@@ -199,7 +212,7 @@ async def offer_reassign(ctx: BotContext, body: dict[str, Any], task_id: int) ->
 
     allowed = await people.check(ctx.store, task_id, body["user"]["id"], ctx.directory)
     if not allowed.ok:
-        await tell(ctx, body, refusal(allowed))
+        await tell(ctx, body, await refusal(ctx, allowed, body["user"]["id"]))
         return
     assert allowed.task is not None
     title = escape(await task_title(ctx, allowed.task))
@@ -223,7 +236,7 @@ async def reassign_submission(ctx: BotContext, user_id: str, view: dict[str, Any
     if result.status == people.INVALID:
         return errors_response({modals.REASSIGN_INPUT: result.message or messages.REASSIGN_PICK})
     if not result.ok:
-        return notice(refusal(result))
+        return notice(await refusal(ctx, result, user_id))
     return {}
 
 

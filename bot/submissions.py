@@ -213,7 +213,7 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
     if result.status == people.FAILED:
         return _field_error(form, page.name, messages.stage_failed(result.message))
     if not result.ok:
-        return notice(refusal(result))
+        return notice(await refusal(ctx, result, user_id))
     if task is None:  # a task's completion closed its session in the same batch
         await sessions.close_session(ctx.app.db, sid)
     return {}
@@ -232,7 +232,7 @@ async def _report_later(ctx: BotContext, user_id: str, sid: str, running: asynci
     if result.status == people.INVALID:
         text = messages.stage_failed("; ".join(f"{k}: {v}" for k, v in result.errors.items()))
     else:
-        text = refusal(result)
+        text = await refusal(ctx, result, user_id)
     await ctx.client.chat_postMessage(channel=user_id, text=text)
 
 

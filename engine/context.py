@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import PayloadError
+from engine.errors import PayloadError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def encode_payload(payload: Any, *, limit: int, where: str) -> str:
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"{where}: payload is not JSON-serialisable: {exc}") from None
     if len(raw.encode()) > limit:
-        raise PayloadError(f"{where}: payload is {len(raw.encode())} bytes, over the {limit}-byte limit")
+        raise PayloadTooLarge(f"{where}: payload is {len(raw.encode())} bytes, over the {limit}-byte limit")
     return raw
 
 
@@ -40,8 +40,13 @@ def check_payload(payload: Any, *, limit: int, where: str) -> dict[str, Any]:
     return loaded
 
 
-class Task:
-    """A task as a stage sees it: read-only id, type, payload and run."""
+class Task(Mapping[str, Any]):
+    """A task as a stage sees it: a read-only mapping of its payload (``task["amount"]``,
+    ``task.get("note")``, ``{**task, "total": 1}``), with ``task.id``, ``task.type``,
+    ``task.run_id`` and ``task.payload`` (a copy of the payload as a dict).
+
+    Values read through it are copies: changing one changes nothing (send a new task instead).
+    Two tasks are equal when their payloads are (as for any mapping)."""
 
     __slots__ = ("_payload", "id", "run_id", "stage", "type")
 
@@ -66,6 +71,12 @@ class Task:
 
     def __contains__(self, key: object) -> bool:
         return key in self._payload
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._payload)
+
+    def __len__(self) -> int:
+        return len(self._payload)
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.type!r} at {self.stage}>"

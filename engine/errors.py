@@ -52,11 +52,20 @@ class UnknownStage(FlowbotError):
     """Raised when a stage name does not match any stage of the workflow."""
 
 
+class NotStartable(FlowbotError):
+    """Raised when a manual run is asked to start at a stage that cannot begin one (a start form,
+    a hook, a job)."""
+
+
 # --- running stages --------------------------------------------------------------------------
 
 
 class PayloadError(FlowbotError):
     """Raised when a task payload is not a JSON object or is over the size limit."""
+
+
+class PayloadTooLarge(PayloadError):
+    """Raised when a task payload is over the size limit."""
 
 
 class TaskNotFound(FlowbotError):

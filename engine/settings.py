@@ -29,6 +29,26 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def check_port(port: int, name: str = "PORT") -> int:
+    """``port`` when it is a TCP port number (1-65535); else a ConfigError naming ``name``."""
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name} must be a port number between 1 and 65535, got {port}")
+    return port
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about one flowbot process."""
@@ -37,7 +57,8 @@ class Settings:
     home: Path = Path(".flowbot")
     stages_dir: Path = Path("stages")
     port: int = 8080
-    host: str = "0.0.0.0"
+    #: The address the HTTP server binds (``FLOWBOT_HOST``): loopback unless told otherwise.
+    host: str = "127.0.0.1"
     api_token: str | None = None
     lease_seconds: int = 30
     concurrency: int = 200
@@ -51,6 +72,8 @@ class Settings:
     #: Largest hook request body (``FLOWBOT_HOOK_MAX_BYTES``); a hook may lower it with ``max_bytes=``.
     hook_max_bytes: int = DEFAULT_MAX_BODY_BYTES
     poll_interval: float = 5.0
+    #: How long stopping waits for running stages before releasing their tasks (seconds).
+    shutdown_grace: float = 20.0
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None
@@ -67,7 +90,9 @@ class Settings:
             database_url=env.get("DATABASE_URL") or None,
             home=Path(env.get("FLOWBOT_HOME") or ".flowbot"),
             stages_dir=Path(env.get("FLOWBOT_STAGES") or "stages"),
-            port=_int(env, "PORT", 8080),
+            port=check_port(_int(env, "PORT", 8080)),
+            host=env.get("FLOWBOT_HOST") or "127.0.0.1",
+            shutdown_grace=_float(env, "FLOWBOT_SHUTDOWN_GRACE", 20.0),
             api_token=env.get("FLOWBOT_API_TOKEN") or None,
             lease_seconds=_int(env, "FLOWBOT_LEASE_SECONDS", 30),
             concurrency=_int(env, "FLOWBOT_CONCURRENCY", 200),

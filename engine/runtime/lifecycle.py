@@ -16,7 +16,7 @@ from engine.loader import load_workflows
 from engine.runtime.app import App
 from engine.runtime.plugins import load_plugins
 from engine.settings import Settings
-from engine.store import migrate
+from engine.store import migrate, problems
 from engine.store.db import Database
 from engine.store.embedded import EmbeddedPostgres
 from engine.store.tasks import Clock, Store, utcnow
@@ -38,11 +38,12 @@ async def open_app(settings: Settings, *, clock: Clock = utcnow, load_plugins_: 
     """Open everything a flowbot process needs; close it all on exit."""
     async with contextlib.AsyncExitStack() as stack:
         url, embedded = await database_url(settings, stack)
-        if embedded and migrate_embedded:
-            await migrate.upgrade(url)
-        db = Database(url, pool_size=pool_size)
-        stack.push_async_callback(db.close)
-        await db.check_schema(migrate.heads())
+        with problems.explained(url, embedded=embedded):
+            if embedded and migrate_embedded:
+                await migrate.upgrade(url)
+            db = Database(url, pool_size=pool_size)
+            stack.push_async_callback(db.close)
+            await db.check_schema(migrate.heads())
         registry = load_workflows(settings.stages_dir)
         store = Store(db, registry, lease_seconds=settings.lease_seconds, clock=clock)
         app = App(settings=settings, db=db, registry=registry, store=store, database_url=url)

@@ -20,12 +20,11 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import DatabaseError, FlowbotError
-from engine.runtime.runner import failure, run_script
+from engine.runtime.runner import CURRENT_TASK, StageThreads, failure, run_script
 from engine.store.db import NOTIFY_CHANNEL, Row
 from engine.store.tasks import Failed, Finished, Store
 
@@ -63,6 +62,22 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def log_failure(failed: Failed) -> None:
+    """Log a failed attempt once it is committed: a WARNING with the traceback while retries are
+    left, an ERROR when it was the last one (the task and its run have failed)."""
+    row = failed.task
+    where = {"task_id": row["id"], "run_id": str(row["run_id"]), "stage": f"{row['workflow']}/{row['stage']}"}
+    attempts, most = row["attempts"], row.get("max_attempts") or row["attempts"]
+    if attempts < most:
+        log.warning("stage %s failed (attempt %d of %d; task %s, run %s), retrying in %.0f s:\n%s",
+                    where["stage"], attempts, most, row["id"], where["run_id"], failed.delay, failed.error,
+                    extra={"action": "stage_failed", **where})
+    else:
+        log.error("stage %s failed after %d attempt(s) (task %s, run %s): the task and its run have failed:\n%s",
+                  where["stage"], attempts, row["id"], where["run_id"], failed.error,
+                  extra={"action": "stage_gave_up", **where})
+
+
 class Worker:
     """Runs script tasks until told to stop."""
 
@@ -74,6 +89,7 @@ class Worker:
         self._results: list[Finished | Failed] = []
         self._result_ready = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._names: dict[int, str] = {}  # "workflow/stage (task id)" of the running tasks, for people
         self._pending_commit: set[int] = set()
         self._slot_free = asyncio.Event()
         self._backlog = asyncio.Event()  # the last claim came back full: more claimers may help
@@ -81,7 +97,7 @@ class Worker:
         self._commits: set[asyncio.Task[None]] = set()
         self._claim_batch = self.options.claim_batch or max(1, min(500, self.options.concurrency // 4))
         threads = max(1, min(self.options.concurrency, self.options.threads))
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage")
+        self._executor = StageThreads(threads)
         self.completed = 0
         self.failed = 0
 
@@ -137,6 +153,7 @@ class Worker:
                 finally:
                     self._reserved -= want
                 for row in rows:
+                    self._names[row["id"]] = f"{row['workflow']}/{row['stage']} (task {row['id']})"
                     self._running[row["id"]] = asyncio.create_task(self._execute(row))
                 if len(rows) == want:
                     self._backlog.set()
@@ -169,9 +186,11 @@ class Worker:
             # or another deployment's): fail it with retries rather than hold its lease forever.
             result = failure(row, exc)
         else:
+            CURRENT_TASK.set(row["id"])  # this asyncio task's own context: its sync stage's thread
             result = await run_script(stage, row, max_payload_bytes=self.options.max_payload_bytes,
                                       executor=self._executor)
         self._running.pop(row["id"], None)
+        self._names.pop(row["id"], None)
         self._pending_commit.add(row["id"])
         self._results.append(result)
         self._result_ready.set()
@@ -232,6 +251,8 @@ class Worker:
             if result is not None:
                 self.completed += len(result.completed)
                 self.failed += len(failed)
+                for f in failed:
+                    log_failure(f)
                 for lost in result.lost:
                     log.warning("lease of task %s was lost before completion; its result is dropped",
                                 lost, extra={"action": "lease_lost", "task_id": lost})
@@ -269,16 +290,39 @@ class Worker:
         heartbeat, *others = side
         for t in others:
             t.cancel()
-        running = list(self._running.values())
+        running = dict(self._running)
         if running:
-            _done, not_done = await asyncio.wait(running, timeout=self.options.shutdown_grace)
+            grace = self.options.shutdown_grace
+            log.warning("stopping: waiting up to %g s for %d running stage(s): %s", grace, len(running),
+                        self._describe(running), extra={"action": "worker_stopping", "worker": self.id})
+            _done, not_done = await asyncio.wait(running.values(), timeout=grace)
             for t in not_done:
                 t.cancel()
+            if not_done:
+                await asyncio.wait(not_done, timeout=1)
         flusher.cancel()
         await self.flush()
         heartbeat.cancel()
-        leftover = list(self._running)
-        if leftover:
-            n = await self.store.release(self.id, leftover)
-            log.info("released %d unfinished tasks", n, extra={"action": "released"})
+        # Queued sync stages never start now; those already in a thread cannot be stopped.
         self._executor.shutdown(wait=False, cancel_futures=True)
+        leftover = list(self._running)
+        stuck = sorted(self._executor.busy & set(leftover))
+        free = [task_id for task_id in leftover if task_id not in stuck]
+        if free:
+            n = await self.store.release(self.id, free)
+            log.info("released %d unfinished tasks", n, extra={"action": "released"})
+        if stuck:
+            # Their stages still run in this process's threads until it exits (``flowbot`` exits
+            # without waiting for them): due again only after a lease, as if this worker crashed,
+            # so that no other worker starts one beside the thread still running it.
+            delay = float(self.store.lease_seconds)
+            n = await self.store.release(self.id, stuck, delay=delay,
+                                         reason="released on shutdown, its stage still running")
+            log.warning("%d stage(s) still running after %g s: %s; their tasks run again in %g s, after this "
+                        "process has exited", n, self.options.shutdown_grace,
+                        self._describe({i: self._running[i] for i in stuck}), delay,
+                        extra={"action": "released_running", "task_ids": stuck})
+
+    def _describe(self, running: dict[int, asyncio.Task[None]]) -> str:
+        names = [self._names.get(task_id, f"task {task_id}") for task_id in sorted(running)]
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

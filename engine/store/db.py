@@ -25,6 +25,9 @@ from engine.store.embedded import sqlalchemy_url
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "flowbot_tasks"
+#: What wakes the outbox dispatcher: statements that write outbox rows (effects, form tasks'
+#: assignments) notify it, so a DM leaves right after the commit, not at the next poll.
+OUTBOX_CHANNEL = "flowbot_outbox"
 
 Row = Mapping[str, Any]
 

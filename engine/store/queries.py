@@ -184,8 +184,11 @@ INSERT_TASKS = text(
         -- New script tasks wake the listening workers once this transaction commits. (Read by the
         -- join below, so it runs; Postgres sends one notification per transaction and channel.)
         SELECT pg_notify(:channel, '') FROM (SELECT 1 FROM created WHERE kind = 'script' LIMIT 1) AS any_script
+    ), told AS (
+        -- New form tasks wake the outbox dispatcher: their assignment (the DM) goes out at once.
+        SELECT pg_notify(:outbox_channel, '') FROM (SELECT 1 FROM created WHERE kind = 'form' LIMIT 1) AS any_form
     )
-    SELECT created.* FROM created LEFT JOIN woke ON true
+    SELECT created.* FROM created LEFT JOIN woke ON true LEFT JOIN told ON true
     """
 )
 
@@ -264,12 +267,16 @@ COMPLETE_TASKS = text(
                     CAST(CAST(:effect_payloads AS text[]) AS jsonb[])) WITH ORDINALITY AS e(task_id, kind, payload, ord)
         JOIN done ON done.id = e.task_id
         ORDER BY e.ord
+        RETURNING 1
     ), closed AS (
         DELETE FROM form_sessions s
         USING unnest(CAST(:session_task_ids AS bigint[]), CAST(:session_ids AS uuid[])) AS x(task_id, id)
         WHERE s.id = x.id AND x.task_id IN (SELECT id FROM done)
+    ), told AS (
+        -- Effects wake the outbox dispatcher once this transaction commits (the requester's DM).
+        SELECT pg_notify(:outbox_channel, '') FROM (SELECT 1 FROM effects LIMIT 1) AS any_effect
     )
-    SELECT id, run_id FROM done
+    SELECT id, run_id FROM done LEFT JOIN told ON true
     """
 )
 
@@ -343,12 +350,13 @@ RELEASE_TASKS = text(
     WITH moved AS (
         UPDATE tasks t
         SET status = 'pending', locked_by = NULL, locked_until = NULL,
-            attempts = GREATEST(t.attempts - 1, 0), available_at = CAST(:now AS timestamptz)
+            attempts = GREATEST(t.attempts - 1, 0),
+            available_at = CAST(:now AS timestamptz) + make_interval(secs => :delay)
         WHERE t.id = ANY(CAST(:ids AS bigint[])) AND t.status = 'locked' AND t.locked_by = :worker
         RETURNING t.id
     ), ev AS (
         INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT id, 'locked', 'pending', :worker, 'released on shutdown', CAST(:now AS timestamptz) FROM moved
+        SELECT id, 'locked', 'pending', :worker, :reason, CAST(:now AS timestamptz) FROM moved
     )
     SELECT id FROM moved
     """
@@ -399,13 +407,18 @@ COUNT_TASKS_BY_STATUS = text("SELECT status, count(*) AS n FROM tasks GROUP BY s
 # Outbox: side effects delivered after commit
 # ---------------------------------------------------------------------------------------------
 
-# -- name: insert_outbox -- effects written in the transaction that produced them.
+# -- name: insert_outbox -- effects written in the transaction that produced them (waking the
+# -- outbox dispatcher when it commits).
 INSERT_OUTBOX = text(
     """
-    INSERT INTO outbox (kind, payload, task_id, run_id, available_at, created_at)
-    SELECT k, p, t, r, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-    FROM unnest(CAST(:kinds AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:task_ids AS bigint[]),
-                CAST(:run_ids AS uuid[])) AS x(k, p, t, r)
+    WITH added AS (
+        INSERT INTO outbox (kind, payload, task_id, run_id, available_at, created_at)
+        SELECT k, p, t, r, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+        FROM unnest(CAST(:kinds AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:task_ids AS bigint[]),
+                    CAST(:run_ids AS uuid[])) AS x(k, p, t, r)
+        RETURNING 1
+    )
+    SELECT pg_notify(:outbox_channel, '') FROM (SELECT 1 FROM added LIMIT 1) AS any_effect
     """
 )
 

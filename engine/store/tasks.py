@@ -8,6 +8,7 @@ changes and outbox effects commit together or not at all.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from engine.errors import RunNotFound
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, route
 from engine.store import queries
-from engine.store.db import NOTIFY_CHANNEL, Database, Row, Tx, jsonb_array
+from engine.store.db import NOTIFY_CHANNEL, OUTBOX_CHANNEL, Database, Row, Tx, jsonb_array
 from engine.store.fanout import FreshRuns
 from engine.workflow import Stage, StageKind
 
@@ -247,6 +248,7 @@ class Store:
                 "now": now,
                 "actor": actor,
                 "channel": NOTIFY_CHANNEL,
+                "outbox_channel": OUTBOX_CHANNEL,
             },
         )
 
@@ -260,19 +262,21 @@ class Store:
             queries.INSERT_OUTBOX,
             {"kinds": [e[0] for e in effects], "payloads": jsonb_array(e[1] for e in effects),
              "task_ids": [e[2] for e in effects],
-             "run_ids": [uuid.UUID(e[3]) if e[3] else None for e in effects], "now": now},
+             "run_ids": [uuid.UUID(e[3]) if e[3] else None for e in effects], "now": now,
+             "outbox_channel": OUTBOX_CHANNEL},
         )
 
     # -- the lifecycle ------------------------------------------------------------------------
 
     async def claim(self, worker: str, limit: int, workflows: Sequence[str] | None = None) -> list[Row]:
-        """Lock up to ``limit`` due script tasks for ``worker`` (never one task to two workers)."""
-        async with self.db.transaction() as tx:
-            return await tx.fetch_all(
-                queries.CLAIM_TASKS,
-                {"worker": worker, "limit": limit, "now": self.clock(),
-                 "workflows": list(workflows) if workflows else None},
-            )
+        """Lock up to ``limit`` due script tasks for ``worker`` (never one task to two workers).
+
+        One statement in its own transaction: one round trip between a NOTIFY and the stages."""
+        return await self.db.fetch_all(
+            queries.CLAIM_TASKS,
+            {"worker": worker, "limit": limit, "now": self.clock(),
+             "workflows": list(workflows) if workflows else None},
+        )
 
     async def heartbeat(self, worker: str, task_ids: Sequence[int]) -> set[int]:
         """Extend the leases of running tasks; returns the ids this worker still holds."""
@@ -282,13 +286,16 @@ class Store:
             rows = await tx.fetch_all(queries.HEARTBEAT, {"ids": list(task_ids), "worker": worker, "now": self.clock()})
         return {r["id"] for r in rows}
 
-    async def release(self, worker: str, task_ids: Sequence[int]) -> int:
-        """Give unfinished tasks back on shutdown (pending again, the attempt not counted)."""
+    async def release(self, worker: str, task_ids: Sequence[int], *, delay: float = 0.0,
+                      reason: str = "released on shutdown") -> int:
+        """Give unfinished tasks back on shutdown (pending again, the attempt not counted), due
+        again after ``delay`` seconds."""
         if not task_ids:
             return 0
         async with self.db.transaction() as tx:
             rows = await tx.fetch_all(queries.RELEASE_TASKS,
-                                      {"ids": list(task_ids), "worker": worker, "now": self.clock()})
+                                      {"ids": list(task_ids), "worker": worker, "now": self.clock(),
+                                       "delay": delay, "reason": reason})
             if rows:
                 await tx.notify()
         return len(rows)
@@ -357,7 +364,7 @@ class Store:
                      "effect_kinds": [e.kind for _, e in effects],
                      "effect_payloads": jsonb_array(e.payload for _, e in effects),
                      "session_task_ids": [task_id for task_id, _ in sessions],
-                     "session_ids": [uuid.UUID(sid) for _, sid in sessions]},
+                     "session_ids": [uuid.UUID(sid) for _, sid in sessions], "outbox_channel": OUTBOX_CHANNEL},
                 )
                 ok = {r["id"] for r in done}
                 result.completed = sorted(ok)
@@ -432,13 +439,28 @@ class Store:
         rows = await self.db.fetch_all(queries.RUNS_BY_ID_PREFIX, {"prefix": prefix})
         return [str(r["id"]) for r in rows]
 
-    async def get_run(self, run_id: str) -> Row | None:
-        """One run, or None (also for an id that is not a UUID)."""
+    async def find_run_id(self, ref: str) -> str | None:
+        """The id of the run ``ref`` names: a full run id, or a unique prefix of one (at least
+        ``MIN_RUN_PREFIX`` characters, as people copy short ids); None when no run matches.
+        Raises RunNotFound when a prefix matches several runs."""
+        ref = str(ref).strip().lower()
         try:
-            rid = uuid.UUID(str(run_id))
+            return str(uuid.UUID(ref))
         except ValueError:
+            pass
+        if len(ref) < MIN_RUN_PREFIX or not _RUN_PREFIX.fullmatch(ref):
             return None
-        return await self.db.fetch_one(queries.GET_RUN, {"id": rid})
+        ids = await self.run_ids_by_prefix(ref)
+        if len(ids) > 1:
+            raise RunNotFound(f"{ref} is the start of several run ids: give more of it")
+        return ids[0] if ids else None
+
+    async def get_run(self, run_id: str) -> Row | None:
+        """One run by its id or a unique prefix of it (``find_run_id``), or None."""
+        found = await self.find_run_id(run_id)
+        if found is None:
+            return None
+        return await self.db.fetch_one(queries.GET_RUN, {"id": uuid.UUID(found)})
 
     async def report(self, run_id: str) -> dict[str, Any] | None:
         """The execution report of a run: status, context, steps, unrouted sends, waiting joins."""
@@ -470,6 +492,11 @@ class Store:
             "unrouted": run["unrouted"],
             "waiting_joins": joins,
         }
+
+
+#: Shortest run id prefix accepted for a run (``find_run_id``).
+MIN_RUN_PREFIX = 4
+_RUN_PREFIX = re.compile(r"[0-9a-f-]+")
 
 
 def _first_line(error: str | None) -> str:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import hmac
 import json
-import uuid
 from typing import Any
 
 from aiohttp import web
 
 from engine import graph
 from engine.context import check_payload
-from engine.errors import FlowbotError, PayloadError, UnknownStage, UnknownWorkflow
-from engine.loader import find_stage
+from engine.errors import PayloadError, UnknownStage, UnknownWorkflow
+from engine.loader import check_triggerable, find_stage
 from engine.runtime.app import App
+from engine.runtime.report import json_default
 from engine.store import queries
-from engine.workflow import StageKind
+from engine.store.models import RUN_STATUSES, TASK_STATUSES
 
 
 def _auth(app: App) -> Any:
@@ -41,7 +41,18 @@ def _not_found(message: str) -> web.Response:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, default=str)
+    return json.dumps(value, default=json_default)
+
+
+#: The keys a body of ``POST /api/workflows/<name>/runs`` may have.
+START_KEYS = ("payload", "stage")
+
+
+def _status(raw: str | None, valid: tuple[str, ...], what: str) -> str | None:
+    """A status filter, or a 400 naming the valid ones (a typo must not answer an empty list)."""
+    if raw is not None and raw not in valid:
+        raise PayloadError(f"unknown {what} status {raw!r}: use one of {', '.join(valid)}")
+    return raw
 
 
 def build(app: App) -> web.Application:
@@ -73,6 +84,10 @@ def build(app: App) -> web.Application:
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise PayloadError("body must be a JSON object: {\"payload\": {...}, \"stage\": optional}")
+        unknown = sorted(set(body) - set(START_KEYS))
+        if unknown:
+            raise PayloadError(f"unknown key(s) {', '.join(map(repr, unknown))} in the body: "
+                               f"it may have {' and '.join(map(repr, START_KEYS))}")
         payload = body.get("payload", {})
         limit = app.settings.max_payload_bytes
         payload = check_payload(payload, limit=limit, where="payload")
@@ -80,8 +95,7 @@ def build(app: App) -> web.Application:
             stage = find_stage(app.registry, name, body.get("stage"))
         except UnknownStage as exc:
             return _not_found(str(exc))
-        if stage.kind not in (StageKind.SCRIPT, StageKind.FORM):
-            raise FlowbotError(f'stage "{stage.name}" is a {stage.kind.value}: runs start at a script or form')
+        check_triggerable(stage)
         run_id, task_id = await app.store.start_run(
             stage, payload, trigger={"kind": "api", "stage": stage.name}
         )
@@ -92,7 +106,8 @@ def build(app: App) -> web.Application:
         q = request.query
         rows = await app.db.fetch_all(
             queries.LIST_RUNS,
-            {"workflow": q.get("workflow"), "status": q.get("status"), "limit": _limit(q.get("limit"))},
+            {"workflow": q.get("workflow"), "status": _status(q.get("status"), RUN_STATUSES, "run"),
+             "limit": _limit(q.get("limit"))},
         )
         return web.json_response(rows, dumps=_dump)
 
@@ -106,15 +121,16 @@ def build(app: App) -> web.Application:
     @r.get("/tasks")
     async def list_tasks(request: web.Request) -> web.Response:
         q = request.query
+        status = _status(q.get("status"), TASK_STATUSES, "task")
         run = q.get("run")
         if run:
-            try:
-                uuid.UUID(run)
-            except ValueError:
-                raise PayloadError(f"run must be a run id (UUID), got {run!r}") from None
+            found = await app.store.find_run_id(run)
+            if found is None:
+                return _not_found(f"no run {run}")
+            run = found
         rows = await app.db.fetch_all(
             queries.LIST_TASKS,
-            {"stage": q.get("stage"), "status": q.get("status"), "run": run,
+            {"stage": q.get("stage"), "status": status, "run": run,
              "workflow": q.get("workflow"), "limit": _limit(q.get("limit"))},
         )
         return web.json_response(rows, dumps=_dump)

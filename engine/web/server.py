@@ -7,13 +7,15 @@ refused with 413 before they are read whole.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from engine.errors import FlowbotError
+from engine.errors import ConfigError, FlowbotError
 from engine.runtime.app import App
 
 log = logging.getLogger(__name__)
@@ -76,14 +78,31 @@ def build_http_app(app: App) -> web.Application:
     return http
 
 
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    """Why the server could not listen on ``host:port``, and what to do about it."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {host}:{port}: the port is already in use (another flowbot, or another "
+                f"program); stop it or choose another port with --port or PORT")
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return f"cannot listen on {host}:{port}: this machine has no address {host} (check --host or FLOWBOT_HOST)"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {host}:{port}: permission denied (ports below 1024 need privileges)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 async def serve(app: App, stop: asyncio.Event, *, host: str | None = None, port: int | None = None,
                 ready: Callable[[int], None] | None = None) -> None:
     """Serve HTTP until ``stop`` is set."""
     runner = web.AppRunner(build_http_app(app), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host or app.settings.host, app.settings.port if port is None else port,
-                       backlog=LISTEN_BACKLOG)
-    await site.start()
+    host = host or app.settings.host
+    port = app.settings.port if port is None else port
+    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(_bind_problem(host, port, exc)) from exc
     bound = runner.addresses[0][1] if runner.addresses else port
     log.info("http listening on %s", bound, extra={"action": "http_listen", "port": bound})
     if ready:

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.context import Context
-from engine.errors import FlowbotError
+from engine.errors import FlowbotError, PayloadError, PayloadTooLarge
 from engine.runtime.app import App
 from engine.runtime.runner import call
 from engine.store import queries
@@ -144,6 +144,13 @@ class HookServer:
         try:
             result = await call(stage.entry("run"), request, ctx)
             rendered = None if result is None else render(result)
+        except PayloadError as exc:
+            # What the sender sent does not make a task (too large, or not a JSON object once the
+            # stage passed it on): their request to fix, not a server error.
+            status = 413 if isinstance(exc, PayloadTooLarge) else 422
+            log.warning("hook %s refused a request (%d): %s", stage.key, status, exc,
+                        extra={"action": "hook_payload_refused", "hook": stage.key})
+            return error(status, f"the request does not make a valid task: {exc}")
         except Exception as exc:
             return _crashed(stage, exc)
         if rendered is not None and rendered[0] >= 400:
