@@ -29,11 +29,27 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about one flowbot process."""
 
     database_url: str | None = None
+    #: A direct connection for LISTEN when ``database_url`` is a transaction pooler's
+    #: (``FLOWBOT_LISTEN_URL``); None: LISTEN on ``database_url`` itself, or poll only behind one.
+    listen_url: str | None = None
     home: Path = Path(".flowbot")
     stages_dir: Path = Path("stages")
     port: int = 8080
@@ -50,6 +66,8 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: Largest hook request body (``FLOWBOT_HOOK_MAX_BYTES``); a hook may lower it with ``max_bytes=``.
     hook_max_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Seconds between the polls of idle workers and the outbox (``FLOWBOT_POLL_INTERVAL``): the
+    #: fallback for a lost wake-up, and the only way to find work in poll-only mode.
     poll_interval: float = 5.0
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
@@ -65,6 +83,7 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             database_url=env.get("DATABASE_URL") or None,
+            listen_url=env.get("FLOWBOT_LISTEN_URL") or None,
             home=Path(env.get("FLOWBOT_HOME") or ".flowbot"),
             stages_dir=Path(env.get("FLOWBOT_STAGES") or "stages"),
             port=_int(env, "PORT", 8080),
@@ -77,6 +96,7 @@ class Settings:
             max_payload_bytes=_int(env, "FLOWBOT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
             max_body_bytes=_int(env, "FLOWBOT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             hook_max_bytes=_int(env, "FLOWBOT_HOOK_MAX_BYTES", DEFAULT_MAX_BODY_BYTES),
+            poll_interval=_seconds(env, "FLOWBOT_POLL_INTERVAL", 5.0),
             slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
             slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,
