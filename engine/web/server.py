@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from engine.errors import DatabaseUnavailable, FlowbotError, SchemaNotReady
+from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError
 from engine.runtime.app import App
 from engine.store import migrate
 
@@ -83,13 +83,12 @@ HEADS_KEY: web.AppKey[list[str]] = web.AppKey("migration_heads", list)
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: 200 when the database answers and its schema is at the migrations' head; 503
     with the reason otherwise."""
+    heads: list[str] = request.app[HEADS_KEY]
     try:
-        await request.app[APP_KEY].db.check_schema(request.app[HEADS_KEY])
-    except SchemaNotReady as exc:
+        await request.app[APP_KEY].db.check_schema(heads)
+    except DatabaseError as exc:  # unreachable, not migrated, or answering with errors
         return unavailable(str(exc), ok=False)
-    except DatabaseUnavailable as exc:
-        return unavailable(str(exc), ok=False)
-    return web.json_response({"ok": True, "schema": request.app[HEADS_KEY]})
+    return web.json_response({"ok": True, "schema": heads})
 
 
 def build_http_app(app: App) -> web.Application:
