@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import socket
@@ -88,6 +89,9 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage")
         self.completed = 0
         self.failed = 0
+        #: Set when a claim failed with the database unavailable: it may have locked tasks whose
+        #: answer never arrived (their claim time is at or before this).
+        self._unreceived_before: dt.datetime | None = None
 
     @property
     def busy(self) -> int:
@@ -137,7 +141,9 @@ class Worker:
                     rows = await self.store.claim(self.id, want, self.options.workflows)
                     failures = 0
                 except DatabaseError as exc:
-                    if not isinstance(exc, DatabaseUnavailable):  # an outage is logged once, by the database
+                    if isinstance(exc, DatabaseUnavailable):  # an outage is logged once, by the database
+                        self._unreceived_before = self.store.clock()
+                    else:
                         log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                     rows = []
                     failures += 1
@@ -151,6 +157,8 @@ class Worker:
                     continue
                 for row in rows:
                     self._running[row["id"]] = asyncio.create_task(self._execute(row))
+                if not failures and self._unreceived_before is not None and not self._reserved:
+                    await self._release_unreceived()
                 if len(rows) == want:
                     self._backlog.set()
                     continue
@@ -161,6 +169,21 @@ class Worker:
                         await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), self.options.poll_interval)
         finally:
             stopping.cancel()
+
+    async def _release_unreceived(self) -> None:
+        """After an outage: tasks a lost claim locked for this worker go back to pending now, not
+        when their leases expire. (Only while no other claim is in flight: its tasks are not
+        held yet; claims sent from now on lock with a later time.)"""
+        before, self._unreceived_before = self._unreceived_before, None
+        assert before is not None
+        try:
+            n = await self.store.release_unreceived(self.id, [*self._running, *self._pending_commit], before)
+        except DatabaseError:
+            self._unreceived_before = before  # the next successful claim tries again
+            return
+        if n:
+            log.info("%d tasks claimed as the database went away released", n,
+                     extra={"action": "released_unreceived", "worker": self.id})
 
     @staticmethod
     async def _wait_any(*aws: Any) -> None:

@@ -53,6 +53,10 @@ def unavailable(exc: BaseException) -> bool:
             return True  # OSError: refused, reset, unreachable, unknown host, connect timeout
         if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
             return True  # "connection is closed"
+        if isinstance(current, asyncpg.exceptions.InternalClientError):
+            # "cannot switch to state ...; another operation is in progress": the server's FATAL
+            # reached a pooled connection before the socket closed (it is unusable, and discarded).
+            return True
         state = getattr(current, "sqlstate", None)
         if isinstance(state, str) and (state.startswith("08") or state in _UNAVAILABLE_STATES):
             return True
@@ -69,7 +73,7 @@ def wrap_exceptions() -> Any:
     try:
         yield
     except (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError, asyncpg.PostgresError,
-            asyncpg.InterfaceError, OSError) as exc:
+            asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError) as exc:
         message = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
         if unavailable(exc):
             raise DatabaseUnavailable(f"the database is unavailable: {message}") from exc
@@ -375,7 +379,8 @@ class Database:
                         row = await driver.fetchrow(sql, *args)
                         return [dict(row)] if row is not None else []
                     return [dict(r) for r in await driver.fetch(sql, *args)]
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
+                        OSError) as exc:
                     if unavailable(exc):
                         await _discard(conn)
                     raise
