@@ -365,3 +365,64 @@ async def test_a_failover_to_another_server_at_the_same_address_is_followed(
 
 async def _healthy(fb: Flowbot, http: aiohttp.ClientSession) -> bool:
     return (await fb.status(http, "/healthz"))[0] == 200
+
+
+# -- Slack: the person hears to try again ---------------------------------------------------------
+
+SLACK_STAGES = {
+    "ticket/workflow.py": """
+        from engine import Workflow
+        workflow = Workflow("ticket", title="Ticket")
+        open_ = workflow.script("open")
+        fix = workflow.form("fix", assignee="U0ANN")
+        workflow.transition(open_, fix)
+    """,
+    "ticket/open.py": "def run(task, ctx):\n    ctx.send('ticket', task.payload)\n",
+    "ticket/fix.py": """
+        from engine.forms import Approval
+        form = Approval("Fix it", {"What": "{what}"})
+        def run(task, answers, ctx):
+            pass
+    """,
+}
+
+
+async def test_while_the_database_is_down_slack_tells_the_person_to_try_again(
+        slack_app: Any, fake_slack: Any, own_pg: PgServer) -> None:
+    from bot.cards import ACTION_APPROVE
+    from bot.modals import CALLBACK_FORM
+
+    fake_slack.add_user("ann@example.com", "U0ANN")
+    h = await slack_app(SLACK_STAGES)
+    await asyncio.to_thread(own_pg.stop, "fast")
+    try:
+        # A slash command needing the database: acked, then answered at its response_url.
+        resp = await h.command("U0ANN", "start ticket what=printer", response_url=h.fake.url + "respond")
+        assert resp.status == 200
+        said = await eventually(lambda: _texts(fake_slack, "respond"), what="the command's answer")
+        assert "try again" in said[0]
+        # A button on a card: acked, then an ephemeral message where it was clicked.
+        resp = await h.click("U0ANN", ACTION_APPROVE, "1")
+        assert resp.status == 200
+        said = await eventually(lambda: _texts(fake_slack, "chat.postEphemeral"), what="the click's answer")
+        assert "try again" in said[0]
+        # A form submission: the modal stays open with the message on its field.
+        view = {"id": "V1", "type": "modal", "callback_id": CALLBACK_FORM, "private_metadata": str(uuid.uuid4()),
+                "blocks": [{"type": "input", "block_id": "note", "label": {"type": "plain_text", "text": "Note"},
+                            "element": {"type": "plain_text_input", "action_id": "note"}}]}
+        resp = await h.submit("U0ANN", view, {"note": {"type": "plain_text_input", "value": "done"}})
+        assert resp.status == 200
+        assert resp.json["response_action"] == "errors", resp.json
+        assert "try again" in resp.json["errors"]["note"]
+    finally:
+        await asyncio.to_thread(own_pg.start)
+    # Back: the same command works.
+    resp = await h.command("U0ANN", "start ticket what=printer", response_url=h.fake.url + "respond")
+    assert resp.status == 200
+    said = await eventually(lambda: _texts(fake_slack, "respond", at_least=2), what="the second answer")
+    assert "try again" not in said[1]
+
+
+async def _texts(fake: Any, method: str, at_least: int = 1) -> list[str] | None:
+    texts = [str(c.params.get("text")) for c in fake.calls(method)]
+    return texts if len(texts) >= at_least else None
