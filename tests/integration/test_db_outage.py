@@ -30,7 +30,8 @@ import pytest
 from pgserver import PgServer
 from support import eventually, free_port, write_stages
 
-from engine.runtime.app import App, open_app
+from engine.runtime.app import App
+from engine.runtime.lifecycle import open_app
 from engine.runtime.worker import Worker, WorkerOptions
 from engine.settings import Settings
 from engine.store import migrate

@@ -14,7 +14,7 @@ import pytest
 from support import eventually, write_stages
 from through_pgbouncer import Pooled, pooled
 
-from engine.runtime.app import open_app
+from engine.runtime.lifecycle import open_app
 from engine.runtime.worker import Worker, WorkerOptions
 from engine.settings import Settings
 from engine.store import migrate, queries
