@@ -59,8 +59,10 @@ def _system_user() -> str | None:
 class PgBouncer:
     """One PgBouncer process in ``root``, in front of the server at ``server_url``."""
 
-    def __init__(self, binary: str, root: Path, server_url: str, port: int) -> None:
+    def __init__(self, binary: str, root: Path, server_url: str, port: int, *,
+                 query_wait_timeout: int = 120) -> None:
         self.binary = binary
+        self.query_wait_timeout = query_wait_timeout
         self.root = root
         self.port = port
         u = make_url(sqlalchemy_url(server_url))
@@ -97,6 +99,8 @@ pool_mode = transaction
 max_client_conn = 1000
 default_pool_size = 10
 server_idle_timeout = 10
+query_wait_timeout = {self.query_wait_timeout}
+server_login_retry = 1
 ignore_startup_parameters = extra_float_digits
 logfile = {self.root / "pgbouncer.log"}
 pidfile = {self.root / "pgbouncer.pid"}
