@@ -450,3 +450,36 @@ async def test_while_the_database_is_down_slack_tells_the_person_to_try_again(
 async def _texts(fake: Any, method: str, at_least: int = 1) -> list[str] | None:
     texts = [str(c.params.get("text")) for c in fake.calls(method)]
     return texts if len(texts) >= at_least else None
+
+
+async def test_a_claim_whose_answer_was_lost_in_the_outage_is_released_when_the_database_is_back(
+        own_pg: PgServer, database_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=database_url, home=tmp_path / "home",
+                        stages_dir=write_stages(tmp_path / "stages", STAGES))
+    async with open_app(settings, load_plugins_=False) as app:
+        store = app.store
+        worker = Worker(store, WorkerOptions(poll_interval=0.2))
+        run_id, _ = await store.start_run(app.registry.get("pair").stage("first"), {"n": 1})
+        # The worker's claim locked the task as the connection went away: the task is the
+        # worker's in the database, but the worker never heard of it.
+        assert len(await store.claim(worker.id, 10)) == 1
+        stop = asyncio.Event()
+        await asyncio.to_thread(own_pg.stop, "fast")
+        running_worker = asyncio.create_task(worker.run(stop))
+        try:
+            await asyncio.sleep(0.5)  # its claims fail meanwhile
+            await asyncio.to_thread(own_pg.start)
+            # Not after the 30 s lease: as soon as the worker claims again.
+            await eventually(lambda: _all_completed_in(app, run_id), within=5, what="the run completed")
+        finally:
+            stop.set()
+            await running_worker
+        events = await app.db.fetch_all(_sql(
+            "SELECT e.reason FROM task_events e JOIN tasks t ON t.id = e.task_id "
+            "WHERE t.run_id = :run AND t.stage = 'first' ORDER BY e.id"), {"run": uuid.UUID(run_id)})
+        assert "claim answer lost" in [e["reason"] for e in events]
+
+
+async def _all_completed_in(app: App, run_id: str) -> bool:
+    report = await app.store.report(run_id)
+    return bool(report and report["status"] == "completed")
