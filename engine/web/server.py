@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError
+from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError, SchemaNotReady
 from engine.runtime.app import App
 from engine.store import migrate
 
@@ -60,8 +60,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         return json_error(exc.status, exc.reason)
-    except DatabaseUnavailable as exc:
-        return unavailable(str(exc))
+    except DatabaseUnavailable:
+        return unavailable()  # the cause is logged once per outage (engine.store.db), not sent
     except FlowbotError as exc:
         return json_error(400, str(exc))
     except Exception:
@@ -86,8 +86,10 @@ async def readyz(request: web.Request) -> web.Response:
     heads: list[str] = request.app[HEADS_KEY]
     try:
         await request.app[APP_KEY].db.check_schema(heads)
-    except DatabaseError as exc:  # unreachable, not migrated, or answering with errors
+    except SchemaNotReady as exc:
         return unavailable(str(exc), ok=False)
+    except DatabaseError:  # unreachable, or answering with errors
+        return unavailable(ok=False)
     return web.json_response({"ok": True, "schema": heads})
 
 
