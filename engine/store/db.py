@@ -26,7 +26,7 @@ import sqlalchemy.exc
 from sqlalchemy import TextClause, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from engine.errors import DatabaseError, DatabaseUnavailable, SchemaNotReady
+from engine.errors import ConfigError, DatabaseError, DatabaseUnavailable, SchemaNotReady
 from engine.store import dburl, pgcopy, queries
 
 log = logging.getLogger(__name__)
@@ -255,6 +255,9 @@ class Database:
         event.listen(self.engine.sync_engine, "connect", _json_codecs)
         if listen_url:
             self.listen_target: dburl.Target | None = dburl.parse(listen_url)
+            if self.listen_target.pooled_by_transaction:
+                raise ConfigError("FLOWBOT_LISTEN_URL must be a direct connection to Postgres: LISTEN does not "
+                                  "work through a transaction-mode pooler")
         else:
             self.listen_target = None if self.target.pooled_by_transaction else self.target
         #: When the current outage began (monotonic), None while the database answers.

@@ -45,3 +45,10 @@ def test_sslmode_and_connect_timeout_are_read_as_libpq_spells_them() -> None:
 def test_a_parameter_flowbot_cannot_use_is_a_clear_error(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         dburl.parse(url)
+
+
+def test_a_listen_url_through_a_transaction_pooler_is_refused() -> None:
+    from engine.store.db import Database
+
+    with pytest.raises(ConfigError, match="FLOWBOT_LISTEN_URL must be a direct connection"):
+        Database("postgresql://u@pooler/f?pool_mode=transaction", listen_url="postgresql://u@pooler/f?pool_mode=transaction")
