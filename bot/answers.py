@@ -1,12 +1,15 @@
-"""What a person is told where they clicked when their action did not take effect."""
+"""What a person is told where they clicked when their action did not take effect (refused, or
+not recorded because flowbot cannot reach its database)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from bot import messages, modals
 from bot.context import USER_ID_RE, BotContext
+from engine.errors import DatabaseUnavailable
 from engine.people import actions as people
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,23 @@ async def tell(ctx: BotContext, body: dict[str, Any], text: str) -> None:
     elif body.get("trigger_id"):
         await ctx.client.views_open(trigger_id=body["trigger_id"],
                                     view=modals.notice_view(messages.NOTICE_TITLE, text))
+
+
+async def or_try_again(ctx: BotContext, body: dict[str, Any], work: Awaitable[object]) -> None:
+    """Await a button's work; if the database is unreachable, tell the person to try again."""
+    try:
+        await work
+    except DatabaseUnavailable:
+        await tell(ctx, body, messages.try_again())
+
+
+def try_again_answer(view: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a submission that could not be recorded (the database is unreachable): the
+    modal stays open with the message on its first input, else a notice on top of it."""
+    inputs = [b["block_id"] for b in view.get("blocks") or [] if b.get("type") == "input" and b.get("block_id")]
+    if inputs:
+        return {"response_action": "errors", "errors": {inputs[0]: messages.try_again()}}
+    return {"response_action": "push", "view": modals.notice_view(messages.NOTICE_TITLE, messages.try_again())}
 
 
 async def refusal(ctx: BotContext, result: people.Result, user: str) -> str:

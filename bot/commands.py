@@ -23,7 +23,7 @@ from bot.blocks import chunks, context, escape, header, section
 from bot.context import USER_ID_RE, BotContext, UserNotFound
 from engine.assignees import Team
 from engine.context import check_payload
-from engine.errors import FlowbotError, UnknownWorkflow
+from engine.errors import DatabaseUnavailable, FlowbotError, UnknownWorkflow
 from engine.forms import FormError
 from engine.people import actions as people
 from engine.workflow import StageKind, Workflow
@@ -340,6 +340,8 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
     async def work(cmd: Command, respond: Any) -> None:
         try:
             reply = await handle(ctx, cmd)
+        except DatabaseUnavailable:
+            reply = Reply(messages.try_again())
         except Exception as exc:
             log.exception("%s %s failed", COMMAND, cmd.text, extra={"action": "command_error"})
             reply = Reply(messages.command_failed(f"{type(exc).__name__}: {exc}"))

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from bot import messages, modals
-from bot.answers import refusal, tell
+from bot.answers import or_try_again, refusal, tell, try_again_answer
 from bot.blocks import escape
 from bot.cards import ACTION_APPROVE, ACTION_DECLINE, ACTION_OPEN, ACTION_REASSIGN
 from bot.context import BotContext
@@ -24,6 +24,7 @@ from bot.delivery import ACTION_CLAIM
 from bot.home import OPEN_ACTION_RE
 from bot.submissions import PURPOSE_DECLINE, PURPOSE_FORM, PURPOSE_START, completions, notice, session_form, submission
 from bot.views import errors_response, suggest_options
+from engine.errors import DatabaseUnavailable
 from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
 from engine.people import actions as people
 from engine.people import sessions
@@ -46,7 +47,8 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
 
         async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
             await ack()
-            ctx.follow_ups.start(lambda: work(body, int(action["value"])), what, defer=defer)
+            ctx.follow_ups.start(lambda: or_try_again(ctx, body, work(body, int(action["value"]))), what,
+                                 defer=defer)
 
         return listener
 
@@ -56,7 +58,10 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
         answered by the HTTP endpoint directly (``ctx.view_answers``), by Bolt in Socket Mode."""
 
         async def answer_view(user_id: str, view: dict[str, Any]) -> dict[str, Any]:
-            return await answer(ctx, user_id, view)
+            try:
+                return await answer(ctx, user_id, view)
+            except DatabaseUnavailable:
+                return try_again_answer(view)
 
         async def listener(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
             # Urgent until answered, as the HTTP endpoint holds each of its requests.

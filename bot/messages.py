@@ -299,6 +299,12 @@ def form_unavailable(error: str) -> str:
     return f":warning: This form cannot be shown: {error}"
 
 
+def try_again() -> str:
+    """Answer when flowbot cannot reach its database (a restart or failover): nothing was done."""
+    return (":hourglass: flowbot cannot reach its database right now, so that was not recorded. "
+            "Please try again in a moment.")
+
+
 def notice_text_sent() -> str:
     """Confirmation of a decision taken on a card (ephemeral)."""
     return "Done: your answer was recorded."

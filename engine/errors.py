@@ -15,7 +15,13 @@ class ConfigError(FlowbotError):
 
 
 class DatabaseError(FlowbotError):
-    """Raised when the database cannot be reached or answers with an error."""
+    """Raised when the database answers a statement with an error."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """Raised when the database cannot be reached or cannot take work right now (stopped,
+    restarting, failing over, out of connections): nothing was done, try again shortly. Never the
+    caller's fault: the HTTP edges answer 503 with ``Retry-After``, not a 4xx."""
 
 
 class SchemaNotReady(DatabaseError):

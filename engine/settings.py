@@ -36,7 +36,8 @@ def check_port(port: int, name: str = "PORT") -> int:
     return port
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool = False) -> float:
+    """A number of seconds from ``env``: positive (or zero too, with ``zero=True``)."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -44,8 +45,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {raw}")
+    if value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{name} must be {'zero or more' if zero else 'positive'}, got {raw}")
     return value
 
 
@@ -54,6 +55,9 @@ class Settings:
     """Everything configurable about one flowbot process."""
 
     database_url: str | None = None
+    #: A direct connection for LISTEN when ``database_url`` is a transaction pooler's
+    #: (``FLOWBOT_LISTEN_URL``); None: LISTEN on ``database_url`` itself, or poll only behind one.
+    listen_url: str | None = None
     home: Path = Path(".flowbot")
     stages_dir: Path = Path("stages")
     port: int = 8080
@@ -71,6 +75,8 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: Largest hook request body (``FLOWBOT_HOOK_MAX_BYTES``); a hook may lower it with ``max_bytes=``.
     hook_max_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Seconds between the polls of idle workers and the outbox (``FLOWBOT_POLL_INTERVAL``): the
+    #: fallback for a lost wake-up, and the only way to find work in poll-only mode.
     poll_interval: float = 5.0
     #: How long stopping waits for running stages before releasing their tasks (seconds).
     shutdown_grace: float = 20.0
@@ -88,11 +94,12 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             database_url=env.get("DATABASE_URL") or None,
+            listen_url=env.get("FLOWBOT_LISTEN_URL") or None,
             home=Path(env.get("FLOWBOT_HOME") or ".flowbot"),
             stages_dir=Path(env.get("FLOWBOT_STAGES") or "stages"),
             port=check_port(_int(env, "PORT", 8080)),
             host=env.get("FLOWBOT_HOST") or "127.0.0.1",
-            shutdown_grace=_float(env, "FLOWBOT_SHUTDOWN_GRACE", 20.0),
+            shutdown_grace=_seconds(env, "FLOWBOT_SHUTDOWN_GRACE", 20.0, zero=True),
             api_token=env.get("FLOWBOT_API_TOKEN") or None,
             lease_seconds=_int(env, "FLOWBOT_LEASE_SECONDS", 30),
             concurrency=_int(env, "FLOWBOT_CONCURRENCY", 200),
@@ -102,6 +109,7 @@ class Settings:
             max_payload_bytes=_int(env, "FLOWBOT_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES),
             max_body_bytes=_int(env, "FLOWBOT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             hook_max_bytes=_int(env, "FLOWBOT_HOOK_MAX_BYTES", DEFAULT_MAX_BODY_BYTES),
+            poll_interval=_seconds(env, "FLOWBOT_POLL_INTERVAL", 5.0),
             slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
             slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,

@@ -5,6 +5,10 @@ in the stage's own transaction; a retried stage wrote nothing, so nothing is sen
 ``OutboxDispatcher`` delivers rows through handlers that plugins register per kind; a row is
 marked delivered right after its handler returns. Handlers raise ``RetryLater`` for 429s and
 outages, ``PermanentFailure`` for errors retrying cannot fix (recorded on the effect and its task).
+
+Through a database outage the dispatcher backs off and goes on; what it learnt about an effect it
+delivered (delivered, retry, failed) is written as soon as the database is back, within the
+effect's lease, so a delivered effect is not delivered again.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from engine.errors import DatabaseError, FlowbotError
+from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError
 from engine.store import queries
-from engine.store.db import OUTBOX_CHANNEL, Database
+from engine.store.db import OUTBOX_CHANNEL, Database, outage_backoff
 from engine.store.tasks import Clock, utcnow
 
 log = logging.getLogger(__name__)
@@ -86,16 +91,21 @@ class OutboxDispatcher:
             return
         try:
             async with self.db.listen(OUTBOX_CHANNEL, self.wake):
+                failures = 0
                 while not stop.is_set():
                     self._wake.clear()
                     try:
                         n = await self.deliver_due(wait=False)
+                        failures = 0
                     except DatabaseError as exc:
-                        log.warning("outbox: %s", exc, extra={"action": "outbox_error"})
-                        n = 0
+                        if not isinstance(exc, DatabaseUnavailable):  # an outage is logged once, by the database
+                            log.warning("outbox: %s", exc, extra={"action": "outbox_error"})
+                        n, failures = 0, failures + 1
                     if n < self.batch:
+                        # After a failure: back off, cut short when LISTEN is back (so is the database).
+                        wait = outage_backoff(failures) if failures else self.poll_interval
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wait(stop), self.poll_interval)
+                            await asyncio.wait_for(self._wait(stop), wait)
         finally:
             if self._in_flight:
                 await asyncio.wait(list(self._in_flight))
@@ -175,12 +185,35 @@ class OutboxDispatcher:
     async def _failed(self, row: dict[str, Any], error: str) -> None:
         log.warning("outbox effect %s (%s) failed: %s", row["id"], row["kind"], error,
                     extra={"action": "outbox_failed"})
-        async with self.db.transaction() as tx:
-            await tx.execute(queries.OUTBOX_FAILED, {"id": row["id"], "error": error, "now": self.clock()})
-            if row.get("task_id"):
-                line = {"at": self.clock().isoformat(), "message": f"{row['kind']} failed: {error}"}
-                await tx.execute(queries.APPEND_TASK_LOG, {"id": row["task_id"], "lines": [line]})
+
+        async def record() -> None:
+            async with self.db.transaction() as tx:
+                await tx.execute(queries.OUTBOX_FAILED, {"id": row["id"], "error": error, "now": self.clock()})
+                if row.get("task_id"):
+                    line = {"at": self.clock().isoformat(), "message": f"{row['kind']} failed: {error}"}
+                    await tx.execute(queries.APPEND_TASK_LOG, {"id": row["task_id"], "lines": [line]})
+
+        await self._through_outage(record)
 
     async def _execute(self, query: Any, **params: Any) -> None:
-        # One statement, its own transaction (one round trip, not three).
-        await self.db.fetch_all(query, {"now": self.clock(), **params})
+        async def record() -> None:
+            # One statement, its own transaction (one round trip, not three).
+            await self.db.fetch_all(query, {"now": self.clock(), **params})
+
+        await self._through_outage(record)
+
+    async def _through_outage(self, record: Callable[[], Awaitable[None]]) -> None:
+        """Write what a delivery found, retried through a database outage while the effect's lease
+        lasts (past it, another dispatcher may take the effect again)."""
+        give_up_at = time.monotonic() + self.lease_seconds
+        failures = 0
+        while True:
+            try:
+                await record()
+                return
+            except DatabaseUnavailable:
+                failures += 1
+                if time.monotonic() + outage_backoff(failures) > give_up_at:
+                    raise
+                await asyncio.sleep(outage_backoff(failures))
+

@@ -362,6 +362,26 @@ RELEASE_TASKS = text(
     """
 )
 
+# -- name: release_unreceived -- tasks a worker's claim locked but whose answer never reached it (the
+# -- connection was lost as it committed): pending again, the attempt not counted. Only tasks claimed
+# -- at or before :before and not among the ones it holds (:held).
+RELEASE_UNRECEIVED = text(
+    """
+    WITH moved AS (
+        UPDATE tasks t
+        SET status = 'pending', locked_by = NULL, locked_until = NULL,
+            attempts = GREATEST(t.attempts - 1, 0), available_at = CAST(:now AS timestamptz)
+        WHERE t.status = 'locked' AND t.locked_by = :worker AND t.started_at <= CAST(:before AS timestamptz)
+          AND t.id <> ALL(CAST(:held AS bigint[]))
+        RETURNING t.id
+    ), ev AS (
+        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
+        SELECT id, 'locked', 'pending', :worker, 'claim answer lost', CAST(:now AS timestamptz) FROM moved
+    )
+    SELECT id FROM moved
+    """
+)
+
 # -- name: lock_task -- lock one task row for a person's action (form submission, claim).
 LOCK_TASK = text("SELECT * FROM tasks WHERE id = :id FOR UPDATE")
 

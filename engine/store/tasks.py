@@ -300,6 +300,17 @@ class Store:
                 await tx.notify()
         return len(rows)
 
+    async def release_unreceived(self, worker: str, held: Sequence[int], before: dt.datetime) -> int:
+        """Give back tasks ``worker`` claimed at or before ``before`` but never received (a claim
+        whose answer was lost with its connection), rather than leave them locked until their
+        leases expire. ``held``: the tasks it does have."""
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch_all(queries.RELEASE_UNRECEIVED, {"worker": worker, "held": list(held),
+                                                                   "before": before, "now": self.clock()})
+            if rows:
+                await tx.notify()
+        return len(rows)
+
     async def reap_expired(self, actor: str = "reaper", limit: int = 500) -> list[Row]:
         """Expired leases back to pending (or failed when out of attempts)."""
         now = self.clock()

@@ -1,7 +1,11 @@
 """flowbot's one HTTP server (aiohttp): the API, hooks, health, and what plugins mount (Slack).
 
 Errors come back as JSON ``{"error": ...}`` with the right status; bodies over the limit are
-refused with 413 before they are read whole.
+refused with 413 before they are read whole. A database that cannot be reached is a 503 with
+``Retry-After`` on every route (never a 4xx: senders retry a 503 and drop a 4xx).
+
+``/healthz`` is liveness (the process serves and the database answers); ``/readyz`` is readiness
+(the database answers and its schema is at this flowbot's migrations' head).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from engine.errors import ConfigError, FlowbotError
+from engine.errors import ConfigError, DatabaseError, DatabaseUnavailable, FlowbotError, SchemaNotReady
 from engine.runtime.app import App
+from engine.store import migrate
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +36,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: ack p99 of 1,017-1,020 ms in 2 of about 90 bursts of 200).
 LISTEN_BACKLOG = 1024
 
+#: Seconds a client is asked to wait before retrying while the database is unavailable.
+RETRY_AFTER_SECONDS = 2
+
 
 def json_error(status: int, message: str, **extra: object) -> web.Response:
     """A JSON error response."""
     return web.json_response({"error": message, **extra}, status=status)
+
+
+def unavailable(message: str = "the database is unavailable; try again shortly", **extra: object) -> web.Response:
+    """503 with ``Retry-After``: the database cannot be reached (nothing was done)."""
+    return web.json_response({"error": message, **extra}, status=503,
+                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 @web.middleware
@@ -48,6 +62,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         return json_error(exc.status, exc.reason)
+    except DatabaseUnavailable:
+        return unavailable()  # the cause is logged once per outage (engine.store.db), not sent
     except FlowbotError as exc:
         return json_error(400, str(exc))
     except Exception:
@@ -57,9 +73,26 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the database answers, 503 otherwise."""
-    ok = await request.app[APP_KEY].db.ping()
-    return web.json_response({"ok": ok}, status=200 if ok else 503)
+    """Liveness: 200 when the database answers, 503 with ``Retry-After`` otherwise."""
+    if await request.app[APP_KEY].db.ping():
+        return web.json_response({"ok": True})
+    return unavailable(ok=False)
+
+
+HEADS_KEY: web.AppKey[list[str]] = web.AppKey("migration_heads", list)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 when the database answers and its schema is at the migrations' head; 503
+    with the reason otherwise."""
+    heads: list[str] = request.app[HEADS_KEY]
+    try:
+        await request.app[APP_KEY].db.check_schema(heads)
+    except SchemaNotReady as exc:
+        return unavailable(str(exc), ok=False)
+    except DatabaseError:  # unreachable, or answering with errors
+        return unavailable(ok=False)
+    return web.json_response({"ok": True, "schema": heads})
 
 
 def build_http_app(app: App) -> web.Application:
@@ -69,7 +102,9 @@ def build_http_app(app: App) -> web.Application:
 
     http = web.Application(middlewares=[errors_middleware], client_max_size=app.settings.max_body_bytes)
     http[APP_KEY] = app
+    http[HEADS_KEY] = migrate.heads()
     http.router.add_get("/healthz", healthz)
+    http.router.add_get("/readyz", readyz)
     http.add_routes(app.routes)
     mount_hooks(http, app)
     http.add_subapp("/api", api.build(app))

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import write_stages
+from sqlalchemy import text
 from support import scalar
 
 from engine.runtime.app import App
@@ -121,6 +122,22 @@ async def test_healthz_needs_no_token_and_says_the_database_answers(api) -> None
     async with api.session.get(api.base + "/healthz") as resp:
         assert resp.status == 200
         assert await resp.json() == {"ok": True}
+
+
+async def test_readyz_is_ready_only_while_the_schema_is_at_the_migrations_head(api) -> None:
+    from engine.store import migrate
+
+    async with api.session.get(api.base + "/readyz") as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"ok": True, "schema": migrate.heads()}
+    async with api.app.db.transaction() as tx:  # as if a newer flowbot had migrated it
+        await tx.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    async with api.session.get(api.base + "/readyz") as resp:
+        assert resp.status == 503 and resp.headers["Retry-After"]
+        body = await resp.json()
+        assert body["ok"] is False and "flowbot migrate" in body["error"]
+    async with api.session.get(api.base + "/healthz") as resp:  # alive all the same
+        assert resp.status == 200
 
 
 async def test_a_burst_of_connections_while_the_loop_is_busy_waits_for_accept_and_is_answered(api) -> None:

@@ -6,7 +6,8 @@ delivery with the same id, else run the stage and commit what it sent (one run p
 with the delivery record (concurrent deliveries share one statement: ``deliver.Committer``), then
 answer. Every refusal happens before anything is written; the 2xx goes out only after the commit
 (durable before acknowledged). A stage that raises gets a 500 with a correlation id; its
-traceback goes to the log, never to the client.
+traceback goes to the log, never to the client. A database that cannot be reached is a 503 with
+``Retry-After`` (nothing was recorded: the sender retries, and a keyed redelivery is replayed).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.context import Context
-from engine.errors import FlowbotError, PayloadError, PayloadTooLarge
+from engine.errors import DatabaseUnavailable, FlowbotError, PayloadError, PayloadTooLarge
 from engine.runtime.app import App
 from engine.runtime.runner import call
 from engine.store import queries
@@ -159,6 +160,8 @@ class HookServer:
         try:
             delivered = await deliver(self.app.store, stage, request, ctx.finish(), rendered, self.committer,
                                       self.db_slots)
+        except DatabaseUnavailable:
+            raise  # the server's 503
         except FlowbotError as exc:
             # Routing what the stage sent failed (a form's assignee rule without its payload key,
             # a send naming a run that does not exist): nothing was committed.
