@@ -41,6 +41,24 @@ def check_payload(payload: Any, *, limit: int, where: str) -> dict[str, Any]:
     return loaded
 
 
+def check_event(body: Any, *, limit: int) -> tuple[str, str, dict[str, Any]]:
+    """(name, key, payload) of an event given as ``{"name", "key", "payload"}`` (the API's body), or a
+    PayloadError saying what is wrong. A numeric key is taken as its text."""
+    if not isinstance(body, dict):
+        raise PayloadError('an event is a JSON object: {"name": ..., "key": ..., "payload": {...}}')
+    unknown = sorted(set(body) - {"name", "key", "payload"})
+    if unknown:
+        raise PayloadError(f"unknown field(s) {', '.join(unknown)}: an event has name, key and payload")
+    name, key = body.get("name"), body.get("key")
+    if isinstance(key, int) and not isinstance(key, bool):
+        key = str(key)
+    for problem in (check_event_name(name), check_key(key)):
+        if problem is not None:
+            raise PayloadError(problem)
+    assert isinstance(name, str) and isinstance(key, str)
+    return name, key, check_payload(body.get("payload", {}), limit=limit, where="payload")
+
+
 class Task:
     """A task as a stage sees it: read-only id, type, payload and run."""
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from engine import assignees
 from engine.context import ChildStart, Send, Task
-from engine.errors import PayloadError
+from engine.errors import FlowbotError, PayloadError
+from engine.loader import find_stage
 from engine.waiting import Due, fill_key
 from engine.workflow import Stage, StageKind
 
@@ -126,3 +127,24 @@ def merge_arrivals(stage: Stage, arrivals: list[dict[str, Any]]) -> NewTask | No
         types.append(by_source[name]["type"])
     task_type = types[0] if len(set(types)) == 1 else "joined"
     return new_task(stage, task_type, payload)
+
+
+def resolve_children(source: Stage, starts: list[ChildStart]) -> list[tuple[Stage, ChildStart]]:
+    """The start stage of each run ``source`` starts (``ctx.start``); a PayloadError naming the
+    stage for a workflow that is not loaded or has no single start stage."""
+    if not starts:
+        return []
+    registry = source.workflow.registry
+    if registry is None:
+        raise PayloadError(f"{source.key}: ctx.start needs the workflows loaded")
+    found: dict[str, Stage] = {}
+    out = []
+    for child in starts:
+        stage = found.get(child.workflow)
+        if stage is None:
+            try:
+                stage = found[child.workflow] = find_stage(registry, child.workflow, None)
+            except FlowbotError as exc:
+                raise PayloadError(f"{source.key}: ctx.start({child.workflow!r}): {exc}") from None
+        out.append((stage, child))
+    return out

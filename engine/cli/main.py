@@ -30,7 +30,7 @@ log = logging.getLogger("flowbot")
 T = TypeVar("T")
 
 #: Modules adding subcommands (``add_commands(subparsers)``): triggers live beside the engine core.
-COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks"]
+COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks", "engine.cli.events"]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -276,7 +276,7 @@ async def cmd_tasks(args: argparse.Namespace) -> int:
         rows = await app.db.fetch_all(
             queries.LIST_TASKS,
             {"stage": args.stage, "status": args.status, "run": args.run, "workflow": args.workflow,
-             "limit": args.limit},
+             "limit": args.limit, "now": app.store.clock()},
         )
         if args.json:
             print(json.dumps(rows, indent=2, default=str))

@@ -8,7 +8,9 @@ NOTIFY. Up to ``commit_concurrency`` commits are in flight; each takes every res
 since the previous one started, so under load batches grow by themselves while under light load
 each task commits on its own at once. A commit that fails is retried; one that keeps failing
 drops nothing (the leases expire and the tasks run again). LISTEN/NOTIFY wakes idle workers; a
-slow poll is the fallback for a lost notification.
+drained worker also sleeps no longer than until the next timed task or wait deadline is due
+(ending due waits on the way: ``engine.store.waits.expire``); a slow poll is the fallback for a
+lost notification.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,10 +29,16 @@ from typing import Any
 
 from engine.errors import DatabaseError, FlowbotError
 from engine.runtime.runner import failure, run_script
+from engine.store import waits
 from engine.store.db import NOTIFY_CHANNEL, Row
 from engine.store.tasks import Failed, Finished, Store
 
 log = logging.getLogger(__name__)
+
+#: Waits ended per timer pass (a full pass is followed by another at once).
+TIMER_BATCH = 100
+#: Seconds between timer passes while every claim comes back full (idle workers pass when drained).
+TIMER_PASS_UNDER_LOAD = 1.0
 
 
 @dataclass
@@ -84,6 +93,7 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage")
         self.completed = 0
         self.failed = 0
+        self._timers_at = 0.0
 
     @property
     def busy(self) -> int:
@@ -140,14 +150,35 @@ class Worker:
                     self._running[row["id"]] = asyncio.create_task(self._execute(row))
                 if len(rows) == want:
                     self._backlog.set()
+                    if primary and time.monotonic() - self._timers_at > TIMER_PASS_UNDER_LOAD:
+                        await self._timers()  # deadlines still end while claims come back full
                     continue
                 self._backlog.clear()
                 if primary:
-                    # Drained: sleep until a NOTIFY, the poll interval, or stop.
+                    # Drained: sleep until a NOTIFY, the next timer, the poll interval, or stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), self.options.poll_interval)
+                        await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), await self._timers())
         finally:
             stopping.cancel()
+
+    async def _timers(self) -> float:
+        """End the waits that are due (timeouts, finished children); how long to sleep until the
+        next timed task or deadline (at most the poll interval)."""
+        self._timers_at = time.monotonic()
+        sleep = self.options.poll_interval
+        try:
+            ended = await waits.expire(self.store, limit=TIMER_BATCH)
+            due = await waits.next_timer(self.store)
+        except DatabaseError as exc:
+            log.warning("timer pass failed: %s", exc, extra={"action": "timer_error"})
+            return sleep
+        if ended >= TIMER_BATCH:
+            return 0.0  # more are due
+        if due is not None:
+            until = (due - self.store.clock()).total_seconds()
+            # Past due yet not ended here (another deployment's workflow): look again in a while.
+            sleep = min(sleep, until if until > 0 else 1.0)
+        return sleep
 
     @staticmethod
     async def _wait_any(*aws: Any) -> None:
