@@ -134,11 +134,11 @@ async def _children_done(tx: Tx, row: Row) -> Completion:
 # -- completing -----------------------------------------------------------------------------------
 
 
-async def complete(store: Store, tx: Tx, items: Sequence[Completion], now: dt.datetime) -> int:
+async def complete(store: Store, tx: Tx, items: Sequence[Completion], now: dt.datetime) -> set[int]:
     """End waits in ``tx`` (their keys held): each sends its task, or fails with its run. Guarded:
-    a wait some other path already ended is left alone. Returns how many this call ended."""
+    a wait some other path already ended is left alone. Returns the ids of the tasks this call ended."""
     if not items:
-        return 0
+        return set()
     run_ids = sorted({str(i.task["run_id"]) for i in items})
     await tx.execute(queries.LOCK_RUNS, {"ids": run_ids})
     finished: list[Finished] = []
@@ -154,12 +154,12 @@ async def complete(store: Store, tx: Tx, items: Sequence[Completion], now: dt.da
             continue
         line = {"at": now.isoformat(), "message": item.message}
         finished.append(Finished(item.task, Outcome(sends=[item.send], log=[line]), routes))
-    ended = 0
+    ended: set[int] = set()
     if finished:
         done = await store.complete_rows(tx, finished, worker=None, from_status="pending", now=now,
                                          actors=[_actor(items, f.task["id"]) for f in finished])
         ok = {r["id"] for r in done}
-        ended += len(ok)
+        ended |= ok
         await store._apply(tx, [f for f in finished if f.task["id"] in ok], now, CommitResult())
     if failing:
         for actor in sorted({i.actor for i in failing}):
@@ -167,7 +167,7 @@ async def complete(store: Store, tx: Tx, items: Sequence[Completion], now: dt.da
             moved = await tx.fetch_all(queries.FAIL_WAITS, {
                 "ids": [i.task["id"] for i in group], "errors": [i.message for i in group], "actor": actor,
                 "now": now})
-            ended += len(moved)
+            ended |= {r["id"] for r in moved}
             await store._fail_runs(tx, moved, now)
     await tx.execute(queries.END_WAITS, {"ids": [i.task["id"] for i in items]})
     await store.refresh_runs(tx, run_ids, now)
@@ -210,9 +210,11 @@ async def publish(store: Store, tx: Tx, events: Sequence[tuple[EventSend, str]],
     for w in open_waits:
         event = first[(w["event"], w["key"])]
         items.append(_arrived(w, w["event"], w["key"], event["id"], event["payload"]))
-    await complete(store, tx, items, now)
+    ended = await complete(store, tx, items, now)
     matched: dict[int, int] = {}
     for item in items:
+        if item.task["id"] not in ended:
+            continue
         event_id = int(item.actor.removeprefix("event:"))
         matched[event_id] = matched.get(event_id, 0) + 1
     return [Published(r["id"], r["name"], r["key"], matched.get(r["id"], 0)) for r in rows]
@@ -258,7 +260,7 @@ async def expire(store: Store, *, limit: int = 100) -> int:
             rows = [r for r in rows if r["workflow"] in store.registry.workflows
                     and not await tx.fetch_value(queries.OPEN_CHILDREN, {"id": r["run_id"]})]
             items = [await _children_done(tx, r) for r in rows if _live(r)]
-            ended += await complete(store, tx, items, now)
+            ended += len(await complete(store, tx, items, now))
             await tx.execute(queries.END_WAITS, {"ids": [r["task_id"] for r in rows if not _live(r)]})
     return ended
 
@@ -291,4 +293,4 @@ async def _finish(store: Store, tx: Tx, rows: Sequence[Row], now: dt.datetime, o
             items.append(Completion(row, None, "timeout", f"wait cannot end: {exc}"))
     ended = await complete(store, tx, items, now)
     await tx.execute(queries.END_WAITS, {"ids": [r["task_id"] for r in rows if not _live(r)]})
-    return ended
+    return len(ended)
