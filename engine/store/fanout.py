@@ -99,7 +99,7 @@ class FreshRuns:
         run_id, run_bytes = self._ids.next_with_bytes()
         self.run_ids.append(run_id)
         uuid_field = pgcopy.uuid(run_bytes)
-        waiting = True  # a run whose only tasks are forms waits on people
+        waiting = True  # a run whose only tasks are forms, waits or timed tasks waits
         for target, fixed in targets:
             if fixed is not None:
                 head, tail = fixed
@@ -108,7 +108,7 @@ class FreshRuns:
                     tail = tail[:_DUE_AT] + pgcopy.timestamptz(due) + tail[_DUE_AT + len(self._now):]
                 self.tasks += _TASK_ROW + uuid_field + head + pgcopy.jsonb(send.raw) + tail
                 self.script_tasks += 1
-                waiting = False
+                waiting = waiting and send.due is not None  # a timed task waits on the clock
             elif target.join == "all":
                 self.arrivals.append((run_id, Arrival(target, self.stage, send.type, send.payload)))
                 waiting = False  # the run is still running: it waits for the join's siblings

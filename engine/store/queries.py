@@ -79,8 +79,10 @@ REFRESH_RUN_STATUS = text(
                CASE o.least WHEN 0 THEN 'running' WHEN 1 THEN 'waiting' ELSE 'completed' END AS new_status
         FROM runs r2
         CROSS JOIN LATERAL (
-            -- Forms wait on people and waits on events: the run is waiting when nothing else is open.
-            SELECT min(CASE WHEN t.kind IN ('form', 'wait') THEN 1 ELSE 0 END) AS least
+            -- Forms wait on people, waits on events and timed tasks on the clock: the run is waiting
+            -- when nothing else is open.
+            SELECT min(CASE WHEN t.kind IN ('form', 'wait') OR (t.status = 'pending' AND t.attempts = 0
+                                 AND t.available_at > CAST(:now AS timestamptz)) THEN 1 ELSE 0 END) AS least
             FROM tasks t WHERE t.run_id = r2.id AND t.status IN ('pending', 'locked')
         ) o
         WHERE r2.id = ANY(CAST(:ids AS uuid[])) AND r2.status IN ('running', 'waiting')
@@ -179,7 +181,7 @@ INSERT_TASKS = text(
                         CAST(:dues AS timestamptz[]))
                  AS x(run_id, workflow, stage, kind, type, payload, max_attempts, lease_seconds,
                       source_task_id, assignee, due)
-        RETURNING id, run_id, workflow, stage, kind, type, payload
+        RETURNING id, run_id, workflow, stage, kind, type, payload, available_at
     ), assigned AS (
         -- A new form task is assigned after commit (the assignee resolved, a DM sent): an outbox row.
         INSERT INTO outbox (kind, payload, task_id, run_id, available_at, created_at)
@@ -187,10 +189,11 @@ INSERT_TASKS = text(
                CAST(:now AS timestamptz), CAST(:now AS timestamptz)
         FROM created WHERE kind = 'form' ORDER BY id
     ), busy AS (
-        -- A run with a pending script task is running: a run waiting on people that got one is
+        -- A run with a due script task is running: a run waiting on people that got one is
         -- running again (what refresh_run_status would derive, without looking at its tasks).
         UPDATE runs SET status = 'running', updated_at = CAST(:now AS timestamptz)
-        WHERE id IN (SELECT run_id FROM created WHERE kind = 'script') AND status = 'waiting'
+        WHERE id IN (SELECT run_id FROM created WHERE kind = 'script' AND available_at <= CAST(:now AS timestamptz))
+          AND status = 'waiting'
     ), woke AS (
         -- New script tasks wake the listening workers once this transaction commits. (Read by the
         -- join below, so it runs; Postgres sends one notification per transaction and channel.)

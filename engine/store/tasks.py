@@ -315,9 +315,10 @@ class Store:
                 result.completed = sorted(ok)
                 result.lost = [f.task["id"] for f in finished if f.task["id"] not in ok]
                 await self._apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
-            # A run that just got a new script task is running (the insert saw to it): deriving its
+            # A run that just got a new due script task is running (the insert saw to it): deriving its
             # status again would change nothing (and is most of the work of a big batch).
-            busy = {str(c["run_id"]) for c in result.created if c["kind"] == StageKind.SCRIPT.value}
+            busy = {str(c["run_id"]) for c in result.created
+                    if c["kind"] == StageKind.SCRIPT.value and c["available_at"] <= now}
             refresh = [run_id for run_id in run_ids if run_id not in busy]
             if refresh:
                 await self.refresh_runs(tx, refresh, now)

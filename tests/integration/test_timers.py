@@ -87,6 +87,7 @@ async def test_a_timed_task_shows_as_scheduled_with_its_due_time(store) -> None:
     run_id = await start(store, {"delay": "5d"})
     await drain(store)
     report = await store.report(run_id)
+    assert report["status"] == "waiting"  # on the clock: nothing to run before then
     step = next(s for s in report["steps"] if s["stage"] == "later")
     due = store.clock.now + dt.timedelta(days=5)
     assert (step["status"], step["due_at"]) == ("scheduled", due.isoformat())
