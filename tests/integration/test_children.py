@@ -158,7 +158,8 @@ async def test_a_job_fans_children_out_through_the_fan_out_path(store, monkeypat
     result = await fire(store, job, dt.datetime(2026, 12, 3, 2, 0, tzinfo=dt.UTC))
     assert result.status == "fired", result.error
     assert result.runs_created == 12000
-    assert await scalar(store, "SELECT count(*) FROM runs WHERE workflow = 'invoice' AND parent_run_id IS NULL") == 12000
+    children = "SELECT count(*) FROM runs WHERE workflow = 'invoice' AND parent_run_id IS NULL"
+    assert await scalar(store, children) == 12000
     assert await scalar(store, "SELECT count(*) FROM tasks WHERE stage = 'process' AND status = 'pending'") == 12000
     trigger = await scalar(store, "SELECT trigger FROM runs WHERE workflow = 'invoice' LIMIT 1")
     assert trigger["kind"] == "job" and trigger["job"] == "batch/nightly"

@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 
 from engine.durations import parse_duration
-from engine.waiting import due, fill_key
 from engine.errors import PayloadError
+from engine.waiting import due, fill_key
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
