@@ -16,7 +16,7 @@ from engine.context import Outcome, Send
 from engine.errors import RunNotFound
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, resolve_children, route
-from engine.store import children, queries, waits
+from engine.store import children, queries, reports, waits
 from engine.store.db import NOTIFY_CHANNEL, Database, Row, Tx, jsonb_array
 from engine.store.fanout import FreshRuns
 from engine.store.results import CommitResult, Failed, Finished, Started
@@ -425,61 +425,13 @@ class Store:
         return await self.db.fetch_one(queries.GET_RUN, {"id": rid})
 
     async def report(self, run_id: str) -> dict[str, Any] | None:
-        """The execution report of a run: status, context, steps, unrouted sends, waiting joins."""
-        run = await self.get_run(run_id)
-        if run is None:
-            return None
-        async with self.db.transaction() as tx:
-            steps = await tx.fetch_all(queries.RUN_STEPS, {"id": run["id"]})
-            joins = await tx.fetch_all(queries.PENDING_JOINS, {"id": run["id"]})
-            kids = await tx.fetch_all(queries.CHILDREN_OF, {"id": run["id"], "limit": 100})
-            counts = await tx.fetch_all(queries.CHILDREN_COUNTS, {"id": run["id"]}) if kids else []
-        now = self.clock()
-        return {
-            "id": str(run["id"]),
-            "workflow": run["workflow"],
-            "status": run["status"],
-            "trigger": run["trigger"],
-            "context": run["context"],
-            "error": run["error"],
-            "created_at": _iso(run["created_at"]),
-            "finished_at": _iso(run["finished_at"]),
-            "parent_run_id": str(run["parent_run_id"]) if run["parent_run_id"] else None,
-            "steps": [_step(s, now) for s in steps],
-            "unrouted": run["unrouted"],
-            "waiting_joins": joins,
-            "children": [{"id": str(k["id"]), "workflow": k["workflow"], "status": k["status"]} for k in kids],
-            "children_counts": {c["status"]: int(c["n"]) for c in counts},
-        }
-
-
-def _step(s: Row, now: dt.datetime) -> dict[str, Any]:
-    """One step of a report. A timed task not yet due shows as "scheduled" (with ``due_at``); an open
-    wait says what it waits for."""
-    status = s["status"]
-    scheduled = status == "pending" and s["kind"] == "script" and s["available_at"] > now
-    if scheduled and s["attempts"] == 0:
-        status = "scheduled"
-    step = {
-        "stage": s["stage"], "task_id": s["task_id"], "kind": s["kind"], "type": s["type"],
-        "status": status, "attempts": s["attempts"], "payload": s["payload"],
-        "started_at": _iso(s["started_at"]), "finished_at": _iso(s["finished_at"]),
-        "error": s["error"], "log": s["log"], "assignee": s["assignee"],
-        "completed_by": s["completed_by"],
-        "due_at": _iso(s["available_at"]) if scheduled else None,
-    }
-    if s["wait_event"] is not None:
-        step["waiting_for"] = {"event": s["wait_event"], "key": s["wait_key"], "deadline": _iso(s["wait_deadline"])}
-    return step
+        """The execution report of a run (``engine.store.reports``), or None for no such run."""
+        return await reports.report(self, run_id)
 
 
 def _first_line(error: str | None) -> str:
     """The summary of a task's error (``Type: message``), without its traceback."""
     return (error or "").split("\n", 1)[0] or "unknown error"
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def plan(stage: Stage, outcome: Outcome, *, task_id: int | None) -> Routes:

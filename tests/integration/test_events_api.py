@@ -102,6 +102,13 @@ async def test_a_bad_event_is_refused_and_stores_nothing(api, body) -> None:
     assert await scalar(api.app.store, "SELECT count(*) FROM events") == 0
 
 
+async def test_the_graph_shows_what_a_wait_stage_waits_for(api) -> None:
+    status, graph = await api.call("GET", "/api/workflows/order")
+    node = next(n for n in graph["nodes"] if n["id"] == "payment")
+    assert (node["kind"], node["event"], node["key"], node["timeout"]) == (
+        "wait", "payment.received", "{order_id}", None)
+
+
 async def test_an_event_needs_the_token_and_json(api) -> None:
     status, _ = await api.call("POST", "/api/events", token=None, json={"name": "paid", "key": "1"})
     assert status == 401
