@@ -85,7 +85,7 @@ async def test_posting_an_event_completes_the_wait_on_its_key(api) -> None:
     assert status == 201 and body["matched"] == 1 and body["key"] == "42"
     await drain(api.app.store)
     status, report = await api.call("GET", f"/api/runs/{run_id}")
-    assert report["context"] == {"paid": 30}
+    assert status == 200 and report["context"] == {"paid": 30}
     assert {s["stage"]: s["status"] for s in report["steps"]}["remind"] == "scheduled"
     status, tasks = await api.call("GET", "/api/tasks?status=scheduled")
     assert [t["stage"] for t in tasks] == ["remind"] and tasks[0]["due_at"]
@@ -104,6 +104,7 @@ async def test_a_bad_event_is_refused_and_stores_nothing(api, body) -> None:
 
 async def test_the_graph_shows_what_a_wait_stage_waits_for(api) -> None:
     status, graph = await api.call("GET", "/api/workflows/order")
+    assert status == 200
     node = next(n for n in graph["nodes"] if n["id"] == "payment")
     assert (node["kind"], node["event"], node["key"], node["timeout"]) == (
         "wait", "payment.received", "{order_id}", None)
