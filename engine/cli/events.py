@@ -25,7 +25,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
     from engine.cli.main import settings_from
     from engine.context import check_event
     from engine.errors import FlowbotError
-    from engine.runtime.app import open_app
+    from engine.runtime.lifecycle import open_app
     from engine.store import waits
 
     try:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from engine.context import Send
 from engine.store.db import Tx
 from engine.store.fanout import FreshRuns
+from engine.store.ports import StoreView
 from engine.store.results import Finished
 from engine.workflow import Stage
-
-if TYPE_CHECKING:
-    from engine.store.tasks import Store
 
 
 def trigger_of(parent: Finished, stage: Stage) -> dict[str, object]:
@@ -26,14 +23,14 @@ def trigger_of(parent: Finished, stage: Stage) -> dict[str, object]:
     return {"kind": "parent", "run_id": str(parent.task["run_id"]), "task_id": parent.task["id"], "stage": stage.key}
 
 
-def batch(store: Store, source: Stage, start: Stage, *, trigger: dict[str, object], now: dt.datetime,
+def batch(store: StoreView, source: Stage, start: Stage, *, trigger: dict[str, object], now: dt.datetime,
           parent: str | None) -> FreshRuns:
     """An empty batch of child runs of ``start``'s workflow (fill it with ``add(Send(...))``)."""
     return FreshRuns(source, trigger, now, f"{source.kind.value}:{source.key}", store.lease_seconds,
                      start=start, parent=parent)
 
 
-async def start(store: Store, tx: Tx, finished: Sequence[Finished], now: dt.datetime) -> list[str]:
+async def start(store: StoreView, tx: Tx, finished: Sequence[Finished], now: dt.datetime) -> list[str]:
     """Start the runs the finished tasks' stages asked for, in ``tx``; their ids."""
     run_ids: list[str] = []
     for f in finished:

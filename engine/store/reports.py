@@ -4,16 +4,14 @@ open waits with what they wait for), unrouted sends, waiting joins, parent and c
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.store import queries
 from engine.store.db import Row
-
-if TYPE_CHECKING:
-    from engine.store.tasks import Store
+from engine.store.ports import StoreView
 
 
-async def report(store: Store, run_id: str) -> dict[str, Any] | None:
+async def report(store: StoreView, run_id: str) -> dict[str, Any] | None:
     """The execution report of a run: status, context, steps, unrouted sends, waiting joins."""
     run = await store.get_run(run_id)
     if run is None:

@@ -263,13 +263,14 @@ class Store:
             run_ids = [str(r["run_id"]) for r in runs]
             await tx.execute(queries.LOCK_RUNS, {"ids": run_ids})
             moved = await tx.fetch_all(queries.REAP_EXPIRED, {"run_ids": run_ids, "now": now, "actor": actor})
-            await self._fail_runs(tx, moved, now)
+            await self.fail_runs(tx, moved, now)
             if any(r["status"] == "pending" for r in moved):
                 await tx.notify()
             await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": run_ids, "now": now})
         return moved
 
-    async def _fail_runs(self, tx: Tx, moved: list[Row], now: dt.datetime) -> None:
+    async def fail_runs(self, tx: Tx, moved: list[Row], now: dt.datetime) -> None:
+        """The runs of the tasks in ``moved`` that failed for good fail too, with the error."""
         failed = [r for r in moved if r["status"] == "failed"]
         if failed:
             runs = await tx.fetch_all(
@@ -305,7 +306,7 @@ class Store:
                      "logs": jsonb_array(f.log for f in failed), "delays": [f.delay for f in failed],
                      "worker": worker, "now": now},
                 )
-                await self._fail_runs(tx, moved, now)
+                await self.fail_runs(tx, moved, now)
                 if any(r["status"] == "pending" for r in moved):
                     await tx.notify()
             if finished:
@@ -314,7 +315,7 @@ class Store:
                 ok = {r["id"] for r in done}
                 result.completed = sorted(ok)
                 result.lost = [f.task["id"] for f in finished if f.task["id"] not in ok]
-                await self._apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
+                await self.apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
             # A run that just got a new due script task is running (the insert saw to it): deriving its
             # status again would change nothing (and is most of the work of a big batch).
             busy = {str(c["run_id"]) for c in result.created
@@ -350,8 +351,9 @@ class Store:
         if any(r["parent_run_id"] is not None and r["status"] == "completed" for r in changed):
             await tx.notify()
 
-    async def _apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:
-        """Route sends, merge contexts and record unrouted sends (effects went with the completion)."""
+    async def apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:
+        """Route sends, start child runs, merge contexts, record unrouted sends and publish emitted
+        events, for tasks already completed in ``tx`` (effects went with the completion)."""
         tasks: list[NewTask] = []
         arrivals: list[tuple[str, Arrival]] = []
         patches: dict[str, tuple[dict[str, Any], set[str]]] = {}

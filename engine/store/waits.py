@@ -22,19 +22,17 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.context import EventSend, Outcome, Send
 from engine.errors import FlowbotError
 from engine.routing import NewTask, route
 from engine.store import queries
 from engine.store.db import Row, Tx
+from engine.store.ports import StoreView
 from engine.store.results import CommitResult, Finished
 from engine.waiting import CHILDREN_EVENT, CHILDREN_FINISHED
 from engine.workflow import StageKind
-
-if TYPE_CHECKING:
-    from engine.store.tasks import Store
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,7 @@ class Completion:
 # -- beginning ------------------------------------------------------------------------------------
 
 
-async def begin(store: Store, tx: Tx, tasks: Sequence[NewTask], created: Sequence[Row], now: dt.datetime) -> None:
+async def begin(store: StoreView, tx: Tx, tasks: Sequence[NewTask], created: Sequence[Row], now: dt.datetime) -> None:
     """Register the waits among ``created`` (the rows of ``tasks``, in order) and complete at once
     those an early event (or, for children, no open child) already satisfies."""
     rows = []
@@ -134,7 +132,7 @@ async def _children_done(tx: Tx, row: Row) -> Completion:
 # -- completing -----------------------------------------------------------------------------------
 
 
-async def complete(store: Store, tx: Tx, items: Sequence[Completion], now: dt.datetime) -> set[int]:
+async def complete(store: StoreView, tx: Tx, items: Sequence[Completion], now: dt.datetime) -> set[int]:
     """End waits in ``tx`` (their keys held): each sends its task, or fails with its run. Guarded:
     a wait some other path already ended is left alone. Returns the ids of the tasks this call ended."""
     if not items:
@@ -160,7 +158,7 @@ async def complete(store: Store, tx: Tx, items: Sequence[Completion], now: dt.da
                                          actors=[_actor(items, f.task["id"]) for f in finished])
         ok = {r["id"] for r in done}
         ended |= ok
-        await store._apply(tx, [f for f in finished if f.task["id"] in ok], now, CommitResult())
+        await store.apply(tx, [f for f in finished if f.task["id"] in ok], now, CommitResult())
     if failing:
         for actor in sorted({i.actor for i in failing}):
             group = [i for i in failing if i.actor == actor]
@@ -168,7 +166,7 @@ async def complete(store: Store, tx: Tx, items: Sequence[Completion], now: dt.da
                 "ids": [i.task["id"] for i in group], "errors": [i.message for i in group], "actor": actor,
                 "now": now})
             ended |= {r["id"] for r in moved}
-            await store._fail_runs(tx, moved, now)
+            await store.fail_runs(tx, moved, now)
     await tx.execute(queries.END_WAITS, {"ids": [i.task["id"] for i in items]})
     await store.refresh_runs(tx, run_ids, now)
     return ended
@@ -191,7 +189,8 @@ class Published:
     matched: int
 
 
-async def publish(store: Store, tx: Tx, events: Sequence[tuple[EventSend, str]], now: dt.datetime) -> list[Published]:
+async def publish(store: StoreView, tx: Tx, events: Sequence[tuple[EventSend, str]],
+                  now: dt.datetime) -> list[Published]:
     """Store events (with who sent them) and complete every open wait on their (event, key), once
     each: the first of the events on a key completes its waits."""
     if not events:
@@ -220,7 +219,7 @@ async def publish(store: Store, tx: Tx, events: Sequence[tuple[EventSend, str]],
     return [Published(r["id"], r["name"], r["key"], matched.get(r["id"], 0)) for r in rows]
 
 
-async def send_event(store: Store, name: str, key: str, payload: dict[str, Any], *, source: str) -> Published:
+async def send_event(store: StoreView, name: str, key: str, payload: dict[str, Any], *, source: str) -> Published:
     """Publish one event in its own transaction (``POST /api/events``, ``flowbot events send``)."""
     raw = json.dumps(payload, separators=(",", ":"))
     async with store.db.transaction() as tx:
@@ -233,14 +232,14 @@ async def send_event(store: Store, name: str, key: str, payload: dict[str, Any],
 # -- the timer pass -------------------------------------------------------------------------------
 
 
-async def next_timer(store: Store) -> dt.datetime | None:
+async def next_timer(store: StoreView) -> dt.datetime | None:
     """When the next timed task or wait deadline falls due (None: none pending)."""
     async with store.db.transaction() as tx:
         due: dt.datetime | None = await tx.fetch_value(queries.NEXT_TIMER, {"now": store.clock()})
     return due
 
 
-async def expire(store: Store, *, limit: int = 100) -> int:
+async def expire(store: StoreView, *, limit: int = 100) -> int:
     """End the waits past their deadline (on_timeout task, or the run fails) and the children waits
     whose children have all finished. Any number of workers may run it: each wait ends once."""
     now = store.clock()
@@ -269,7 +268,7 @@ def _live(row: Row) -> bool:
     return row["status"] == "pending" and row["run_status"] in ("running", "waiting")
 
 
-def _timed_out(store: Store, row: Row) -> Completion:
+def _timed_out(store: StoreView, row: Row) -> Completion:
     stage = store.stage_of(row)
     after = stage.options.get("timeout")
     on_timeout = stage.options.get("on_timeout")
@@ -279,7 +278,7 @@ def _timed_out(store: Store, row: Row) -> Completion:
     return Completion(row, Send(on_timeout, raw=json.dumps(row["payload"], separators=(",", ":"))), "timeout", message)
 
 
-async def _finish(store: Store, tx: Tx, rows: Sequence[Row], now: dt.datetime, outcome: Any) -> int:
+async def _finish(store: StoreView, tx: Tx, rows: Sequence[Row], now: dt.datetime, outcome: Any) -> int:
     """Complete the live waits among ``rows`` with ``outcome(store, row)``; forget the others."""
     items = []
     for row in rows:

@@ -15,7 +15,8 @@ import pytest
 from conftest import write_stages
 from support import cli_env, drain, flowbot, scalar
 
-from engine.runtime.app import App, open_app
+from engine.runtime.app import App
+from engine.runtime.lifecycle import open_app
 from engine.settings import Settings
 from engine.web.server import serve
 
