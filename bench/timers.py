@@ -7,7 +7,8 @@ allow CREATE DATABASE) and creates a fresh migrated database. Then, in the same 
 
 a) baseline: a database with ``--ready`` due script tasks and no timed ones; ``Store.claim`` takes
    them 500 at a time until none is left (the worker's claim statement, with its lease, events and
-   run join), then 500 claims of one task each (latency);
+   run join), then 500 claims of one task each (latency, each with its commit), and 500 runs of
+   the one-task claim statement in a transaction rolled back (the statement alone: no fsync);
 b) the same on a second database of the same server that also holds ``--scheduled`` timed tasks
    (due in 1 to 30 days, as ``ctx.send(delay=...)`` leaves them), loaded by COPY and analysed
    before the rounds.
@@ -41,8 +42,8 @@ from common import out
 
 from engine.cli.main import run_async
 from engine.loader import load_workflows
-from engine.store import migrate, waits
-from engine.store.db import Database
+from engine.store import migrate, queries, waits
+from engine.store.db import Database, compiled
 from engine.store.tasks import Store
 
 STAGES = {
@@ -82,11 +83,26 @@ async def insert_tasks(conn: asyncpg.Connection, n: int, *, future: bool) -> Non
                      "lease_seconds", "available_at", "created_at", "created_by"])
 
 
-async def claim_round(store: Store, conn: asyncpg.Connection, ready: int) -> tuple[float, float]:
-    """(ready tasks claimed per second in batches of 500, median ms of a one-task claim)."""
+async def claim_round(store: Store, conn: asyncpg.Connection, ready: int) -> tuple[float, float, float]:
+    """(ready tasks claimed per second in batches of 500, median ms of a one-task claim, median ms of
+    the one-task claim statement alone: run in a transaction rolled back, so no commit's fsync)."""
     await conn.execute("DELETE FROM tasks WHERE type = 'ready'")
-    await insert_tasks(conn, ready + SINGLE, future=False)
-    await conn.execute("ANALYZE tasks")
+    await insert_tasks(conn, ready + SINGLE, future=False)  # the rolled-back claims leave theirs ready
+    await conn.execute("VACUUM ANALYZE tasks")
+    sql, names = compiled(queries.CLAIM_TASKS, store.db.engine.dialect)
+    params = {"worker": "bench", "limit": 1, "workflows": None}
+    statements = []
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        for _ in range(SINGLE):
+            params["now"] = dt.datetime.now(dt.UTC)
+            t0 = time.perf_counter()
+            rows = await conn.fetch(sql, *[params[n] for n in names])
+            statements.append(time.perf_counter() - t0)
+            assert len(rows) == 1
+    finally:
+        await tx.rollback()
     claimed = 0
     started = time.perf_counter()
     while claimed < ready:
@@ -102,7 +118,7 @@ async def claim_round(store: Store, conn: asyncpg.Connection, ready: int) -> tup
         singles.append(time.perf_counter() - t0)
         assert len(rows) == 1
     assert not await store.claim("bench", 10), "a timed task was claimed before its time"
-    return rate, 1000 * statistics.median(singles)
+    return rate, 1000 * statistics.median(singles), 1000 * statistics.median(statements)
 
 
 async def run(url: str, ready: int, scheduled: int, repeat: int) -> None:
@@ -125,13 +141,14 @@ async def run(url: str, ready: int, scheduled: int, repeat: int) -> None:
         await insert_tasks(conn, scheduled, future=True)
         await conn.execute("VACUUM ANALYZE tasks")
         out(f"  loaded {scheduled:,} timed tasks (due in 1-30 days) in {time.perf_counter() - t0:.1f} s")
-        results: dict[str, list[tuple[float, float]]] = {"baseline": [], "scheduled": []}
+        results: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "scheduled": []}
         for i in range(repeat):
             line = []
             for side, (store, conn) in sides.items():
-                r, ms = await claim_round(store, conn, ready)
-                results[side].append((r, ms))
-                line.append(f"{'0' if side == 'baseline' else f'{scheduled:,}'} timed: {r:,.0f}/s, {ms:.2f} ms")
+                r, ms, st = await claim_round(store, conn, ready)
+                results[side].append((r, ms, st))
+                line.append(f"{'0' if side == 'baseline' else f'{scheduled:,}'} timed: {r:,.0f}/s, "
+                            f"{ms:.2f} ms, statement {st:.3f} ms")
             out(f"  round {i + 1}: " + "; ".join(line))
         store, conn = sides["scheduled"]
         await insert_tasks(conn, 10, future=False)
@@ -145,14 +162,15 @@ async def run(url: str, ready: int, scheduled: int, repeat: int) -> None:
             await waits.next_timer(store)
         out(f"  next-timer query (workers' wake-up) with the timed tasks present: "
             f"{10 * (time.perf_counter() - t0):.2f} ms each")
-        rate = {k: statistics.median(r for r, _ in v) for k, v in results.items()}
-        med = {k: statistics.median(ms for _, ms in v) for k, v in results.items()}
-        out(f"claim of ready tasks, 0 timed tasks waiting: {rate['baseline']:,.0f}/s in batches of {BATCH} "
-            f"(median of {repeat}), one-task claim {med['baseline']:.2f} ms")
-        out(f"claim of ready tasks, {scheduled:,} timed tasks waiting: {rate['scheduled']:,.0f}/s "
-            f"(median of {repeat}), one-task claim {med['scheduled']:.2f} ms")
+        rate = {k: statistics.median(r for r, _, _ in v) for k, v in results.items()}
+        med = {k: statistics.median(ms for _, ms, _ in v) for k, v in results.items()}
+        stmt = {k: statistics.median(x for _, _, x in v) for k, v in results.items()}
+        for side, label in (("baseline", "0"), ("scheduled", f"{scheduled:,}")):
+            out(f"claim of ready tasks, {label} timed tasks waiting: {rate[side]:,.0f}/s in batches of {BATCH}, "
+                f"one-task claim {med[side]:.2f} ms (its statement alone {stmt[side]:.3f} ms); medians of {repeat}")
         out(f"with/without = {rate['scheduled'] / rate['baseline']:.2f} (rate), "
-            f"{med['scheduled'] / med['baseline']:.2f} (one-task latency)")
+            f"{med['scheduled'] / med['baseline']:.2f} (one-task claim), {stmt['scheduled'] / stmt['baseline']:.2f} "
+            "(claim statement)")
     finally:
         for store, conn in sides.values():
             await conn.close()
