@@ -167,8 +167,7 @@ class Worker:
         self._timers_at = time.monotonic()
         sleep = self.options.poll_interval
         try:
-            ended = await waits.expire(self.store, limit=TIMER_BATCH)
-            due = await waits.next_timer(self.store)
+            ended, due = await waits.timer_pass(self.store, limit=TIMER_BATCH)
         except DatabaseError as exc:
             log.warning("timer pass failed: %s", exc, extra={"action": "timer_error"})
             return sleep

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,11 +241,19 @@ async def next_timer(store: StoreView) -> dt.datetime | None:
 
 async def expire(store: StoreView, *, limit: int = 100) -> int:
     """End the waits past their deadline (on_timeout task, or the run fails) and the children waits
-    whose children have all finished. Any number of workers may run it: each wait ends once."""
+    whose children have all finished; how many ended. Any number of workers may run it: each wait
+    ends once."""
+    return (await timer_pass(store, limit=limit))[0]
+
+
+async def timer_pass(store: StoreView, *, limit: int = 100) -> tuple[int, dt.datetime | None]:
+    """``expire``, and when the next timed task or deadline falls due after it (a worker's
+    wake-up): one transaction when nothing is due."""
     now = store.clock()
     async with store.db.transaction() as tx:
         due = await tx.fetch_all(queries.DUE_WAITS, {"now": now, "limit": limit})
         children = await tx.fetch_all(queries.FINISHED_CHILDREN_WAITS, {"event": CHILDREN_EVENT, "limit": limit})
+        upcoming: dt.datetime | None = await tx.fetch_value(queries.NEXT_TIMER, {"now": now})
     ended = 0
     if due:
         async with store.db.transaction() as tx:
@@ -261,7 +269,9 @@ async def expire(store: StoreView, *, limit: int = 100) -> int:
             items = [await _children_done(tx, r) for r in rows if _live(r)]
             ended += len(await complete(store, tx, items, now))
             await tx.execute(queries.END_WAITS, {"ids": [r["task_id"] for r in rows if not _live(r)]})
-    return ended
+    if ended:  # the waits that ended (and what they sent) move the next timer
+        upcoming = await next_timer(store)
+    return ended, upcoming
 
 
 def _live(row: Row) -> bool:
@@ -278,7 +288,8 @@ def _timed_out(store: StoreView, row: Row) -> Completion:
     return Completion(row, Send(on_timeout, raw=json.dumps(row["payload"], separators=(",", ":"))), "timeout", message)
 
 
-async def _finish(store: StoreView, tx: Tx, rows: Sequence[Row], now: dt.datetime, outcome: Any) -> int:
+async def _finish(store: StoreView, tx: Tx, rows: Sequence[Row], now: dt.datetime,
+                  outcome: Callable[[StoreView, Row], Completion]) -> int:
     """Complete the live waits among ``rows`` with ``outcome(store, row)``; forget the others."""
     items = []
     for row in rows:
