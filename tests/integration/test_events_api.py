@@ -40,6 +40,17 @@ STAGES = {
             ctx.send("remind", {}, delay="1d")
     """,
     "order/ship.py": "def run(task, ctx):\n    ctx.run['paid'] = task['amount']\n",
+    "psp/workflow.py": """
+        from engine import Workflow
+        workflow = Workflow("psp")
+        webhook = workflow.hook("webhook", path="psp", auth=None)
+    """,
+    "psp/webhook.py": """
+        def run(request, ctx):
+            body = request.data
+            ctx.emit("payment.received", key=body["order"], payload={"amount": body["amount"]})
+            return {"ok": True}
+    """,
     "order/remind.py": "def run(task, ctx):\n    pass\n",
 }
 
@@ -90,6 +101,15 @@ async def test_posting_an_event_completes_the_wait_on_its_key(api) -> None:
     assert {s["stage"]: s["status"] for s in report["steps"]}["remind"] == "scheduled"
     status, tasks = await api.call("GET", "/api/tasks?status=scheduled")
     assert [t["stage"] for t in tasks] == ["remind"] and tasks[0]["due_at"]
+
+
+async def test_a_hook_emitting_the_event_completes_the_wait(api) -> None:
+    run_id = await waiting_run(api.app, "H-1")
+    async with api.session.post(api.base + "/hooks/psp", json={"order": "H-1", "amount": 77}) as resp:
+        assert resp.status == 200, await resp.text()
+    await drain(api.app.store)
+    assert (await api.app.store.get_run(run_id))["context"] == {"paid": 77}
+    assert await scalar(api.app.store, "SELECT source FROM events") == "hook:psp/webhook"
 
 
 @pytest.mark.parametrize("body", [
