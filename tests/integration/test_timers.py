@@ -166,13 +166,13 @@ async def test_a_timed_task_survives_a_worker_restart_and_the_next_worker_wakes_
     stop = asyncio.Event()
     worker = asyncio.create_task(Worker(second, options).run(stop))
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         while await later_status(second, run_id) != "completed":
             assert time.monotonic() < deadline, "the timed task never ran"
             await asyncio.sleep(0.05)
         finished = await scalar(second, "SELECT finished_at FROM tasks WHERE stage = 'later'")
         assert finished >= due
-        assert (finished - due).total_seconds() < 2.0, "ran at its time, not at the 60 s poll"
+        assert (finished - due).total_seconds() < 10.0, "ran at its time, not at the 60 s poll"
     finally:
         stop.set()
         await worker
