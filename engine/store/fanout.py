@@ -69,6 +69,11 @@ class FreshRuns:
         self._targets_of: dict[str, list[tuple[Stage, tuple[bytes, bytes] | None]]] = {}
         self.set_context({})
 
+    def emptied(self) -> FreshRuns:
+        """A new, empty batch like this one (same stage, start, parent, trigger and time)."""
+        return FreshRuns(self.stage, self.trigger, self.now, self.actor, self.lease_seconds,
+                         start=self.start, parent=self.parent)
+
     def set_context(self, context: dict[str, Any]) -> None:
         """The starting context of the runs added from now on."""
         text = json_text(context)

@@ -16,7 +16,6 @@ from engine.store.db import Tx
 if TYPE_CHECKING:
     from engine.store.fanout import FreshRuns
     from engine.triggers.jobs.stream import SendStream
-    from engine.workflow import Stage
 
 
 class JobStats:
@@ -63,7 +62,7 @@ class JobContext(Context):
         self.stats = stats
         self._stream: SendStream | None = None
         self._batch: FreshRuns | None = None  # sends naming no run, not yet handed to the stream
-        self._children: dict[str, FreshRuns] = {}  # ctx.start, by start stage
+        self._children: dict[str, FreshRuns] = {}  # ctx.start, by workflow
         self._context_version = -1
 
     def stream_to(self, stream: SendStream) -> None:
@@ -85,16 +84,11 @@ class JobContext(Context):
         if self._stream is None:
             return
         child = self.outcome.children.pop()
-        [(target, _)] = resolve_children(self._stream.stage, [child])
-        batch = self._children.get(target.key)
-        if batch is None:
-            batch = self._children[target.key] = self._stream.new_child_batch(target)
-        self._children[target.key] = self._add(batch, Send("start", raw=child.raw),
-                                                lambda: self._stream_new_child(target))
-
-    def _stream_new_child(self, target: Stage) -> FreshRuns:
-        assert self._stream is not None
-        return self._stream.new_child_batch(target)
+        batch = self._children.get(child.workflow)
+        if batch is None:  # the first start of this workflow: find its start stage once
+            [(target, _)] = resolve_children(self._stream.stage, [child])
+            batch = self._children[child.workflow] = self._stream.new_child_batch(target)
+        self._children[child.workflow] = self._add(batch, Send("start", raw=child.raw), batch.emptied)
 
     def _add(self, batch: FreshRuns, send: Send, new: Callable[[], FreshRuns]) -> FreshRuns:
         """Add ``send`` to ``batch``; a full batch goes to the stream: the batch to fill next."""
