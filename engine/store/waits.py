@@ -13,6 +13,11 @@ Races: every path takes the advisory lock of the wait's (event, key) before any 
 reads. An event and a wait beginning at once serialise on it, so the later one sees the earlier
 (no lost wake-up); an event and a timeout at once serialise too, and the later finds the wait
 gone. The completion itself is guarded (pending -> completed), as a person's answer is.
+
+A commit takes the keys it can know beforehand (events its stages emit, waits its sends route to)
+first. Keys met later in the same transaction (a wait completed at once sending to another wait)
+are taken after run locks; two such transactions crossing may deadlock, which Postgres detects and
+the worker's commit retries.
 """
 
 from __future__ import annotations
