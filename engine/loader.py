@@ -156,6 +156,7 @@ def load_workflows(stages_dir: Path) -> Registry:
         errors.extend(found)
         if not found:
             registry.workflows[wf.name] = wf
+            wf.registry = registry
     errors.extend(_check_across(registry))
     if errors:
         raise WorkflowLoadError(errors)
@@ -231,7 +232,8 @@ def _validate_stage(stage: Stage, package: str) -> list[WorkflowError]:
                 where,
             )
         )
-    errors.extend(_load_module(stage, package))
+    if stage.kind is not StageKind.WAIT:  # a wait has no code
+        errors.extend(_load_module(stage, package))
     for check in STAGE_CHECKS:
         errors.extend(_err(msg, where) for msg in check(stage))
     return errors

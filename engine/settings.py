@@ -50,6 +50,22 @@ def _seconds(env: Mapping[str, str], name: str, default: float, *, zero: bool = 
     return value
 
 
+def _duration(env: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds from a duration ("24h", "30m", "2d") or a number of seconds."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    from engine.durations import parse_duration
+
+    try:
+        duration = parse_duration(float(raw) if raw.replace(".", "", 1).isdigit() else raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if duration.business_days:
+        raise ConfigError(f"{name} must be a plain duration like \"24h\", got {raw!r}")
+    return duration.seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about one flowbot process."""
@@ -86,6 +102,8 @@ class Settings:
     slack_api_url: str | None = None
     #: How late (seconds) a missed job fire may still run when a scheduler starts; else skipped.
     job_misfire_grace: int = 3600
+    #: How long (seconds) an event is kept for waits that begin after it (``FLOWBOT_EVENT_LOOKBACK``).
+    event_lookback: float = 86400.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -115,6 +133,7 @@ class Settings:
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,
             slack_api_url=env.get("SLACK_API_URL") or None,
             job_misfire_grace=_int(env, "FLOWBOT_JOB_MISFIRE_GRACE", 3600),
+            event_lookback=_duration(env, "FLOWBOT_EVENT_LOOKBACK", 86400.0),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -43,7 +43,7 @@ log = logging.getLogger("flowbot")
 T = TypeVar("T")
 
 #: Modules adding subcommands (``add_commands(subparsers)``): triggers live beside the engine core.
-COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks"]
+COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks", "engine.cli.events"]
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
@@ -161,7 +161,7 @@ async def cmd_tasks(args: argparse.Namespace) -> int:
         rows = await app.db.fetch_all(
             queries.LIST_TASKS,
             {"stage": args.stage, "status": args.status, "run": run, "workflow": args.workflow,
-             "limit": args.limit},
+             "limit": args.limit, "now": app.store.clock()},
         )
         if args.json:
             print(json.dumps(rows, indent=2, default=report.json_default))

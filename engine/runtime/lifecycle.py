@@ -53,7 +53,8 @@ async def open_app(settings: Settings, *, clock: Clock = utcnow, load_plugins_: 
                             settings.poll_interval, extra={"action": "db_poll_only"})
             await db.check_schema(migrate.heads())
         registry = load_workflows(settings.stages_dir)
-        store = Store(db, registry, lease_seconds=settings.lease_seconds, clock=clock)
+        store = Store(db, registry, lease_seconds=settings.lease_seconds, clock=clock,
+                      event_lookback=settings.event_lookback)
         app = App(settings=settings, db=db, registry=registry, store=store, database_url=url)
         stack.push_async_callback(app.close)
         if load_plugins_:

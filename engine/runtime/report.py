@@ -52,6 +52,8 @@ def render(data: Mapping[str, Any]) -> str:
     ]
     if data.get("error"):
         lines.append(f"  error     {data['error'].splitlines()[0]}")
+    if data.get("parent_run_id"):
+        lines.append(f"  parent    {data['parent_run_id']}")
     lines.append("  steps:")
     steps = data["steps"]
     stage_w = max([20, *(len(s["stage"]) for s in steps)])
@@ -61,6 +63,12 @@ def render(data: Mapping[str, Any]) -> str:
             f"    {i:>2}. {s['stage']:<{stage_w}} {s['kind']:<6} {s['type']:<{type_w}} {s['status']:<9} "
             f"attempts {s['attempts']}  {_duration(s['started_at'], s['finished_at'])}".rstrip()
         )
+        if s.get("due_at"):
+            lines.append(f"        due: {s['due_at']}")
+        if s.get("waiting_for"):
+            w = s["waiting_for"]
+            lines.append(f"        waiting for: {w['event']} (key {w['key']})"
+                         + (f" until {w['deadline']}" if w.get("deadline") else ""))
         if s.get("error") and s["status"] != "completed":
             lines.append(f"        error: {s['error'].splitlines()[0]}")
         if s["kind"] == "form" and s["status"] == "pending":
@@ -72,6 +80,12 @@ def render(data: Mapping[str, Any]) -> str:
     unrouted = data.get("unrouted") or []
     lines.append(f"  unrouted  {len(unrouted)}" + "".join(
         f"\n    - {u['stage']} sent {u['type']!r} (no transition takes it)" for u in unrouted))
+    counts = data.get("children_counts") or {}
+    if counts:
+        lines.append(f"  children  {sum(counts.values())}: "
+                     + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        for child in data.get("children") or []:
+            lines.append(f"    - {child['id']}  {child['workflow']}  {child['status']}")
     for j in data.get("waiting_joins") or []:
         lines.append(f"  join      {j['stage']} has {j['source_stage']!r}, waiting for the rest")
     return "\n".join(lines)

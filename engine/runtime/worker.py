@@ -8,10 +8,12 @@ NOTIFY. Up to ``commit_concurrency`` commits are in flight; each takes every res
 since the previous one started, so under load batches grow by themselves while under light load
 each task commits on its own at once. A commit that fails is retried (through a database outage,
 for as long as the leases last); one that keeps failing drops nothing (the leases expire and the
-tasks run again). LISTEN/NOTIFY wakes idle workers; a slow poll is the fallback for a lost
-notification and while the LISTEN connection is being re-established. While the database is
-unavailable, claims back off (up to a second) and are tried again at once when
-LISTEN is back; the database logs the outage once, not every loop.
+tasks run again). LISTEN/NOTIFY wakes idle workers; a drained worker also sleeps no longer than
+until the next timed task or wait deadline is due (ending due waits on the way:
+``engine.store.waits.expire``); a slow poll is the fallback for a lost notification and while the
+LISTEN connection is being re-established. While the database is unavailable, claims back off
+(up to a second) and are tried again at once when LISTEN is back; the database logs the outage
+once, not every loop.
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ from typing import Any
 
 from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError
 from engine.runtime.runner import CURRENT_TASK, StageThreads, failure, run_script
+from engine.store import waits
 from engine.store.db import NOTIFY_CHANNEL, Row, outage_backoff
 from engine.store.tasks import Failed, Finished, Store
 
 log = logging.getLogger(__name__)
+
+#: Waits ended per timer pass (a full pass is followed by another at once).
+TIMER_BATCH = 100
+#: Seconds between timer passes while every claim comes back full (idle workers pass when drained).
+TIMER_PASS_UNDER_LOAD = 1.0
 
 
 @dataclass
@@ -108,6 +116,7 @@ class Worker:
         #: Set when a claim failed with the database unavailable: it may have locked tasks whose
         #: answer never arrived (their claim time is at or before this).
         self._unreceived_before: dt.datetime | None = None
+        self._timers_at = 0.0
 
     @property
     def busy(self) -> int:
@@ -178,12 +187,14 @@ class Worker:
                     await self._release_unreceived()
                 if len(rows) == want:
                     self._backlog.set()
+                    if primary and time.monotonic() - self._timers_at > TIMER_PASS_UNDER_LOAD:
+                        await self._timers()  # deadlines still end while claims come back full
                     continue
                 self._backlog.clear()
                 if primary:
-                    # Drained: sleep until a NOTIFY, the poll interval, or stop.
+                    # Drained: sleep until a NOTIFY, the next timer, the poll interval, or stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), self.options.poll_interval)
+                        await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), await self._timers())
         finally:
             stopping.cancel()
 
@@ -201,6 +212,25 @@ class Worker:
         if n:
             log.info("%d tasks claimed as the database went away released", n,
                      extra={"action": "released_unreceived", "worker": self.id})
+
+    async def _timers(self) -> float:
+        """End the waits that are due (timeouts, finished children); how long to sleep until the
+        next timed task or deadline (at most the poll interval)."""
+        self._timers_at = time.monotonic()
+        sleep = self.options.poll_interval
+        try:
+            ended, due = await waits.timer_pass(self.store, limit=TIMER_BATCH)
+        except DatabaseError as exc:
+            if not isinstance(exc, DatabaseUnavailable):  # an outage is logged once, by the database
+                log.warning("timer pass failed: %s", exc, extra={"action": "timer_error"})
+            return sleep
+        if ended >= TIMER_BATCH:
+            return 0.0  # more are due
+        if due is not None:
+            until = (due - self.store.clock()).total_seconds()
+            # Past due yet not ended here (another deployment's workflow): look again in a while.
+            sleep = min(sleep, until if until > 0 else 1.0)
+        return sleep
 
     @staticmethod
     async def _wait_any(*aws: Any) -> None:

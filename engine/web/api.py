@@ -9,12 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from engine import graph
-from engine.context import check_payload
+from engine.context import check_event, check_payload
 from engine.errors import PayloadError, UnknownStage, UnknownWorkflow
 from engine.loader import check_triggerable, find_stage
 from engine.runtime.app import App
 from engine.runtime.report import json_default
-from engine.store import queries
+from engine.store import queries, waits
 from engine.store.models import RUN_STATUSES, TASK_STATUSES
 
 
@@ -131,9 +131,16 @@ def build(app: App) -> web.Application:
         rows = await app.db.fetch_all(
             queries.LIST_TASKS,
             {"stage": q.get("stage"), "status": status, "run": run,
-             "workflow": q.get("workflow"), "limit": _limit(q.get("limit"))},
+             "workflow": q.get("workflow"), "limit": _limit(q.get("limit")), "now": app.store.clock()},
         )
         return web.json_response(rows, dumps=_dump)
+
+    @r.post("/events")
+    async def send_event(request: web.Request) -> web.Response:
+        name, key, payload = check_event(await _json_body(request), limit=app.settings.max_payload_bytes)
+        published = await waits.send_event(app.store, name, key, payload, source="api")
+        return web.json_response({"event_id": published.id, "name": name, "key": key,
+                                  "matched": published.matched}, status=201)
 
     api.add_routes(r)
     return api
