@@ -265,6 +265,9 @@ class Database:
             self.listen_target = None if self.target.pooled_by_transaction else self.target
         #: When the current outage began (monotonic), None while the database answers.
         self.down_since: float | None = None
+        #: Whether the database ever answered: a database never reached is no outage (the command
+        #: that opened it says what is wrong in one line) and is not logged as one.
+        self.answered_once = False
 
     @property
     def poll_only(self) -> bool:
@@ -281,13 +284,16 @@ class Database:
         """A statement found the database unavailable: say so once per outage."""
         if self.down_since is None:
             self.down_since = time.monotonic()
+            if not self.answered_once:
+                return
             log.warning("database unavailable, retrying until it is back: %s", exc,
                         extra={"action": "db_unavailable"})
 
     def _answered(self) -> None:
         if self.down_since is not None:
             took, self.down_since = time.monotonic() - self.down_since, None
-            log.warning("database is back (unavailable for %.1f s)", took, extra={"action": "db_back"})
+            if self.answered_once:
+                log.warning("database is back (unavailable for %.1f s)", took, extra={"action": "db_back"})
 
     @contextlib.contextmanager
     def _watch(self) -> Any:
@@ -298,6 +304,7 @@ class Database:
             raise
         if self.down_since is not None:
             self._answered()
+        self.answered_once = True
 
     # -- connections --------------------------------------------------------------------------
 
