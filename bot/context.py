@@ -149,6 +149,9 @@ class BotContext:
     #: returns the ack's fields (errors, the next view, or nothing: close). The HTTP endpoint
     #: calls them directly; Bolt's listeners (Socket Mode) call the same functions.
     view_answers: dict[str, ViewAnswer] = field(default_factory=dict)
+    #: User id -> the id of flowbot's DM channel with them (it never changes): one
+    #: ``conversations.open`` per person and process, not one per message.
+    dm_channels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.follow_ups = FollowUps(self.priority)

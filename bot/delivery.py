@@ -123,9 +123,13 @@ def _at(row: dict[str, Any]) -> dt.datetime:
 
 
 async def open_dm(bctx: BotContext, user_id: str) -> str:
-    """The DM channel with a user (``conversations.open``)."""
-    resp = await bctx.client.conversations_open(users=user_id)
-    return str(resp["channel"]["id"])
+    """The DM channel with a user (``conversations.open`` the first time; then remembered: a
+    Web API round trip less before each assignment and each ``ctx.slack.dm``)."""
+    channel = bctx.dm_channels.get(user_id)
+    if channel is None:
+        resp = await bctx.client.conversations_open(users=user_id)
+        channel = bctx.dm_channels[user_id] = str(resp["channel"]["id"])
+    return channel
 
 
 async def task_card(bctx: BotContext, task: Row, form: Form, *,

@@ -297,3 +297,10 @@ async def test_assignment_dms_and_stage_messages_leave_at_the_commit_not_at_the_
                                       h.app.store.clock())
     await eventually(lambda: asyncio.sleep(0, delivered(fake_slack)["DU0CAT"] == 1), within=3,
                      what="an effect written on its own")
+
+    # A second message to the same person reuses the DM channel (no second conversations.open).
+    await h.app.store.start_run(wf.stage("tell"), {"who": "U0ANN"})
+    await eventually(lambda: asyncio.sleep(0, delivered(fake_slack)["DU0ANN"] == 2), within=3,
+                     what="a second DM to the assignee")
+    opened = [c.params.get("users") for c in fake_slack.calls("conversations.open")]
+    assert sorted(opened) == ["U0ANN", "U0BOB", "U0CAT"]
