@@ -286,8 +286,8 @@ class Database:
             self.down_since = time.monotonic()
             if not self.answered_once:
                 return
-            log.warning("database unavailable, retrying until it is back: %s", exc,
-                        extra={"action": "db_unavailable"})
+            log.warning("database unavailable (answering 503, retrying until it is back): %s",
+                        wrap_message(exc.__cause__ or exc), extra={"action": "db_unavailable"})
 
     def _answered(self) -> None:
         if self.down_since is not None:
