@@ -140,6 +140,9 @@ class Workflow:
         self.declaration_errors += [(msg, self.where) for msg in check_people_refs("starters", self.starters)]
         #: Filled in by the loader: the workflow's package directory.
         self.package_dir: str | None = None
+        #: Filled in by the loader: a hash of the package's files as loaded (``engine.loader.
+        #: package_version``), recorded on each run it starts and each task it runs.
+        self.version: str | None = None
 
     # -- declaring stages ---------------------------------------------------------------------
 

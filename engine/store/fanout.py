@@ -55,7 +55,9 @@ class FreshRuns:
     def __post_init__(self) -> None:
         self._ids = Uuid7Counter()
         self._now = now = pgcopy.timestamptz(self.now)
-        self._run_head = pgcopy.text(self.stage.workflow.name) + pgcopy.jsonb(json_text(self.trigger))
+        version = self.stage.workflow.version
+        self._run_head = (pgcopy.text(self.stage.workflow.name) + (pgcopy.text(version) if version else pgcopy.NULL)
+                          + pgcopy.jsonb(json_text(self.trigger)))
         self._run_tail = {status: pgcopy.text(status) + now + now for status in ("running", "waiting")}
         self._run_context = b""
         self._targets_of: dict[str, list[tuple[Stage, tuple[bytes, bytes] | None]]] = {}
@@ -129,5 +131,5 @@ class FreshRuns:
         return out
 
 
-_RUN_ROW = pgcopy.row_start(7)
+_RUN_ROW = pgcopy.row_start(8)
 _TASK_ROW = pgcopy.row_start(13)

@@ -27,11 +27,11 @@ NOTIFY = text("SELECT pg_notify(:channel, '')")
 # -- name: insert_runs -- create many runs at once; returns their ids in input order.
 INSERT_RUNS = text(
     """
-    INSERT INTO runs (workflow, trigger, context, status, created_at, updated_at)
-    SELECT w, t, c, 'running', CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-    FROM unnest(CAST(:workflows AS text[]), CAST(CAST(:triggers AS text[]) AS jsonb[]),
+    INSERT INTO runs (workflow, workflow_version, trigger, context, status, created_at, updated_at)
+    SELECT w, v, t, c, 'running', CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+    FROM unnest(CAST(:workflows AS text[]), CAST(:versions AS text[]), CAST(CAST(:triggers AS text[]) AS jsonb[]),
                 CAST(CAST(:contexts AS text[]) AS jsonb[]))
-         WITH ORDINALITY AS x(w, t, c, ord)
+         WITH ORDINALITY AS x(w, v, t, c, ord)
     ORDER BY ord
     RETURNING id
     """
@@ -124,7 +124,7 @@ GET_RUN = text("SELECT * FROM runs WHERE id = :id")
 # -- name: list_runs -- runs, newest first, optionally filtered.
 LIST_RUNS = text(
     """
-    SELECT id, workflow, status, trigger, error, created_at, updated_at, finished_at
+    SELECT id, workflow, workflow_version, status, trigger, error, created_at, updated_at, finished_at
     FROM runs
     WHERE (CAST(:workflow AS text) IS NULL OR workflow = :workflow)
       AND (CAST(:status AS text) IS NULL OR status = :status)
@@ -137,7 +137,7 @@ LIST_RUNS = text(
 RUN_STEPS = text(
     """
     SELECT id AS task_id, stage, kind, type, status, attempts, max_attempts, payload,
-           started_at, finished_at, created_at, error, log, assignee, completed_by
+           started_at, finished_at, created_at, error, log, assignee, completed_by, workflow_version
     FROM tasks WHERE run_id = :id ORDER BY id
     """
 )
@@ -248,9 +248,10 @@ COMPLETE_TASKS = text(
     WITH done AS (
         UPDATE tasks t
         SET status = 'completed', locked_by = NULL, locked_until = NULL, finished_at = CAST(:now AS timestamptz),
-            log = t.log || u.log, completed_by = u.actor
-        FROM unnest(CAST(:ids AS bigint[]), CAST(CAST(:logs AS text[]) AS jsonb[]), CAST(:actors AS text[]))
-             AS u(id, log, actor)
+            log = t.log || u.log, completed_by = u.actor, workflow_version = u.version
+        FROM unnest(CAST(:ids AS bigint[]), CAST(CAST(:logs AS text[]) AS jsonb[]), CAST(:actors AS text[]),
+                    CAST(:versions AS text[]))
+             AS u(id, log, actor, version)
         WHERE t.id = u.id AND t.status = :from_status
           AND (CAST(:worker AS text) IS NULL OR t.locked_by = :worker)
         RETURNING t.id, t.run_id, u.actor
@@ -279,12 +280,14 @@ RETRY_OR_FAIL_TASKS = text(
     """
     WITH u AS (
         SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[]),
-                             CAST(CAST(:logs AS text[]) AS jsonb[]), CAST(:delays AS float8[]))
-               AS u(id, error, log, delay)
+                             CAST(CAST(:logs AS text[]) AS jsonb[]), CAST(:delays AS float8[]),
+                             CAST(:versions AS text[]))
+               AS u(id, error, log, delay, version)
     ), moved AS (
         UPDATE tasks t
         SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
             locked_by = NULL, locked_until = NULL, error = u.error, log = t.log || u.log,
+            workflow_version = u.version,
             available_at = CAST(:now AS timestamptz) + make_interval(secs => u.delay),
             finished_at = CASE WHEN t.attempts >= t.max_attempts THEN CAST(:now AS timestamptz) ELSE NULL END
         FROM u
@@ -498,10 +501,10 @@ INSERT_COMPLETED_TASK = text(
     WITH new AS (
         INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
                            lease_seconds, assignee, completed_by, available_at, created_at,
-                           started_at, finished_at, log)
+                           started_at, finished_at, log, workflow_version)
         VALUES (:run_id, :workflow, :stage, 'form', :type, :payload, 'completed', 1, 30,
                 :assignee, :actor, CAST(:now AS timestamptz), CAST(:now AS timestamptz),
-                CAST(:now AS timestamptz), CAST(:now AS timestamptz), :log)
+                CAST(:now AS timestamptz), CAST(:now AS timestamptz), :log, :version)
         RETURNING id, run_id
     ), ev AS (
         INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
@@ -565,7 +568,8 @@ class CopyTarget:
     columns: tuple[str, ...]
 
 
-COPY_RUNS = CopyTarget("runs", ("id", "workflow", "trigger", "context", "status", "created_at", "updated_at"))
+COPY_RUNS = CopyTarget("runs", ("id", "workflow", "workflow_version", "trigger", "context", "status", "created_at",
+                                "updated_at"))
 COPY_TASKS = CopyTarget("tasks", ("run_id", "workflow", "stage", "kind", "type", "payload", "status",
                                   "max_attempts", "lease_seconds", "assignee", "available_at", "created_at",
                                   "created_by"))
@@ -739,12 +743,12 @@ DELIVER_HOOKS = text(
     ), run_input AS (
         SELECT * FROM unnest(CAST(:run_items AS int[]), CAST(:run_ids AS uuid[]), CAST(:workflows AS text[]),
                              CAST(CAST(:triggers AS text[]) AS jsonb[]), CAST(CAST(:contexts AS text[]) AS jsonb[]),
-                             CAST(:actors AS text[]), CAST(:run_nows AS timestamptz[]))
-             AS r(item, id, workflow, trigger, context, actor, at)
+                             CAST(:actors AS text[]), CAST(:run_nows AS timestamptz[]), CAST(:versions AS text[]))
+             AS r(item, id, workflow, trigger, context, actor, at, version)
         WHERE r.item IN (SELECT item FROM kept)
     ), new_runs AS (
-        INSERT INTO runs (id, workflow, trigger, context, status, created_at, updated_at)
-        SELECT id, workflow, trigger, context, 'running', at, at FROM run_input
+        INSERT INTO runs (id, workflow, workflow_version, trigger, context, status, created_at, updated_at)
+        SELECT id, workflow, version, trigger, context, 'running', at, at FROM run_input
     ), new_tasks AS (
         INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
                            lease_seconds, available_at, created_at, created_by)

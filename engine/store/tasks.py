@@ -93,6 +93,11 @@ class Store:
         """The loaded stage a task row belongs to."""
         return self.registry.get(row["workflow"]).stage(row["stage"])
 
+    def version_of(self, workflow: str) -> str | None:
+        """The version of the loaded code of ``workflow`` (None for a workflow not loaded here)."""
+        wf = self.registry.workflows.get(workflow)
+        return wf.version if wf is not None else None
+
     # -- starting runs ------------------------------------------------------------------------
 
     async def start_run(self, stage: Stage, payload: dict[str, Any], *, type: str = "start",
@@ -220,7 +225,8 @@ class Store:
                            now: dt.datetime) -> list[str]:
         rows = await tx.fetch_all(
             queries.INSERT_RUNS,
-            {"workflows": [r[0] for r in runs], "triggers": jsonb_array(r[1] for r in runs),
+            {"workflows": [r[0] for r in runs], "versions": [self.version_of(r[0]) for r in runs],
+             "triggers": jsonb_array(r[1] for r in runs),
              "contexts": jsonb_array(r[2] for r in runs), "now": now},
         )
         return [str(r["id"]) for r in rows]
@@ -338,6 +344,7 @@ class Store:
                     queries.RETRY_OR_FAIL_TASKS,
                     {"ids": [f.task["id"] for f in failed], "errors": [f.error for f in failed],
                      "logs": jsonb_array(f.log for f in failed), "delays": [f.delay for f in failed],
+                     "versions": [self.version_of(f.task.get("workflow", "")) for f in failed],
                      "worker": worker, "now": now},
                 )
                 await self._fail_runs(tx, moved, now)
@@ -352,6 +359,7 @@ class Store:
                     queries.COMPLETE_TASKS,
                     {"ids": [f.task["id"] for f in finished], "logs": jsonb_array(f.outcome.log for f in finished),
                      "worker": worker, "actors": _actors(actor or worker or "engine", len(finished)),
+                     "versions": [self.version_of(f.task.get("workflow", "")) for f in finished],
                      "from_status": from_status, "now": now,
                      "effect_task_ids": [task_id for task_id, _ in effects],
                      "effect_kinds": [e.kind for _, e in effects],
@@ -448,9 +456,16 @@ class Store:
         async with self.db.transaction() as tx:
             steps = await tx.fetch_all(queries.RUN_STEPS, {"id": run["id"]})
             joins = await tx.fetch_all(queries.PENDING_JOINS, {"id": run["id"]})
+        ran_on = sorted({s["workflow_version"] for s in steps if s["workflow_version"]})
         return {
             "id": str(run["id"]),
             "workflow": run["workflow"],
+            "workflow_version": run["workflow_version"],
+            # Every version that ran a step (the run's own first): more than one means the code
+            # changed while the run was in flight.
+            "versions": ([run["workflow_version"]] if run["workflow_version"] else [])
+            + [v for v in ran_on if v != run["workflow_version"]],
+            "mixed_versions": len(set(ran_on) | ({run["workflow_version"]} if run["workflow_version"] else set())) > 1,
             "status": run["status"],
             "trigger": run["trigger"],
             "context": run["context"],
@@ -463,7 +478,7 @@ class Store:
                     "status": s["status"], "attempts": s["attempts"], "payload": s["payload"],
                     "started_at": _iso(s["started_at"]), "finished_at": _iso(s["finished_at"]),
                     "error": s["error"], "log": s["log"], "assignee": s["assignee"],
-                    "completed_by": s["completed_by"],
+                    "completed_by": s["completed_by"], "workflow_version": s["workflow_version"],
                 }
                 for s in steps
             ],
