@@ -30,7 +30,7 @@ log = logging.getLogger("flowbot")
 T = TypeVar("T")
 
 #: Modules adding subcommands (``add_commands(subparsers)``): triggers live beside the engine core.
-COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks"]
+COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks", "engine.cli.purge"]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -112,6 +112,13 @@ def worker_part(app: App) -> Part:
     return Worker(app.store, options).run
 
 
+def retention_part(app: App) -> Part:
+    """Retention passes (``engine.runtime.retention``), as a part."""
+    from engine.runtime.retention import retention_part as part
+
+    return part(app)
+
+
 def web_part(app: App) -> Part:
     """The HTTP server, as a part."""
     from engine.web.server import serve
@@ -153,7 +160,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     async with open_app(settings) as app:
         _announce(app)
-        parts = [web_part(app), worker_part(app), outbox_part(app)]
+        parts = [web_part(app), worker_part(app), outbox_part(app), retention_part(app)]
         parts += [factory(app) for factory in EXTRA_PARTS.values()] + app.background
         print(f"flowbot: listening on http://{settings.host}:{settings.port}")
         sys.stdout.flush()
@@ -163,7 +170,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 async def cmd_worker(args: argparse.Namespace) -> int:
     async with open_app(settings_from(args)) as app:
-        await run_parts(app, [worker_part(app), outbox_part(app)])
+        await run_parts(app, [worker_part(app), outbox_part(app), retention_part(app)])
     return 0
 
 
