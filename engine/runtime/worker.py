@@ -24,10 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from engine import logs
 from engine.errors import DatabaseError, FlowbotError
 from engine.runtime.runner import failure, run_script
 from engine.store.db import NOTIFY_CHANNEL, Row
-from engine.store.tasks import Failed, Finished, Store
+from engine.store.tasks import CommitResult, Failed, Finished, Store
 
 log = logging.getLogger(__name__)
 
@@ -232,12 +233,31 @@ class Worker:
             if result is not None:
                 self.completed += len(result.completed)
                 self.failed += len(failed)
-                for lost in result.lost:
-                    log.warning("lease of task %s was lost before completion; its result is dropped",
-                                lost, extra={"action": "lease_lost", "task_id": lost})
+                self._log_outcomes(batch, result)
             for r in batch:
                 self._pending_commit.discard(r.task["id"])
             self._slot_free.set()
+
+    @staticmethod
+    def _log_outcomes(batch: list[Finished | Failed], result: CommitResult) -> None:
+        """A line per task that failed, will be retried, or lost its lease (with the task's fields)."""
+        if not (result.lost or result.retried or result.failed):
+            return
+        lost, retried, failed = set(result.lost), set(result.retried), set(result.failed)
+        for r in batch:
+            task_id = r.task["id"]
+            fields = logs.task_fields(r.task)
+            if task_id in lost:
+                log.warning("lease of task %s was lost before completion; its result is dropped", task_id,
+                            extra={"action": "lease_lost", **fields})
+            elif isinstance(r, Failed) and (task_id in retried or task_id in failed):
+                error = r.error.split("\n", 1)[0]
+                if task_id in failed:
+                    log.warning("task %s (%s/%s) failed for good: %s", task_id, fields["workflow"], fields["stage"],
+                                error, extra={"action": "task_failed", **fields})
+                else:
+                    log.info("task %s (%s/%s) failed, retried in %.0f s: %s", task_id, fields["workflow"],
+                             fields["stage"], r.delay, error, extra={"action": "task_retried", **fields})
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         # Renew well before the shortest lease runs out (a stage's lease= may be shorter than

@@ -18,6 +18,7 @@ import sqlalchemy.exc
 from sqlalchemy import TextClause, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from engine import metrics
 from engine.errors import DatabaseError, SchemaNotReady
 from engine.store import pgcopy, queries
 from engine.store.embedded import sqlalchemy_url
@@ -35,6 +36,7 @@ def wrap_exceptions() -> Any:
     try:
         yield
     except (sqlalchemy.exc.DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        metrics.database_error()
         raise DatabaseError(str(getattr(exc, "orig", None) or exc)) from exc
 
 
@@ -263,6 +265,7 @@ class Database:
                         return [dict(row)] if row is not None else []
                     return [dict(r) for r in await driver.fetch(sql, *args)]
                 except Exception as exc:
+                    metrics.database_error()
                     raise DatabaseError(str(exc)) from exc
 
     async def ping(self) -> bool:

@@ -897,3 +897,31 @@ COUNT_PURGEABLE = text(
                AS job_fires
     """
 )
+
+# ---------------------------------------------------------------------------------------------
+# Metrics (engine.metrics): read at scrape time, open rows only (partial indexes), never a count
+# of finished ones
+# ---------------------------------------------------------------------------------------------
+
+# -- name: metrics_tasks -- open tasks and runs, and the oldest due pending task of each kind.
+METRICS_TASKS = text(
+    """
+    SELECT (SELECT count(*) FROM tasks WHERE status = 'pending' AND kind = 'script') AS pending_script,
+           (SELECT count(*) FROM tasks WHERE status = 'pending' AND kind = 'form') AS pending_form,
+           (SELECT count(*) FROM tasks WHERE status = 'locked') AS locked,
+           (SELECT min(available_at) FROM tasks WHERE status = 'pending' AND kind = 'script'
+              AND available_at <= CAST(:now AS timestamptz)) AS oldest_script,
+           (SELECT min(created_at) FROM tasks WHERE status = 'pending' AND kind = 'form') AS oldest_form,
+           (SELECT count(*) FROM runs WHERE status = 'running') AS runs_running,
+           (SELECT count(*) FROM runs WHERE status = 'waiting') AS runs_waiting
+    """
+)
+
+# -- name: metrics_outbox -- effects waiting for delivery by kind, and the oldest due one.
+METRICS_OUTBOX = text(
+    """
+    SELECT kind, count(*) AS n,
+           min(available_at) FILTER (WHERE available_at <= CAST(:now AS timestamptz)) AS oldest
+    FROM outbox WHERE status = 'pending' GROUP BY kind
+    """
+)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 
 from sqlalchemy import TextClause
 
+from engine import metrics
 from engine.settings import Settings
 from engine.store import queries
 from engine.store.db import Database
@@ -135,6 +136,7 @@ class Purger:
             assert row is not None
             counts = {counted: row["n"]} if "n" in row else dict(row)
             done.add(**counts)
+            metrics.purged(counts)
             if counts[counted] < self.batch:
                 return
             if self.pause:

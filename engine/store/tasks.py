@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import metrics
 from engine.context import Outcome, Send
 from engine.errors import RunNotFound
 from engine.loader import Registry
@@ -77,6 +78,9 @@ class CommitResult:
     completed: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
     created: list[Row] = field(default_factory=list)
+    #: Failed tasks going back to pending after their backoff, and those out of attempts.
+    retried: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
 
 
 class Store:
@@ -274,11 +278,13 @@ class Store:
     async def claim(self, worker: str, limit: int, workflows: Sequence[str] | None = None) -> list[Row]:
         """Lock up to ``limit`` due script tasks for ``worker`` (never one task to two workers)."""
         async with self.db.transaction() as tx:
-            return await tx.fetch_all(
+            rows = await tx.fetch_all(
                 queries.CLAIM_TASKS,
                 {"worker": worker, "limit": limit, "now": self.clock(),
                  "workflows": list(workflows) if workflows else None},
             )
+        metrics.tasks_claimed(rows)
+        return rows
 
     async def heartbeat(self, worker: str, task_ids: Sequence[int]) -> set[int]:
         """Extend the leases of running tasks; returns the ids this worker still holds."""
@@ -350,6 +356,8 @@ class Store:
                 await self._fail_runs(tx, moved, now)
                 if any(r["status"] == "pending" for r in moved):
                     await tx.notify()
+                result.retried = [r["id"] for r in moved if r["status"] == "pending"]
+                result.failed = [r["id"] for r in moved if r["status"] == "failed"]
             if finished:
                 # What the finished tasks carry is written by the same statement, for those it
                 # completes: a task that lost its race (no longer pending) sends nothing.
@@ -377,6 +385,12 @@ class Store:
             refresh = [run_id for run_id in run_ids if run_id not in busy]
             if refresh:
                 await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": refresh, "now": now})
+        if metrics.enabled:
+            completed = set(result.completed)
+            retried, gave_up = set(result.retried), set(result.failed)
+            metrics.tasks_committed([f.task for f in finished if f.task["id"] in completed],
+                                    [f.task for f in failed if f.task["id"] in retried],
+                                    [f.task for f in failed if f.task["id"] in gave_up])
         return result
 
     async def _apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:
