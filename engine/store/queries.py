@@ -802,23 +802,28 @@ TRY_LOCK_RETENTION = text("SELECT pg_try_advisory_xact_lock(hashtext('flowbot.re
 PURGE_RUNS = text(
     """
     WITH victims AS (
-        SELECT id FROM runs
-        WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < CAST(:before AS timestamptz)
-        ORDER BY finished_at
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
+        -- Arrays, not row sets: every delete below is an index lookup by id (= ANY), never a scan.
+        SELECT coalesce(array_agg(id), '{}') AS ids FROM (
+            SELECT id FROM runs
+            WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < CAST(:before AS timestamptz)
+            ORDER BY finished_at
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        ) AS v
     ), doomed AS (
-        SELECT id FROM tasks WHERE run_id IN (SELECT id FROM victims)
+        SELECT coalesce(array_agg(id), '{}') AS ids FROM tasks
+        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
     ), events AS (
-        DELETE FROM task_events WHERE task_id IN (SELECT id FROM doomed) RETURNING 1
+        DELETE FROM task_events WHERE task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
     ), effects AS (
         DELETE FROM outbox
-        WHERE run_id IN (SELECT id FROM victims) OR task_id IN (SELECT id FROM doomed)
+        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
+           OR task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[]))
         RETURNING 1
     ), gone_tasks AS (
-        DELETE FROM tasks WHERE id IN (SELECT id FROM doomed) RETURNING 1
+        DELETE FROM tasks WHERE id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
     ), gone_runs AS (
-        DELETE FROM runs WHERE id IN (SELECT id FROM victims) RETURNING 1
+        DELETE FROM runs WHERE id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
     )
     SELECT (SELECT count(*) FROM gone_runs) AS runs, (SELECT count(*) FROM gone_tasks) AS tasks,
            (SELECT count(*) FROM events) AS task_events, (SELECT count(*) FROM effects) AS outbox
