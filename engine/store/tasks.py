@@ -386,12 +386,17 @@ class Store:
             if refresh:
                 await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": refresh, "now": now})
         if metrics.enabled:
-            completed = set(result.completed)
-            retried, gave_up = set(result.retried), set(result.failed)
-            metrics.tasks_committed([f.task for f in finished if f.task["id"] in completed],
-                                    [f.task for f in failed if f.task["id"] in retried],
-                                    [f.task for f in failed if f.task["id"] in gave_up])
+            self._count(finished, failed, result)
         return result
+
+    @staticmethod
+    def _count(finished: Sequence[Finished], failed: Sequence[Failed], result: CommitResult) -> None:
+        """Count a commit's outcomes in the metrics (usually: every finished task completed)."""
+        lost = set(result.lost)
+        metrics.tasks_committed(
+            (f.task for f in finished if not lost or f.task["id"] not in lost),
+            (f.task for f in failed if f.task["id"] in result.retried),
+            (f.task for f in failed if f.task["id"] in result.failed))
 
     async def _apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:
         """Route sends, merge contexts and record unrouted sends (effects went with the completion)."""
