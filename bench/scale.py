@@ -110,12 +110,13 @@ class Bench:
                 "commits": commits / wall, "worker_us": 1e6 * used.client / n_tasks}
 
     async def rounds(self, n: int, label: str) -> list[dict[str, float]]:
-        """``n`` rounds, each printed; returns them."""
+        """``n`` rounds, each printed (``label`` ending in ":" names a single round); returns them."""
         got = []
         for i in range(n):
             r = await self.round(self.args.round_tasks)
             got.append(r)
-            out(f"  {label} round {i + 1}: {r['rate']:.0f} tasks/s; worker CPU {r['worker_us']:.0f} us/task; "
+            name = label if label.endswith(":") else f"{label} round {i + 1}:"
+            out(f"  {name} {r['rate']:.0f} tasks/s; worker CPU {r['worker_us']:.0f} us/task; "
                 f"postgres {r['pg_cores']:.2f} cores busy, {r['commits']:.0f} commits/s")
         return got
 
@@ -132,7 +133,7 @@ async def section_metrics(server: Server, tmp: Path, args: argparse.Namespace) -
         for _ in range(args.rounds):
             for label, env, into in (("off", "off", off), ("on", "on", on)):
                 await b.start_workers(args.workers, args.concurrency, FLOWBOT_METRICS=env)
-                into += await b.rounds(1, f"metrics {label}")
+                into += await b.rounds(1, f"metrics {label}:")
         out(f"metrics: median {median(on):.0f} tasks/s with recording vs {median(off):.0f} without "
             f"({100 * (median(on) / median(off) - 1):+.1f}%); worker CPU {median(on, 'worker_us'):.0f} vs "
             f"{median(off, 'worker_us'):.0f} us/task")
@@ -195,7 +196,7 @@ async def purge_under_load(b: Bench, before: list[dict[str, float]]) -> None:
     pg = Cpu(b.server)
     during: list[dict[str, float]] = []
     while purge.poll() is None:
-        during += await b.rounds(1, "during purge")
+        during += await b.rounds(1, f"during purge #{len(during) + 1}:")
     seconds = time.perf_counter() - t0
     err = purge.stderr.read().decode() if purge.stderr else ""
     if purge.returncode != 0:

@@ -36,7 +36,7 @@ def add_commands(sub: Any) -> None:
 
 async def cmd_purge(args: argparse.Namespace) -> int:
     from engine.cli.main import settings_from
-    from engine.runtime.app import open_app
+    from engine.runtime.lifecycle import open_app
 
     settings = settings_from(args)
     runs = parse_age(args.older_than) if args.older_than else None

@@ -18,7 +18,8 @@ from slack_sdk.errors import SlackApiError
 from support import drain, free_port
 
 from bot.context import make_client, slack_call_metrics
-from engine.runtime.app import App, open_app
+from engine.runtime.app import App
+from engine.runtime.lifecycle import open_app
 from engine.settings import Settings
 from engine.triggers.jobs.firing import fire, jobs_of
 from engine.web.metrics import metrics_part

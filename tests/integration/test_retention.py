@@ -14,7 +14,7 @@ from sqlalchemy import TextClause, text
 from support import FakeClock, cli_env, drain, eventually, flowbot, scalar
 
 from engine.loader import load_workflows
-from engine.runtime.app import open_app
+from engine.runtime.lifecycle import open_app
 from engine.runtime.retention import retention_part
 from engine.settings import Settings
 from engine.store import queries
