@@ -4,16 +4,21 @@ version that ran it, and a run whose steps ran on different versions is flagged 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import aiohttp
 from conftest import write_stages
 from support import cli_env, drain, flowbot, run_once
 
 from engine.loader import load_workflows, package_version
 from engine.runtime import report
+from engine.runtime.lifecycle import open_app
+from engine.settings import Settings
 from engine.store.db import Database
 from engine.store.tasks import Store
+from engine.web.server import serve
 
 STAGES = {
     "two_step/workflow.py": """
@@ -65,7 +70,25 @@ async def test_a_run_whose_steps_ran_on_different_versions_is_flagged(db: Databa
     assert f"version   {v1}" in text
     assert f"steps ran on 2 versions of the workflow: {v1}, {v2}" in text
 
-    # The CLI shows the same report from the database.
+    # The API and the CLI show the same report from the database.
+    settings = Settings(database_url=db.url, home=tmp_path / "home",
+                        stages_dir=root, api_token="versions-token")
+    async with open_app(settings, load_plugins_=False, pool_size=2) as app:
+        stop = asyncio.Event()
+        bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        web = asyncio.create_task(serve(app, stop, host="127.0.0.1", port=0, ready=bound.set_result))
+        port = await asyncio.wait_for(bound, 10)
+        try:
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"http://127.0.0.1:{port}/api/runs/{run_id}",
+                    headers={"Authorization": "Bearer versions-token"}) as resp:
+                body = await resp.json()
+        finally:
+            stop.set()
+            await web
+    assert resp.status == 200
+    assert (body["workflow_version"], body["versions"], body["mixed_versions"]) == (v1, [v1, v2], True)
+    assert [s["workflow_version"] for s in body["steps"]] == [v1, v2]
     env = cli_env(raw_url, root)
     shown = flowbot("runs", "show", run_id, "--json", env=env)
     assert shown.returncode == 0, shown.stderr
