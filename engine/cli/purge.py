@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from engine.errors import FlowbotError
-from engine.store.retention import Policy, Purger
+from engine.store.retention import DEFAULT_DUTY, Policy, Purger
 
 _AGE = re.compile(r"^\s*(\d+)\s*([dhwm]?)\s*$")
 _UNITS = {"": "days", "d": "days", "h": "hours", "w": "weeks", "m": "minutes"}
@@ -31,6 +31,8 @@ def add_commands(sub: Any) -> None:
                                         "FLOWBOT_RETENTION_DAYS, 30 days)")
     p.add_argument("--dry-run", action="store_true", help="print what would be deleted; delete nothing")
     p.add_argument("--batch", type=int, help="runs per transaction (default: FLOWBOT_PURGE_BATCH, 500)")
+    p.add_argument("--full-speed", action="store_true",
+                   help="no rest between batches: done sooner, harder on a busy database")
     p.set_defaults(func=cmd_purge)
 
 
@@ -47,7 +49,8 @@ async def cmd_purge(args: argparse.Namespace) -> int:
         raise FlowbotError(f"--batch must be at least 1, got {batch}")
     policy = Policy.from_settings(settings, runs=runs)
     async with open_app(settings, load_plugins_=False, pool_size=2) as app:
-        purger = Purger(app.db, policy, batch=batch, clock=app.store.clock)
+        purger = Purger(app.db, policy, batch=batch, duty=1.0 if args.full_speed else DEFAULT_DUTY,
+                        clock=app.store.clock)
         before = purger.cutoffs()[0]
         when = f"runs finished before {before:%Y-%m-%d %H:%M} UTC" if before else "runs kept"
         if args.dry_run:

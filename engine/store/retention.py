@@ -11,7 +11,8 @@ A pass deletes, oldest first:
 - job fire records older than their period, except each job's latest.
 
 Every batch is its own short transaction that skips (never waits for) rows another transaction
-holds, so workers claiming and committing are not held up. One process purges at a time: a pass
+holds, so workers claiming and committing are not held up, and a pass rests between batches as long
+as it worked (``DEFAULT_DUTY``), so its disk and WAL work leaves room for theirs. One process purges at a time: a pass
 holds a transaction-scoped advisory lock on a connection of its own for its whole length; another
 process that finds it taken does nothing (``Purger.purge`` returns None).
 """
@@ -19,8 +20,10 @@ process that finds it taken does nothing (``Purger.purge`` returns None).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, fields
 
 from sqlalchemy import TextClause
@@ -35,6 +38,10 @@ log = logging.getLogger(__name__)
 
 #: Runs per batch: a batch of runs of a few tasks each deletes a few thousand rows in tens of ms.
 DEFAULT_BATCH = 500
+#: Share of its time a pass spends deleting: after a batch that took t seconds it rests
+#: t * (1 / duty - 1). Deleting millions of rows is disk and WAL work that competes with the
+#: workers' commits; resting as long as it worked left workers most of their throughput (bench/scale.py).
+DEFAULT_DUTY = 0.5
 
 
 @dataclass(frozen=True)
@@ -87,12 +94,16 @@ class Purged:
 class Purger:
     """Deletes what a ``Policy`` no longer keeps."""
 
-    def __init__(self, db: Database, policy: Policy, *, batch: int = DEFAULT_BATCH, pause: float = 0.0,
-                 clock: Clock = utcnow) -> None:
+    def __init__(self, db: Database, policy: Policy, *, batch: int = DEFAULT_BATCH, duty: float = DEFAULT_DUTY,
+                 pause: float = 0.0, clock: Clock = utcnow) -> None:
+        if not 0 < duty <= 1:
+            raise ValueError(f"duty must be in (0, 1], got {duty}")
         self.db = db
         self.policy = policy
         self.batch = batch
-        #: Seconds between batches: leaves the database to others on a busy machine.
+        #: Share of the pass's time spent in batches (1: no rest between them).
+        self.duty = duty
+        #: Least rest between batches (seconds).
         self.pause = pause
         self.clock = clock
 
@@ -132,12 +143,19 @@ class Purger:
                        *, counted: str) -> None:
         """Run one batch statement until it deletes fewer than a batch."""
         while stop is None or not stop.is_set():
+            started = time.monotonic()
             row = await self.db.fetch_one(query, {"before": before, "limit": self.batch})
+            took = time.monotonic() - started
             assert row is not None
             counts = {counted: row["n"]} if "n" in row else dict(row)
             done.add(**counts)
             metrics.purged(counts)
             if counts[counted] < self.batch:
                 return
-            if self.pause:
-                await asyncio.sleep(self.pause)
+            rest = max(self.pause, took * (1 / self.duty - 1))
+            if rest > 0:
+                if stop is None:
+                    await asyncio.sleep(rest)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), rest)
