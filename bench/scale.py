@@ -76,6 +76,8 @@ class Bench:
     async def start_workers(self, n: int, concurrency: int, **env: str) -> None:
         """Stop the running workers, start ``n`` new ones, wait until they listen."""
         stop_all(self.procs)
+        # Their own retention passes stay out of it: the purge is measured on its own (`purge`).
+        env = {"FLOWBOT_RETENTION_DAYS": "off", **env}
         self.procs = [spawn(["worker"], worker_env(self.url, self.stages, self.tmp / "home", concurrency, **env))
                       for _ in range(n)]
         await wait_listening(self.conn, self.procs)
