@@ -11,9 +11,9 @@ committed; the rate is measured inside the database (first claim to last complet
 
 metrics  the recording cost of ``/metrics`` counters: rounds alternating between workers started
          with ``FLOWBOT_METRICS=off`` and with it on (the default), same database, same run.
-tables   rounds with empty tables, then the same with ``--runs`` finished runs of
-         ``--tasks-per-run`` completed tasks each (two task events per task) loaded beside them
-         (finished 40 days ago), same workers. Goal: within 10%.
+tables   two databases on the server, each with its own workers: one empty, one loaded with
+         ``--runs`` finished runs of ``--tasks-per-run`` completed tasks each (two task events per
+         task, finished 40 days ago); rounds alternate between them. Goal: within 10%.
 purge    on those tables, ``flowbot purge --older-than 30d`` in a subprocess deletes every loaded
          run while rounds go on: rates during the purge beside the rounds just before it.
 workers  1, 2 and 4 worker processes on one Postgres (fresh database each): rate, Postgres CPU
@@ -29,6 +29,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -176,16 +177,24 @@ async def load(conn: asyncpg.Connection, runs: int, per_run: int) -> None:
 
 
 async def section_tables_and_purge(server: Server, tmp: Path, args: argparse.Namespace, only: set[str]) -> None:
-    async with Bench(server, tmp, args, "scale_tables") as b:
+    # Two databases on the one server, each with its own workers: rounds alternate between the
+    # empty one and the full one, so what else the machine does weighs on both alike.
+    async with Bench(server, tmp, args, "scale_empty") as empty_db, Bench(server, tmp, args, "scale_tables") as b:
+        await empty_db.start_workers(args.workers, args.concurrency)
         await b.start_workers(args.workers, args.concurrency)
-        out(f"tables: {args.workers} worker(s), FLOWBOT_CONCURRENCY={args.concurrency}, "
-            f"rounds of {args.round_tasks} tasks")
-        empty = await b.rounds(args.rounds, "empty tables")
         await load(b.conn, args.runs, args.tasks_per_run)
-        full = await b.rounds(args.rounds, "full tables")
+        await b.conn.execute("CHECKPOINT")  # the load's dirty pages written before anything is timed
+        out(f"tables: {args.workers} worker(s) per database, FLOWBOT_CONCURRENCY={args.concurrency}, "
+            f"rounds of {args.round_tasks} tasks, alternating between the two databases")
+        empty: list[dict[str, float]] = []
+        full: list[dict[str, float]] = []
+        for i in range(args.rounds):
+            empty += await empty_db.rounds(1, f"empty tables #{i + 1}:")
+            full += await b.rounds(1, f"full tables #{i + 1}:")
         change = 100 * (median(full) / median(empty) - 1)
         out(f"tables: median {median(full):.0f} tasks/s with {args.runs} runs and {args.runs * args.tasks_per_run} "
             f"finished tasks vs {median(empty):.0f} with empty tables ({change:+.1f}%)")
+        stop_all(empty_db.procs)
         if "purge" in only:
             await purge_under_load(b, full)
 
@@ -194,7 +203,7 @@ async def purge_under_load(b: Bench, before: list[dict[str, float]]) -> None:
     """`flowbot purge` of everything loaded while rounds go on."""
     env = worker_env(b.url, b.stages, b.tmp / "home", 16)
     t0 = time.perf_counter()
-    purge = spawn(["purge", "--older-than", "30d"], env)
+    purge = start_purge(env)
     pg = Cpu(b.server)
     during: list[dict[str, float]] = []
     while purge.poll() is None:
@@ -203,6 +212,8 @@ async def purge_under_load(b: Bench, before: list[dict[str, float]]) -> None:
     err = purge.stderr.read().decode() if purge.stderr else ""
     if purge.returncode != 0:
         raise SystemExit(f"flowbot purge failed ({purge.returncode}):\n{err[-3000:]}")
+    said = purge.stdout.read().decode().strip() if purge.stdout else ""
+    out(f"purge: {said}")
     left = await b.conn.fetchval("SELECT count(*) FROM runs WHERE workflow_version = 'loaded'")
     out(f"purge: `flowbot purge --older-than 30d` took {seconds:.0f} s with rounds running "
         f"({pg.read().postgres or 0:.0f} s of Postgres CPU); {left} loaded runs left")
@@ -212,6 +223,14 @@ async def purge_under_load(b: Bench, before: list[dict[str, float]]) -> None:
             f"({100 * (median(during) / median(before) - 1):+.1f}%)")
     after = await b.rounds(2, "after purge")
     out(f"purge: median {median(after):.0f} tasks/s after it")
+
+
+def start_purge(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`flowbot purge --older-than 30d` in the background, its output kept."""
+    found = shutil.which("flowbot")
+    command = [found] if found else [sys.executable, "-m", "engine.cli"]
+    return subprocess.Popen([*command, "purge", "--older-than", "30d"], env=env, cwd=common.ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 async def section_workers(server: Server, tmp: Path, args: argparse.Namespace) -> None:
