@@ -124,12 +124,12 @@ class Item:
     log: list[Any]
     now: dt.datetime
     workflow: str
-    #: The workflow's version (``Workflow.version``), recorded on the runs the delivery starts.
-    version: str | None
     trigger: dict[str, Any]
     context: dict[str, Any] | None
     #: (run id, stage, type, payload JSON, max attempts, lease seconds) of each first task.
     tasks: list[tuple[uuid.UUID, str, str, str, int, int]]
+    #: The workflow's version (``Workflow.version``), recorded on the runs the delivery starts.
+    version: str | None = None
 
 
 def batch_params(items: list[Item]) -> dict[str, Any]:
