@@ -268,6 +268,25 @@ class Database:
                     metrics.database_error()
                     raise DatabaseError(str(exc)) from exc
 
+    @contextlib.asynccontextmanager
+    async def session_lock(self, lock: TextClause, unlock: TextClause) -> AsyncIterator[bool]:
+        """Try a session-level lock (``lock`` returns whether it was taken) on a connection kept
+        for the block, outside any transaction; ``unlock`` releases it at the end. A connection
+        whose unlock fails is dropped, never pooled with the lock still held."""
+        with wrap_exceptions():
+            async with self._connection() as (conn, driver):
+                sql, _ = compiled(lock, self.engine.dialect)
+                taken = bool(await driver.fetchval(sql))
+                try:
+                    yield taken
+                finally:
+                    if taken:
+                        try:
+                            await driver.fetchval(compiled(unlock, self.engine.dialect)[0])
+                        except BaseException:
+                            await conn.invalidate()
+                            raise
+
     async def ping(self) -> bool:
         """True when the database answers."""
         try:

@@ -790,9 +790,13 @@ FORM_SUBMISSION_CONTEXTS = text(
 # Retention (engine.store.retention): finished runs and old trigger records deleted in small batches
 # ---------------------------------------------------------------------------------------------
 
-# -- name: try_lock_retention -- one purger at a time: held by a transaction open for the whole
-# -- pass (released at its end, or if the process dies), so it works through a pooler too.
-TRY_LOCK_RETENTION = text("SELECT pg_try_advisory_xact_lock(hashtext('flowbot.retention'))")
+# -- name: try_lock_retention -- one purger at a time: a session lock held by a connection of its
+# -- own for the whole pass, outside any transaction (an open transaction would keep vacuum from
+# -- reclaiming what the pass deletes); released at the end, or when the connection goes.
+TRY_LOCK_RETENTION = text("SELECT pg_try_advisory_lock(hashtext('flowbot.retention'))")
+
+# -- name: unlock_retention -- the pass is over.
+UNLOCK_RETENTION = text("SELECT pg_advisory_unlock(hashtext('flowbot.retention'))")
 
 # -- name: purge_runs -- one batch: up to :limit runs finished before :before, oldest first, deleted
 # -- with their tasks, task events and outbox rows (join arrivals, form sessions and Slack cards go

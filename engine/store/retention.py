@@ -13,8 +13,10 @@ A pass deletes, oldest first:
 Every batch is its own short transaction that skips (never waits for) rows another transaction
 holds, so workers claiming and committing are not held up, and a pass rests between batches as long
 as it worked (``DEFAULT_DUTY``), so its disk and WAL work leaves room for theirs. One process purges at a time: a pass
-holds a transaction-scoped advisory lock on a connection of its own for its whole length; another
-process that finds it taken does nothing (``Purger.purge`` returns None).
+holds a session-level advisory lock on a connection of its own for its whole length (outside any
+transaction, which would keep vacuum from reclaiming what the pass deletes); another process that
+finds it taken does nothing (``Purger.purge`` returns None). Behind a pooler in transaction mode a
+session lock needs a direct connection to the database.
 """
 
 from __future__ import annotations
@@ -127,8 +129,8 @@ class Purger:
         batches (what was deleted stays deleted)."""
         runs, hooks, jobs = self.cutoffs()
         done = Purged()
-        async with self.db.transaction() as guard:
-            if not await guard.fetch_value(queries.TRY_LOCK_RETENTION):
+        async with self.db.session_lock(queries.TRY_LOCK_RETENTION, queries.UNLOCK_RETENTION) as taken:
+            if not taken:
                 return None
             if runs is not None:
                 await self._batches(queries.PURGE_RUNS, runs, done, stop, counted="runs")
