@@ -11,12 +11,13 @@ A pass deletes, oldest first:
 - job fire records older than their period, except each job's latest.
 
 Every batch is its own short transaction that skips (never waits for) rows another transaction
-holds, so workers claiming and committing are not held up, and a pass rests between batches as long
-as it worked (``DEFAULT_DUTY``), so its disk and WAL work leaves room for theirs. One process purges at a time: a pass
-holds a session-level advisory lock on a connection of its own for its whole length (outside any
-transaction, which would keep vacuum from reclaiming what the pass deletes); another process that
-finds it taken does nothing (``Purger.purge`` returns None). Behind a pooler in transaction mode a
-session lock needs a direct connection to the database.
+holds, so workers claiming and committing are not held up, and a pass rests between batches as
+long as it worked (``DEFAULT_DUTY``), so its disk and WAL work leaves room for theirs.
+
+One process purges at a time: a pass holds a session-level advisory lock on a connection of its
+own for its whole length, outside any transaction (an open one would keep vacuum from reclaiming
+what the pass deletes); another process that finds it taken does nothing (``Purger.purge``
+returns None). Behind a pooler in transaction mode a session lock needs a direct connection.
 """
 
 from __future__ import annotations
