@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import store
 from bot.acks import FollowUps, Priority
 from bot.identity import BotIdentity
+from engine import metrics
 from engine.settings import Settings
 from engine.store.db import Database
 
@@ -178,11 +179,28 @@ def make_client(settings: Settings, session: aiohttp.ClientSession | None = None
     return AsyncWebClient(token=settings.slack_bot_token, base_url=base, session=session)
 
 
+def slack_call_metrics() -> aiohttp.TraceConfig:
+    """Counts every Web API call of a client session in the engine's metrics, by method (the
+    URL's last segment, e.g. ``chat.postMessage``) and HTTP status; 429s count as rate limited."""
+    trace = aiohttp.TraceConfig()
+
+    async def ended(_session: aiohttp.ClientSession, _ctx: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        metrics.slack_call(params.url.path.rsplit("/", 1)[-1], params.response.status)
+
+    async def failed(_session: aiohttp.ClientSession, _ctx: Any,
+                     params: aiohttp.TraceRequestExceptionParams) -> None:
+        metrics.slack_call(params.url.path.rsplit("/", 1)[-1], "error")
+
+    trace.on_request_end.append(ended)
+    trace.on_request_exception.append(failed)
+    return trace
+
+
 def make_context(app: App, client: AsyncWebClient | None = None) -> BotContext:
     """A BotContext for an opened engine app. Without ``client``, one is made on a connection
     pool of its own, closed when the app closes."""
     if client is None:
-        session = aiohttp.ClientSession()
+        session = aiohttp.ClientSession(trace_configs=[slack_call_metrics()])
         app.add_closer(session.close)
         client = make_client(app.settings, session)
     return BotContext(app=app, client=client, resolver=UserResolver(client, app.db), settings=app.settings)

@@ -6,6 +6,7 @@ hide the problems of another (all errors are collected, then raised together).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -104,6 +105,26 @@ def _import_package(pkg_dir: Path) -> str:
     return name
 
 
+#: Length of a workflow version (hex digits of the SHA-256 of its files): short enough to read,
+#: long enough never to collide between the versions of one workflow.
+VERSION_LENGTH = 12
+
+
+def package_version(pkg_dir: Path) -> str:
+    """The version of a workflow package: a hash of every file under it (relative path and
+    bytes), bytecode caches excluded. Any edit to a stage, the workflow or a helper module gives a
+    new version; the same files give the same version on every machine."""
+    digest = hashlib.sha256()
+    for path in sorted(pkg_dir.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"):
+            continue
+        rel = path.relative_to(pkg_dir).as_posix().encode()
+        data = path.read_bytes()
+        digest.update(b"%d:%s%d:" % (len(rel), rel, len(data)))
+        digest.update(data)
+    return digest.hexdigest()[:VERSION_LENGTH]
+
+
 def discover(stages_dir: Path) -> list[Path]:
     """Every package under ``stages_dir`` that has a ``workflow.py``, sorted by name."""
     if not stages_dir.is_dir():
@@ -142,6 +163,7 @@ def load_workflows(stages_dir: Path) -> Registry:
             )
             continue
         wf.package_dir = str(pkg_dir)
+        wf.version = package_version(pkg_dir)
         if wf.name in registry.workflows:
             other = registry.workflows[wf.name].where
             errors.append(
@@ -334,5 +356,6 @@ def describe_errors(exc: WorkflowLoadError) -> str:
     return "\n".join(str(e) for e in exc.errors)
 
 
-__all__ = ["Registry", "check_triggerable", "describe_errors", "discover", "find_stage", "load_workflows", "validate"]
+__all__ = ["Registry", "check_triggerable", "describe_errors", "discover", "find_stage", "load_workflows",
+           "package_version", "validate"]
 

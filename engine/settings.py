@@ -66,6 +66,31 @@ def _duration(env: Mapping[str, str], name: str, default: float) -> float:
     return duration.seconds
 
 
+def _days(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """A number of days; ``0``, ``off`` or ``never`` keep forever (None)."""
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("0", "off", "never"):
+        return None
+    return _int(env, name, default or 0)
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    value = (env.get("FLOWBOT_LOG_FORMAT") or "text").strip().lower()
+    if value not in ("text", "json"):
+        raise ConfigError(f"FLOWBOT_LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
+#: Finished runs are kept this many days by default (``FLOWBOT_RETENTION_DAYS``).
+DEFAULT_RETENTION_DAYS = 30
+#: Hook delivery ids are remembered this many days: redeliveries inside it are replayed.
+DEFAULT_HOOK_DELIVERY_DAYS = 7
+#: Job fire records are kept this many days (each job's latest always).
+DEFAULT_JOB_FIRE_DAYS = 90
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about one flowbot process."""
@@ -104,6 +129,21 @@ class Settings:
     job_misfire_grace: int = 3600
     #: How long (seconds) an event is kept for waits that begin after it (``FLOWBOT_EVENT_LOOKBACK``).
     event_lookback: float = 86400.0
+    #: Days finished runs are kept (None: forever); see ``engine.store.retention``.
+    retention_days: int | None = DEFAULT_RETENTION_DAYS
+    #: Days hook delivery ids are kept (the idempotency window; None: forever).
+    hook_delivery_days: int | None = DEFAULT_HOOK_DELIVERY_DAYS
+    #: Days job fire records are kept (None: forever).
+    job_fire_days: int | None = DEFAULT_JOB_FIRE_DAYS
+    #: Seconds between retention passes in `flowbot run` and `flowbot worker`.
+    purge_interval: int = 3600
+    #: Runs deleted per retention batch (one short transaction each).
+    purge_batch: int = 500
+    #: Log lines as ``text`` (default) or ``json`` (one object a line).
+    log_format: str = "text"
+    #: A port serving only ``/metrics`` from any flowbot process (workers too); None: only the HTTP
+    #: server's ``/metrics``.
+    metrics_port: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -134,6 +174,13 @@ class Settings:
             slack_api_url=env.get("SLACK_API_URL") or None,
             job_misfire_grace=_int(env, "FLOWBOT_JOB_MISFIRE_GRACE", 3600),
             event_lookback=_duration(env, "FLOWBOT_EVENT_LOOKBACK", 86400.0),
+            retention_days=_days(env, "FLOWBOT_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
+            hook_delivery_days=_days(env, "FLOWBOT_HOOK_DELIVERY_DAYS", DEFAULT_HOOK_DELIVERY_DAYS),
+            job_fire_days=_days(env, "FLOWBOT_JOB_FIRE_DAYS", DEFAULT_JOB_FIRE_DAYS),
+            purge_interval=_int(env, "FLOWBOT_PURGE_INTERVAL", 3600),
+            purge_batch=_int(env, "FLOWBOT_PURGE_BATCH", 500),
+            log_format=_log_format(env),
+            metrics_port=_int(env, "FLOWBOT_METRICS_PORT", 1) if env.get("FLOWBOT_METRICS_PORT") else None,
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -150,6 +150,9 @@ class Workflow:
         #: (``ctx.start`` finds the workflows it names there).
         self.package_dir: str | None = None
         self.registry: Any = None
+        #: Filled in by the loader: a hash of the package's files as loaded (``engine.loader.
+        #: package_version``), recorded on each run it starts and each task it runs.
+        self.version: str | None = None
 
     # -- declaring stages ---------------------------------------------------------------------
 

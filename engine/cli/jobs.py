@@ -105,12 +105,13 @@ def _print_result(result: FireResult, *, as_json: bool) -> int:
 
 async def cmd_scheduler(args: argparse.Namespace) -> int:
     """`flowbot scheduler`: the scheduler part alone (any number of them may run)."""
-    from engine.cli.main import run_parts, settings_from
+    from engine.cli.options import settings_from
+    from engine.cli.serve import metrics_parts, run_parts
     from engine.runtime.lifecycle import open_app
     from engine.triggers.jobs.scheduler import scheduler_part
 
     async with open_app(settings_from(args), load_plugins_=False, pool_size=4) as app:
         print(f"flowbot: scheduler for {len(jobs_of(app.registry))} job(s) from {app.settings.stages_dir}")
         sys.stdout.flush()
-        await run_parts(app, [scheduler_part(app)])
+        await run_parts(app, [scheduler_part(app), *metrics_parts(app)])
     return 0

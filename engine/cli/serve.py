@@ -111,6 +111,22 @@ def worker_part(app: App) -> Part:
     return Worker(app.store, options).run
 
 
+def retention_part(app: App) -> Part:
+    """Retention passes (``engine.runtime.retention``), as a part."""
+    from engine.runtime.retention import retention_part as part
+
+    return part(app)
+
+
+def metrics_parts(app: App) -> list[Part]:
+    """``/metrics`` on ``FLOWBOT_METRICS_PORT`` when it is set (any process, workers too)."""
+    if app.settings.metrics_port is None:
+        return []
+    from engine.web.metrics import metrics_part
+
+    return [metrics_part(app)]
+
+
 def web_part(app: App, ready: Callable[[int], None] | None = None) -> Part:
     """The HTTP server, as a part (``ready(port)`` once it listens)."""
     from engine.web.server import serve
@@ -162,7 +178,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     async with open_app(settings) as app:
         announce(app)
-        parts = [web_part(app, _listening(settings)), worker_part(app), outbox_part(app)]
+        parts = [web_part(app, _listening(settings)), worker_part(app), outbox_part(app), retention_part(app),
+                 *metrics_parts(app)]
         parts += [factory(app) for factory in EXTRA_PARTS.values()] + app.background
         await run_parts(app, parts)
     return 0
@@ -171,7 +188,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
 async def cmd_worker(args: argparse.Namespace) -> int:
     """`flowbot worker`: workers (and the outbox) only."""
     async with open_app(settings_from(args)) as app:
-        await run_parts(app, [worker_part(app), outbox_part(app)])
+        await run_parts(app, [worker_part(app), outbox_part(app), retention_part(app), *metrics_parts(app)])
     return 0
 
 
@@ -180,7 +197,7 @@ async def cmd_web(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     async with open_app(settings) as app:
         announce(app)
-        await run_parts(app, [web_part(app, _listening(settings)), *app.background])
+        await run_parts(app, [web_part(app, _listening(settings)), *app.background, *metrics_parts(app)])
     return 0
 
 

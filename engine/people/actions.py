@@ -223,6 +223,7 @@ async def start(store: Store, stage: Stage, payload: dict[str, Any], answers: di
         row = await tx.fetch_one(queries.INSERT_COMPLETED_TASK, {
             "run_id": uuid.UUID(run_id), "workflow": stage.workflow.name, "stage": stage.name, "type": "start",
             "payload": payload, "assignee": {"users": [actor]}, "actor": actor, "now": now, "log": outcome.log,
+            "version": stage.workflow.version,
         })
         assert row is not None
         routes = plan(stage, outcome, task_id=row["id"])

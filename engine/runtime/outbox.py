@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from engine import metrics
 from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError
 from engine.store import queries
 from engine.store.db import OUTBOX_CHANNEL, Database, outage_backoff
@@ -166,6 +167,7 @@ class OutboxDispatcher:
                 if row["attempts"] >= MAX_ATTEMPTS:
                     await self._failed(row, f"gave up after {row['attempts']} attempts: {exc}")
                 else:
+                    metrics.outbox_delivery(row["kind"], "retry")
                     await self._execute(queries.OUTBOX_RETRY, id=row["id"], delay=exc.delay, error=str(exc))
                 return
             except PermanentFailure as exc:
@@ -177,12 +179,15 @@ class OutboxDispatcher:
                 if row["attempts"] >= MAX_ATTEMPTS:
                     await self._failed(row, f"{type(exc).__name__}: {exc}")
                 else:
+                    metrics.outbox_delivery(row["kind"], "retry")
                     await self._execute(queries.OUTBOX_RETRY, id=row["id"], delay=delay,
                                         error=f"{type(exc).__name__}: {exc}")
                 return
+            metrics.outbox_delivery(row["kind"], "delivered")
             await self._execute(queries.OUTBOX_DELIVERED, id=row["id"], result=result)
 
     async def _failed(self, row: dict[str, Any], error: str) -> None:
+        metrics.outbox_delivery(row["kind"], "failed")
         log.warning("outbox effect %s (%s) failed: %s", row["id"], row["kind"], error,
                     extra={"action": "outbox_failed"})
 

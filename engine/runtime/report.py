@@ -50,6 +50,11 @@ def render(data: Mapping[str, Any]) -> str:
                                            if data.get("finished_at") else ""),
         f"  trigger   {json.dumps(data.get('trigger') or {})}",
     ]
+    if data.get("workflow_version") or data.get("versions"):
+        lines.append(f"  version   {data.get('workflow_version') or '(not recorded)'}")
+    if data.get("mixed_versions"):
+        lines.append(f"  warning   steps ran on {len(data['versions'])} versions of the workflow: "
+                     + ", ".join(data["versions"]))
     if data.get("error"):
         lines.append(f"  error     {data['error'].splitlines()[0]}")
     if data.get("parent_run_id"):
@@ -62,6 +67,7 @@ def render(data: Mapping[str, Any]) -> str:
         lines.append(
             f"    {i:>2}. {s['stage']:<{stage_w}} {s['kind']:<6} {s['type']:<{type_w}} {s['status']:<9} "
             f"attempts {s['attempts']}  {_duration(s['started_at'], s['finished_at'])}".rstrip()
+            + (f"  [{s['workflow_version']}]" if data.get("mixed_versions") and s.get("workflow_version") else "")
         )
         if s.get("due_at"):
             lines.append(f"        due: {s['due_at']}")

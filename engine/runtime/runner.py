@@ -7,11 +7,13 @@ import contextvars
 import functools
 import inspect
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from engine import logs, metrics
 from engine.context import Context, Task
 from engine.store.db import Row
 from engine.store.tasks import Failed, Finished, plan
@@ -94,12 +96,19 @@ async def run_script(stage: Stage, row: Row, *, max_payload_bytes: int,
         task_id=row["id"],
         run_id=str(row["run_id"]),
     )
+    token = logs.TASK.set(row)
+    started = time.perf_counter()
     try:
-        await call(stage.entry("run"), task_of(row), ctx, executor=executor)
+        try:
+            await call(stage.entry("run"), task_of(row), ctx, executor=executor)
+        finally:
+            metrics.stage_ran(row["workflow"], row["stage"], time.perf_counter() - started)
         outcome = ctx.finish()
         return Finished(row, outcome, plan(stage, outcome, task_id=row["id"]))
     except Exception as exc:
         return failure(row, exc, ctx)
+    finally:
+        logs.TASK.reset(token)
 
 
 def failure(row: Row, exc: BaseException, ctx: Context | None = None) -> Failed:

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine import logs
 from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError
 from engine.runtime.runner import CURRENT_TASK, StageThreads, failure, run_script
 from engine.store import waits
@@ -79,15 +80,16 @@ def log_failure(failed: Failed) -> None:
     """Log a failed attempt once it is committed: a WARNING with the traceback while retries are
     left, an ERROR when it was the last one (the task and its run have failed)."""
     row = failed.task
-    where = {"task_id": row["id"], "run_id": str(row["run_id"]), "stage": f"{row['workflow']}/{row['stage']}"}
+    where = logs.task_fields(row)
+    stage = f"{row['workflow']}/{row['stage']}"
     attempts, most = row["attempts"], row.get("max_attempts") or row["attempts"]
     if attempts < most:
         log.warning("stage %s failed (attempt %d of %d; task %s, run %s), retrying in %.0f s:\n%s",
-                    where["stage"], attempts, most, row["id"], where["run_id"], failed.delay, failed.error,
+                    stage, attempts, most, row["id"], where["run_id"], failed.delay, failed.error,
                     extra={"action": "stage_failed", **where})
     else:
         log.error("stage %s failed after %d attempt(s) (task %s, run %s): the task and its run have failed:\n%s",
-                  where["stage"], attempts, row["id"], where["run_id"], failed.error,
+                  stage, attempts, row["id"], where["run_id"], failed.error,
                   extra={"action": "stage_gave_up", **where})
 
 

@@ -26,6 +26,7 @@ import sqlalchemy.exc
 from sqlalchemy import TextClause, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from engine import metrics
 from engine.errors import ConfigError, DatabaseError, DatabaseUnavailable, SchemaNotReady
 from engine.store import dburl, pgcopy, queries
 
@@ -77,6 +78,7 @@ def wrap_exceptions() -> Any:
         yield
     except (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError, asyncpg.PostgresError,
             asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError) as exc:
+        metrics.database_error()
         message = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
         if unavailable(exc):
             raise DatabaseUnavailable(f"the database is unavailable: {message}") from exc
@@ -394,6 +396,7 @@ class Database:
                     return [dict(r) for r in await driver.fetch(sql, *args)]
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
                         OSError) as exc:
+                    metrics.database_error()
                     if unavailable(exc):
                         await _discard(conn)
                     raise
@@ -401,6 +404,25 @@ class Database:
                     # Cancelled mid-statement: the driver may still be reading its answer.
                     await _discard(conn)
                     raise
+
+    @contextlib.asynccontextmanager
+    async def session_lock(self, lock: TextClause, unlock: TextClause) -> AsyncIterator[bool]:
+        """Try a session-level lock (``lock`` returns whether it was taken) on a connection kept
+        for the block, outside any transaction; ``unlock`` releases it at the end. A connection
+        whose unlock fails is dropped, never pooled with the lock still held."""
+        with wrap_exceptions():
+            async with self._connection() as (conn, driver):
+                sql, _ = compiled(lock, self.engine.dialect)
+                taken = bool(await driver.fetchval(sql))
+                try:
+                    yield taken
+                finally:
+                    if taken:
+                        try:
+                            await driver.fetchval(compiled(unlock, self.engine.dialect)[0])
+                        except BaseException:
+                            await conn.invalidate()
+                            raise
 
     async def ping(self) -> bool:
         """True when the database answers."""

@@ -61,8 +61,10 @@ class FreshRuns:
     def __post_init__(self) -> None:
         self._ids = Uuid7Counter()
         self._now = now = pgcopy.timestamptz(self.now)
-        workflow = (self.start or self.stage).workflow.name
-        self._run_head = pgcopy.text(workflow) + pgcopy.jsonb(json_text(self.trigger))
+        workflow = (self.start or self.stage).workflow
+        version = workflow.version
+        self._run_head = (pgcopy.text(workflow.name) + (pgcopy.text(version) if version else pgcopy.NULL)
+                          + pgcopy.jsonb(json_text(self.trigger)))
         parent = pgcopy.uuid(uuid.UUID(self.parent).bytes) if self.parent else pgcopy.NULL
         self._run_tail = {status: pgcopy.text(status) + now + now + parent for status in ("running", "waiting")}
         self._run_context = b""

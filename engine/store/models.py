@@ -55,6 +55,8 @@ class Run(Base):
         UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
     )
     workflow: Mapped[str] = mapped_column(Text, nullable=False)
+    #: The version of the workflow's code (``engine.loader.package_version``) that started the run.
+    workflow_version: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="running")
     context: Mapped[dict[str, Any]] = mapped_column(
         JSONB, nullable=False, server_default=text("'{}'::jsonb")
@@ -87,6 +89,9 @@ class Run(Base):
         # "My recent runs" (App Home, /flowbot status): runs started by a person.
         Index("ix_runs_started_by_person", "created_at",
               postgresql_where=text("(trigger ->> 'user') IS NOT NULL")),
+        # Retention finds finished runs past their time oldest first, without reading open ones.
+        Index("ix_runs_finished", "finished_at",
+              postgresql_where=text("status IN ('completed', 'failed', 'cancelled')")),
     )
 
 
@@ -120,6 +125,8 @@ class Task(Base):
         JSONB, nullable=False, server_default=text("'[]'::jsonb")
     )
     completed_by: Mapped[str | None] = mapped_column(Text)
+    #: The version of the workflow's code that last ran the task (set when it completes or fails).
+    workflow_version: Mapped[str | None] = mapped_column(Text)
     #: Who created the task: "engine" (a stage's send), "job:wf/stage", "hook:wf/stage", a person.
     created_by: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = _now()
@@ -217,4 +224,6 @@ class Outbox(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index(None, "task_id"),
+        # Retention deletes a run's effects with it (and effects of no run by age: IS NULL).
+        Index(None, "run_id"),
     )

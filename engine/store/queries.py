@@ -27,11 +27,11 @@ NOTIFY = text("SELECT pg_notify(:channel, '')")
 # -- name: insert_runs -- create many runs at once; returns their ids in input order.
 INSERT_RUNS = text(
     """
-    INSERT INTO runs (workflow, trigger, context, status, created_at, updated_at)
-    SELECT w, t, c, 'running', CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-    FROM unnest(CAST(:workflows AS text[]), CAST(CAST(:triggers AS text[]) AS jsonb[]),
+    INSERT INTO runs (workflow, workflow_version, trigger, context, status, created_at, updated_at)
+    SELECT w, v, t, c, 'running', CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+    FROM unnest(CAST(:workflows AS text[]), CAST(:versions AS text[]), CAST(CAST(:triggers AS text[]) AS jsonb[]),
                 CAST(CAST(:contexts AS text[]) AS jsonb[]))
-         WITH ORDINALITY AS x(w, t, c, ord)
+         WITH ORDINALITY AS x(w, v, t, c, ord)
     ORDER BY ord
     RETURNING id
     """
@@ -132,7 +132,7 @@ GET_RUN = text("SELECT * FROM runs WHERE id = :id")
 # -- name: list_runs -- runs, newest first, optionally filtered.
 LIST_RUNS = text(
     """
-    SELECT id, workflow, status, trigger, error, parent_run_id, created_at, updated_at, finished_at
+    SELECT id, workflow, workflow_version, status, trigger, error, parent_run_id, created_at, updated_at, finished_at
     FROM runs
     WHERE (CAST(:workflow AS text) IS NULL OR workflow = :workflow)
       AND (CAST(:status AS text) IS NULL OR status = :status)
@@ -147,6 +147,7 @@ RUN_STEPS = text(
     """
     SELECT t.id AS task_id, t.stage, t.kind, t.type, t.status, t.attempts, t.max_attempts, t.payload,
            t.started_at, t.finished_at, t.created_at, t.available_at, t.error, t.log, t.assignee, t.completed_by,
+           t.workflow_version,
            w.event AS wait_event, w.key AS wait_key, w.deadline AS wait_deadline
     FROM tasks t LEFT JOIN event_waits w ON w.task_id = t.id
     WHERE t.run_id = :id ORDER BY t.id
@@ -265,9 +266,10 @@ COMPLETE_TASKS = text(
     WITH done AS (
         UPDATE tasks t
         SET status = 'completed', locked_by = NULL, locked_until = NULL, finished_at = CAST(:now AS timestamptz),
-            log = t.log || u.log, completed_by = u.actor
-        FROM unnest(CAST(:ids AS bigint[]), CAST(CAST(:logs AS text[]) AS jsonb[]), CAST(:actors AS text[]))
-             AS u(id, log, actor)
+            log = t.log || u.log, completed_by = u.actor, workflow_version = u.version
+        FROM unnest(CAST(:ids AS bigint[]), CAST(CAST(:logs AS text[]) AS jsonb[]), CAST(:actors AS text[]),
+                    CAST(:versions AS text[]))
+             AS u(id, log, actor, version)
         WHERE t.id = u.id AND t.status = :from_status
           AND (CAST(:worker AS text) IS NULL OR t.locked_by = :worker)
         RETURNING t.id, t.run_id, u.actor
@@ -300,12 +302,14 @@ RETRY_OR_FAIL_TASKS = text(
     """
     WITH u AS (
         SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[]),
-                             CAST(CAST(:logs AS text[]) AS jsonb[]), CAST(:delays AS float8[]))
-               AS u(id, error, log, delay)
+                             CAST(CAST(:logs AS text[]) AS jsonb[]), CAST(:delays AS float8[]),
+                             CAST(:versions AS text[]))
+               AS u(id, error, log, delay, version)
     ), moved AS (
         UPDATE tasks t
         SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
             locked_by = NULL, locked_until = NULL, error = u.error, log = t.log || u.log,
+            workflow_version = u.version,
             available_at = CAST(:now AS timestamptz) + make_interval(secs => u.delay),
             finished_at = CASE WHEN t.attempts >= t.max_attempts THEN CAST(:now AS timestamptz) ELSE NULL END
         FROM u
@@ -713,10 +717,10 @@ INSERT_COMPLETED_TASK = text(
     WITH new AS (
         INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
                            lease_seconds, assignee, completed_by, available_at, created_at,
-                           started_at, finished_at, log)
+                           started_at, finished_at, log, workflow_version)
         VALUES (:run_id, :workflow, :stage, 'form', :type, :payload, 'completed', 1, 30,
                 :assignee, :actor, CAST(:now AS timestamptz), CAST(:now AS timestamptz),
-                CAST(:now AS timestamptz), CAST(:now AS timestamptz), :log)
+                CAST(:now AS timestamptz), CAST(:now AS timestamptz), :log, :version)
         RETURNING id, run_id
     ), ev AS (
         INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
@@ -780,8 +784,8 @@ class CopyTarget:
     columns: tuple[str, ...]
 
 
-COPY_RUNS = CopyTarget("runs", ("id", "workflow", "trigger", "context", "status", "created_at", "updated_at",
-                                "parent_run_id"))
+COPY_RUNS = CopyTarget("runs", ("id", "workflow", "workflow_version", "trigger", "context", "status", "created_at",
+                                "updated_at", "parent_run_id"))
 COPY_TASKS = CopyTarget("tasks", ("run_id", "workflow", "stage", "kind", "type", "payload", "status",
                                   "max_attempts", "lease_seconds", "assignee", "available_at", "created_at",
                                   "created_by"))
@@ -955,12 +959,12 @@ DELIVER_HOOKS = text(
     ), run_input AS (
         SELECT * FROM unnest(CAST(:run_items AS int[]), CAST(:run_ids AS uuid[]), CAST(:workflows AS text[]),
                              CAST(CAST(:triggers AS text[]) AS jsonb[]), CAST(CAST(:contexts AS text[]) AS jsonb[]),
-                             CAST(:actors AS text[]), CAST(:run_nows AS timestamptz[]))
-             AS r(item, id, workflow, trigger, context, actor, at)
+                             CAST(:actors AS text[]), CAST(:run_nows AS timestamptz[]), CAST(:versions AS text[]))
+             AS r(item, id, workflow, trigger, context, actor, at, version)
         WHERE r.item IN (SELECT item FROM kept)
     ), new_runs AS (
-        INSERT INTO runs (id, workflow, trigger, context, status, created_at, updated_at)
-        SELECT id, workflow, trigger, context, 'running', at, at FROM run_input
+        INSERT INTO runs (id, workflow, workflow_version, trigger, context, status, created_at, updated_at)
+        SELECT id, workflow, version, trigger, context, 'running', at, at FROM run_input
     ), new_tasks AS (
         INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
                            lease_seconds, available_at, created_at, created_by)
@@ -995,5 +999,154 @@ FORM_SUBMISSION_CONTEXTS = text(
     LEFT JOIN tasks t ON t.id = s.task_id
     LEFT JOIN runs r ON r.id = t.run_id
     WHERE s.id = ANY(CAST(:ids AS uuid[])) AND s.expires_at > CAST(:now AS timestamptz)
+    """
+)
+
+# ---------------------------------------------------------------------------------------------
+# Retention (engine.store.retention): finished runs and old trigger records deleted in small batches
+# ---------------------------------------------------------------------------------------------
+
+# -- name: try_lock_retention -- one purger at a time: a session lock held by a connection of its
+# -- own for the whole pass, outside any transaction (an open transaction would keep vacuum from
+# -- reclaiming what the pass deletes); released at the end, or when the connection goes.
+TRY_LOCK_RETENTION = text("SELECT pg_try_advisory_lock(hashtext('flowbot.retention'))")
+
+# -- name: unlock_retention -- the pass is over.
+UNLOCK_RETENTION = text("SELECT pg_advisory_unlock(hashtext('flowbot.retention'))")
+
+# -- name: purge_runs -- one batch: up to :limit runs finished before :before, oldest first, deleted
+# -- with their tasks, task events and outbox rows (join arrivals, form sessions and Slack cards go
+# -- by cascade). Runs another transaction holds (a worker committing to it) are skipped, never
+# -- waited for; a worker that then commits to a deleted run's task finds it gone (its result is
+# -- dropped, as for any lost lease).
+PURGE_RUNS = text(
+    """
+    WITH victims AS (
+        -- Arrays, not row sets: every delete below is an index lookup by id (= ANY), never a scan.
+        SELECT coalesce(array_agg(id), '{}') AS ids FROM (
+            SELECT id FROM runs
+            WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < CAST(:before AS timestamptz)
+            ORDER BY finished_at
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        ) AS v
+    ), doomed AS (
+        SELECT coalesce(array_agg(id), '{}') AS ids FROM tasks
+        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
+    ), events AS (
+        DELETE FROM task_events WHERE task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
+    ), effects AS (
+        DELETE FROM outbox
+        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
+           OR task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[]))
+        RETURNING 1
+    ), gone_tasks AS (
+        DELETE FROM tasks WHERE id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
+    ), gone_runs AS (
+        DELETE FROM runs WHERE id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone_runs) AS runs, (SELECT count(*) FROM gone_tasks) AS tasks,
+           (SELECT count(*) FROM events) AS task_events, (SELECT count(*) FROM effects) AS outbox
+    """
+)
+
+# -- name: purge_orphan_outbox -- one batch: effects of no run (and no task) delivered or failed
+# -- before :before, oldest first (ix_outbox_run_id finds the NULLs); stops at the first newer one.
+PURGE_ORPHAN_OUTBOX = text(
+    """
+    WITH oldest AS (
+        SELECT id, status, created_at FROM outbox WHERE run_id IS NULL AND task_id IS NULL
+        ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM outbox o USING oldest
+        WHERE o.id = oldest.id AND oldest.status <> 'pending' AND oldest.created_at < CAST(:before AS timestamptz)
+        RETURNING 1
+    )
+    SELECT count(*) AS n FROM gone
+    """
+)
+
+# -- name: purge_hook_deliveries -- one batch: the oldest delivery records (by id, which follows
+# -- arrival), those received before :before deleted. Fewer than :limit deleted means the next
+# -- ones are still inside the idempotency window (or there are none): the pass stops there.
+PURGE_HOOK_DELIVERIES = text(
+    """
+    WITH oldest AS (
+        SELECT id, created_at FROM hook_deliveries ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM hook_deliveries h USING oldest
+        WHERE h.id = oldest.id AND oldest.created_at < CAST(:before AS timestamptz)
+        RETURNING 1
+    )
+    SELECT count(*) AS n FROM gone
+    """
+)
+
+# -- name: purge_job_fires -- one batch: fire records before :before, except each job's latest
+# -- (the scheduler's catch-up rule asks whether a job has fired before).
+PURGE_JOB_FIRES = text(
+    """
+    WITH old AS (
+        SELECT f.id FROM job_fires f
+        WHERE f.fire_time < CAST(:before AS timestamptz)
+          AND EXISTS (SELECT 1 FROM job_fires later WHERE later.job = f.job AND later.fire_time > f.fire_time)
+        ORDER BY f.fire_time
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM job_fires j USING old WHERE j.id = old.id RETURNING 1
+    )
+    SELECT count(*) AS n FROM gone
+    """
+)
+
+# -- name: count_purgeable -- what a purge would delete now (`flowbot purge --dry-run`).
+COUNT_PURGEABLE = text(
+    """
+    WITH victims AS (
+        SELECT id FROM runs
+        WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < CAST(:runs_before AS timestamptz)
+    ), doomed AS (
+        SELECT id FROM tasks WHERE run_id IN (SELECT id FROM victims)
+    )
+    SELECT (SELECT count(*) FROM victims) AS runs,
+           (SELECT count(*) FROM doomed) AS tasks,
+           (SELECT count(*) FROM task_events WHERE task_id IN (SELECT id FROM doomed)) AS task_events,
+           (SELECT count(*) FROM outbox WHERE run_id IN (SELECT id FROM victims) OR task_id IN (SELECT id FROM doomed)
+              OR (run_id IS NULL AND task_id IS NULL AND status <> 'pending'
+                  AND created_at < CAST(:runs_before AS timestamptz))) AS outbox,
+           (SELECT count(*) FROM hook_deliveries WHERE created_at < CAST(:hooks_before AS timestamptz))
+               AS hook_deliveries,
+           (SELECT count(*) FROM job_fires f WHERE f.fire_time < CAST(:jobs_before AS timestamptz)
+              AND EXISTS (SELECT 1 FROM job_fires later WHERE later.job = f.job AND later.fire_time > f.fire_time))
+               AS job_fires
+    """
+)
+
+# ---------------------------------------------------------------------------------------------
+# Metrics (engine.metrics): read at scrape time, open rows only (partial indexes), never a count
+# of finished ones
+# ---------------------------------------------------------------------------------------------
+
+# -- name: metrics_tasks -- open tasks and runs, and the oldest due pending task of each kind.
+METRICS_TASKS = text(
+    """
+    SELECT (SELECT count(*) FROM tasks WHERE status = 'pending' AND kind = 'script') AS pending_script,
+           (SELECT count(*) FROM tasks WHERE status = 'pending' AND kind = 'form') AS pending_form,
+           (SELECT count(*) FROM tasks WHERE status = 'locked') AS locked,
+           (SELECT min(available_at) FROM tasks WHERE status = 'pending' AND kind = 'script'
+              AND available_at <= CAST(:now AS timestamptz)) AS oldest_script,
+           (SELECT min(created_at) FROM tasks WHERE status = 'pending' AND kind = 'form') AS oldest_form,
+           (SELECT count(*) FROM runs WHERE status = 'running') AS runs_running,
+           (SELECT count(*) FROM runs WHERE status = 'waiting') AS runs_waiting
+    """
+)
+
+# -- name: metrics_outbox -- effects waiting for delivery by kind, and the oldest due one.
+METRICS_OUTBOX = text(
+    """
+    SELECT kind, count(*) AS n,
+           min(available_at) FILTER (WHERE available_at <= CAST(:now AS timestamptz)) AS oldest
+    FROM outbox WHERE status = 'pending' GROUP BY kind
     """
 )

@@ -22,9 +22,16 @@ async def report(store: StoreView, run_id: str) -> dict[str, Any] | None:
         kids = await tx.fetch_all(queries.CHILDREN_OF, {"id": run["id"], "limit": 100})
         counts = await tx.fetch_all(queries.CHILDREN_COUNTS, {"id": run["id"]}) if kids else []
     now = store.clock()
+    own = run["workflow_version"]
+    ran_on = sorted({s["workflow_version"] for s in steps if s["workflow_version"]})
     return {
         "id": str(run["id"]),
         "workflow": run["workflow"],
+        "workflow_version": own,
+        # Every version that ran a step (the run's own first): more than one means the code
+        # changed while the run was in flight.
+        "versions": ([own] if own else []) + [v for v in ran_on if v != own],
+        "mixed_versions": len(set(ran_on) | ({own} if own else set())) > 1,
         "status": run["status"],
         "trigger": run["trigger"],
         "context": run["context"],
@@ -52,7 +59,7 @@ def _step(s: Row, now: dt.datetime) -> dict[str, Any]:
         "status": status, "attempts": s["attempts"], "payload": s["payload"],
         "started_at": _iso(s["started_at"]), "finished_at": _iso(s["finished_at"]),
         "error": s["error"], "log": s["log"], "assignee": s["assignee"],
-        "completed_by": s["completed_by"],
+        "completed_by": s["completed_by"], "workflow_version": s["workflow_version"],
         "due_at": _iso(s["available_at"]) if scheduled else None,
     }
     if s["wait_event"] is not None:

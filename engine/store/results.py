@@ -56,3 +56,6 @@ class CommitResult:
     completed: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
     created: list[Row] = field(default_factory=list)
+    #: Failed tasks going back to pending after their backoff, and those out of attempts.
+    retried: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)

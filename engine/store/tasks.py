@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from engine import metrics
 from engine.context import Outcome, Send
 from engine.errors import RunNotFound
 from engine.loader import Registry
@@ -49,6 +50,11 @@ class Store:
     def stage_of(self, row: Row) -> Stage:
         """The loaded stage a task row belongs to."""
         return self.registry.get(row["workflow"]).stage(row["stage"])
+
+    def version_of(self, workflow: str) -> str | None:
+        """The version of the loaded code of ``workflow`` (None for a workflow not loaded here)."""
+        wf = self.registry.workflows.get(workflow)
+        return wf.version if wf is not None else None
 
     # -- starting runs ------------------------------------------------------------------------
 
@@ -177,7 +183,8 @@ class Store:
                            now: dt.datetime) -> list[str]:
         rows = await tx.fetch_all(
             queries.INSERT_RUNS,
-            {"workflows": [r[0] for r in runs], "triggers": jsonb_array(r[1] for r in runs),
+            {"workflows": [r[0] for r in runs], "versions": [self.version_of(r[0]) for r in runs],
+             "triggers": jsonb_array(r[1] for r in runs),
              "contexts": jsonb_array(r[2] for r in runs), "now": now},
         )
         return [str(r["id"]) for r in rows]
@@ -232,11 +239,13 @@ class Store:
         """Lock up to ``limit`` due script tasks for ``worker`` (never one task to two workers).
 
         One statement in its own transaction: one round trip between a NOTIFY and the stages."""
-        return await self.db.fetch_all(
+        rows = await self.db.fetch_all(
             queries.CLAIM_TASKS,
             {"worker": worker, "limit": limit, "now": self.clock(),
              "workflows": list(workflows) if workflows else None},
         )
+        metrics.tasks_claimed(rows)
+        return rows
 
     async def heartbeat(self, worker: str, task_ids: Sequence[int]) -> set[int]:
         """Extend the leases of running tasks; returns the ids this worker still holds."""
@@ -322,11 +331,14 @@ class Store:
                     queries.RETRY_OR_FAIL_TASKS,
                     {"ids": [f.task["id"] for f in failed], "errors": [f.error for f in failed],
                      "logs": jsonb_array(f.log for f in failed), "delays": [f.delay for f in failed],
+                     "versions": [self.version_of(f.task.get("workflow", "")) for f in failed],
                      "worker": worker, "now": now},
                 )
                 await self.fail_runs(tx, moved, now)
                 if any(r["status"] == "pending" for r in moved):
                     await tx.notify()
+                result.retried = [r["id"] for r in moved if r["status"] == "pending"]
+                result.failed = [r["id"] for r in moved if r["status"] == "failed"]
             if finished:
                 done = await self.complete_rows(tx, finished, worker=worker, from_status=from_status, now=now,
                                                 actors=_actors(actor or worker or "engine", len(finished)))
@@ -341,7 +353,18 @@ class Store:
             refresh = [run_id for run_id in run_ids if run_id not in busy]
             if refresh:
                 await self.refresh_runs(tx, refresh, now)
+        if metrics.enabled:
+            self._count(finished, failed, result)
         return result
+
+    @staticmethod
+    def _count(finished: Sequence[Finished], failed: Sequence[Failed], result: CommitResult) -> None:
+        """Count a commit's outcomes in the metrics (usually: every finished task completed)."""
+        lost = set(result.lost)
+        metrics.tasks_committed(
+            (f.task for f in finished if not lost or f.task["id"] not in lost),
+            (f.task for f in failed if f.task["id"] in result.retried),
+            (f.task for f in failed if f.task["id"] in result.failed))
 
     async def complete_rows(self, tx: Tx, finished: Sequence[Finished], *, worker: str | None, actors: list[str],
                             from_status: str, now: dt.datetime) -> list[Row]:
@@ -355,6 +378,7 @@ class Store:
             queries.COMPLETE_TASKS,
             {"ids": [f.task["id"] for f in finished], "logs": jsonb_array(f.outcome.log for f in finished),
              "worker": worker, "actors": actors, "from_status": from_status, "now": now,
+             "versions": [self.version_of(f.task.get("workflow", "")) for f in finished],
              "effect_task_ids": [task_id for task_id, _ in effects],
              "effect_kinds": [e.kind for _, e in effects],
              "effect_payloads": jsonb_array(e.payload for _, e in effects),

@@ -98,13 +98,14 @@ async def readyz(request: web.Request) -> web.Response:
 def build_http_app(app: App) -> web.Application:
     """The aiohttp application: API, health, and every route plugins and triggers registered."""
     from engine.triggers.hooks.http import mount_hooks
-    from engine.web import api
+    from engine.web import api, metrics
 
     http = web.Application(middlewares=[errors_middleware], client_max_size=app.settings.max_body_bytes)
     http[APP_KEY] = app
     http[HEADS_KEY] = migrate.heads()
     http.router.add_get("/healthz", healthz)
     http.router.add_get("/readyz", readyz)
+    http.router.add_get("/metrics", metrics.handler(app))
     http.add_routes(app.routes)
     mount_hooks(http, app)
     http.add_subapp("/api", api.build(app))

@@ -103,7 +103,7 @@ async def deliver(store: Store, stage: Stage, request: HookRequest, outcome: Out
     status, headers, body = rendered or ok_response(ids)
     item = Item(hook=stage.key, delivery_id=request.delivery_id, method=request.method, status=status,
                 headers=headers, body=body, run_ids=run_ids, unrouted=unrouted, log=outcome.log, now=now,
-                workflow=stage.workflow.name, trigger=trigger_of(stage, request),
+                workflow=stage.workflow.name, version=stage.workflow.version, trigger=trigger_of(stage, request),
                 context=outcome.context_set, tasks=tasks)
     if not await committer.commit(item):
         return Delivered(None)
@@ -129,13 +129,15 @@ class Item:
     context: dict[str, Any] | None
     #: (run id, stage, type, payload JSON, max attempts, lease seconds) of each first task.
     tasks: list[tuple[uuid.UUID, str, str, str, int, int]]
+    #: The workflow's version (``Workflow.version``), recorded on the runs the delivery starts.
+    version: str | None = None
 
 
 def batch_params(items: list[Item]) -> dict[str, Any]:
     """The parameters of ``queries.DELIVER_HOOKS`` for ``items`` (numbered by position)."""
     p: dict[str, list[Any]] = {k: [] for k in (
         "items", "hooks", "delivery_ids", "methods", "statuses", "headers", "bodies", "run_ids_json",
-        "unrouted", "logs", "nows", "run_items", "run_ids", "workflows", "triggers", "contexts", "actors",
+        "unrouted", "logs", "nows", "run_items", "run_ids", "workflows", "versions", "triggers", "contexts", "actors",
         "run_nows", "task_run_ids", "stages", "types", "payloads", "max_attempts", "leases")}
     for n, item in enumerate(items):
         p["items"].append(n)
@@ -155,6 +157,7 @@ def batch_params(items: list[Item]) -> dict[str, Any]:
                 p["run_items"].append(n)
                 p["run_ids"].append(run_id)
                 p["workflows"].append(item.workflow)
+                p["versions"].append(item.version)
                 p["triggers"].append(trigger)
                 p["contexts"].append(context)
                 p["actors"].append(f"hook:{item.hook}")

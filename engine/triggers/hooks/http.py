@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from engine import metrics
 from engine.context import Context
 from engine.errors import DatabaseUnavailable, FlowbotError, PayloadError, PayloadTooLarge
 from engine.runtime.app import App
@@ -87,7 +88,19 @@ class HookServer:
                             stage.key, stage.path, missing, extra={"action": "hook_secret_missing", "hook": stage.key})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Serve one request to ``/hooks/<path>``."""
+        """Serve one request to ``/hooks/<path>`` (counted by hook and status in the metrics)."""
+        stage = self.hooks.get(request.match_info["path"].strip("/"))
+        # Requests to no hook share one label: the paths people probe must not grow the metrics.
+        hook = stage.key if stage is not None else "(none)"
+        try:
+            response = await self._handle(request)
+        except BaseException:
+            metrics.hook_request(hook, 500)
+            raise
+        metrics.hook_request(hook, response.status)
+        return response
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"].strip("/")
         stage = self.hooks.get(path)
         if stage is None:

@@ -20,6 +20,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import metrics
 from engine.errors import UnknownStage
 from engine.loader import Registry
 from engine.runtime.runner import call
@@ -151,6 +152,7 @@ async def fire(store: Store, job: Job, fire_time: dt.datetime, *, manual: bool =
             {"id": result.fire_id, "status": result.status, "error": result.error, "now": store.clock(),
              "runs_created": result.runs_created, "log": ctx.outcome.log, "unrouted": result.unrouted},
         )
+    metrics.job_fire(job.key, result.status)
     if result.status == "fired":
         log.info("job %s at %s fired: %d run(s) started", job.key, fire_time.isoformat(), result.runs_created,
                  extra={"action": "job_fired", "job": job.key, "runs": result.runs_created})
@@ -169,6 +171,7 @@ async def skip(store: Store, job: Job, fire_time: dt.datetime, reason: str, *,
         )
     if fire_id is None:
         return FireResult(job.key, fire_time, "lost")
+    metrics.job_fire(job.key, "skipped")
     log.warning("job %s at %s skipped: %s", job.key, fire_time.isoformat(), reason,
                 extra={"action": "job_skipped", "job": job.key})
     return FireResult(job.key, fire_time, "skipped", fire_id=int(fire_id), reason=reason)
