@@ -124,7 +124,8 @@ class Workflow:
     """
 
     def __init__(self, name: str, *, title: str | None = None, description: str = "",
-                 starters: Sequence[Any] | None = None) -> None:
+                 starters: Sequence[Any] | None = None, operators: Sequence[Any] | None = None,
+                 viewers: Sequence[Any] | None = None) -> None:
         self.name = name
         self.title = title or name.replace("-", " ").replace("_", " ").capitalize()
         self.description = description
@@ -138,6 +139,13 @@ class Workflow:
         self.starters: tuple[Any, ...] | None = None if starters is None else tuple(
             [starters] if isinstance(starters, str) else starters)
         self.declaration_errors += [(msg, self.where) for msg in check_people_refs("starters", self.starters)]
+        #: Who may cancel, retry, rerun, reassign and start its runs (people references, as
+        #: ``starters``); admins always may.
+        self.operators: tuple[Any, ...] = _people(operators)
+        #: Who may read its runs (besides operators, the people who started them and assignees).
+        self.viewers: tuple[Any, ...] = _people(viewers)
+        for what, refs in (("operators", self.operators), ("viewers", self.viewers)):
+            self.declaration_errors += [(msg, self.where) for msg in check_people_refs(what, refs)]
         #: Filled in by the loader: the workflow's package directory.
         self.package_dir: str | None = None
 
@@ -293,6 +301,12 @@ _PEOPLE_REF_RE = re.compile(
 )
 #: Form options of the follow-up of a waiting task: reminder and escalation delays in seconds.
 FOLLOW_UP_DELAYS = ("remind_after", "escalate_after")
+
+
+def _people(refs: Sequence[Any] | str | None) -> tuple[Any, ...]:
+    if refs is None:
+        return ()
+    return (refs,) if isinstance(refs, str) else tuple(refs)
 
 
 def check_people_refs(what: str, refs: Sequence[Any] | None) -> list[str]:

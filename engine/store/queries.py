@@ -98,26 +98,6 @@ FAIL_RUNS = text(
     """
 )
 
-# -- name: cancel_run -- cancel a run and every task of it still open.
-CANCEL_RUN = text(
-    """
-    WITH r AS (
-        UPDATE runs SET status = 'cancelled',
-                        updated_at = CAST(:now AS timestamptz), finished_at = CAST(:now AS timestamptz)
-        WHERE id = :id AND status IN ('running', 'waiting') RETURNING id
-    ), t AS (
-        UPDATE tasks SET status = 'cancelled', locked_by = NULL, locked_until = NULL,
-                         finished_at = CAST(:now AS timestamptz)
-        WHERE run_id IN (SELECT id FROM r) AND status IN ('pending', 'locked')
-        RETURNING id
-    ), e AS (
-        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT id, NULL, 'cancelled', :actor, 'run cancelled', CAST(:now AS timestamptz) FROM t
-    )
-    SELECT count(*) AS n FROM r
-    """
-)
-
 # -- name: get_run -- one run.
 GET_RUN = text("SELECT * FROM runs WHERE id = :id")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,9 @@ from engine.context import Outcome, Send
 from engine.errors import RunNotFound
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, route
-from engine.store import queries
+from engine.store import ops_queries, queries
+from engine.store.audit import Entry as AuditEntry
+from engine.store.audit import write as write_audit
 from engine.store.db import NOTIFY_CHANNEL, Database, Row, Tx, jsonb_array
 from engine.store.fanout import FreshRuns
 from engine.workflow import Stage, StageKind
@@ -42,6 +44,8 @@ class Finished:
     outcome: Outcome
     routes: Routes
     session: str | None = None
+    #: The audit record of a person's completion (written only if the completion wins).
+    audit: AuditEntry | None = None
 
 
 @dataclass
@@ -97,14 +101,19 @@ class Store:
 
     async def start_run(self, stage: Stage, payload: dict[str, Any], *, type: str = "start",
                         trigger: dict[str, Any] | None = None,
-                        context: dict[str, Any] | None = None) -> tuple[str, int]:
-        """A new run with one task at ``stage`` (a manual start); returns (run id, task id)."""
+                        context: dict[str, Any] | None = None,
+                        within: Callable[[Tx, str], Awaitable[None]] | None = None) -> tuple[str, int]:
+        """A new run with one task at ``stage`` (a manual start); returns (run id, task id).
+
+        ``within(tx, run_id)`` runs in the same transaction (an audit record, a rerun link)."""
         now = self.clock()
         async with self.db.transaction() as tx:
             fresh = (stage.workflow.name, trigger or {"kind": "manual"}, context or {})
             [run_id] = await self._insert_runs(tx, [fresh], now)
             created = await self._insert_tasks(tx, [new_task(stage, type, payload, run_id=run_id)], now)
             await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": [run_id], "now": now})
+            if within is not None:
+                await within(tx, run_id)
         return run_id, created[0]["id"]
 
     async def emit(self, tx: Tx, stage: Stage, routes: Routes, *, trigger: dict[str, Any],
@@ -362,6 +371,8 @@ class Store:
                 ok = {r["id"] for r in done}
                 result.completed = sorted(ok)
                 result.lost = [f.task["id"] for f in finished if f.task["id"] not in ok]
+                await write_audit(tx, [f.audit for f in finished if f.audit is not None and f.task["id"] in ok],
+                                  now)
                 await self._apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
             # A run that just got a new script task is running (the insert saw to it): deriving its
             # status again would change nothing (and is most of the work of a big batch).
@@ -448,6 +459,8 @@ class Store:
         async with self.db.transaction() as tx:
             steps = await tx.fetch_all(queries.RUN_STEPS, {"id": run["id"]})
             joins = await tx.fetch_all(queries.PENDING_JOINS, {"id": run["id"]})
+            reruns = await tx.fetch_all(ops_queries.RERUNS_OF, {"id": run["id"]})
+            trail = await tx.fetch_all(ops_queries.RUN_AUDIT, {"id": run["id"]})
         return {
             "id": str(run["id"]),
             "workflow": run["workflow"],
@@ -469,6 +482,9 @@ class Store:
             ],
             "unrouted": run["unrouted"],
             "waiting_joins": joins,
+            "rerun_of": str(run["rerun_of"]) if run.get("rerun_of") else None,
+            "reruns": [str(r["id"]) for r in reruns],
+            "audit": [{**a, "at": _iso(a["at"])} for a in trail],
         }
 
 
