@@ -86,7 +86,8 @@ class Refused(FlowbotError):
 
     def __init__(self, message: str, **extra: object) -> None:
         super().__init__(message)
-        self.extra = extra
+        # "error" and "status" are the answer's own keys.
+        self.extra = {k: v for k, v in extra.items() if k not in ("error", "status")}
 
 
 class NotFound(Refused):

@@ -22,7 +22,7 @@ from engine.runtime.app import App, Part
 from engine.runtime.lifecycle import database_url, open_app
 from engine.runtime.plugins import load_plugins
 from engine.settings import Settings
-from engine.store import migrate, queries
+from engine.store import migrate
 from engine.workflow import StageKind
 
 log = logging.getLogger("flowbot")
@@ -30,7 +30,7 @@ log = logging.getLogger("flowbot")
 T = TypeVar("T")
 
 #: Modules adding subcommands (``add_commands(subparsers)``): triggers live beside the engine core.
-COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks"]
+COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks", "engine.cli.ops"]
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -245,44 +245,15 @@ async def cmd_trigger(args: argparse.Namespace) -> int:
 
 
 async def cmd_runs(args: argparse.Namespace) -> int:
-    async with open_app(settings_from(args), load_plugins_=False, pool_size=2) as app:
-        if args.action == "show":
-            if not args.run_id:
-                raise FlowbotError("usage: flowbot runs show RUN_ID")
-            data = await app.store.report(args.run_id)
-            if data is None:
-                raise FlowbotError(f"no run {args.run_id}")
-            print(json.dumps(data, indent=2, default=str) if args.json else report.render(data))
-            return 0
-        rows = await app.db.fetch_all(
-            queries.LIST_RUNS, {"workflow": args.workflow, "status": args.status, "limit": args.limit}
-        )
-        if args.json:
-            print(json.dumps(rows, indent=2, default=str))
-        else:
-            print(report.table(rows, ["id", "workflow", "status", "created_at", "finished_at"]))
-    return 0
+    from engine.cli import ops
+
+    return await ops.cmd_runs(args)
 
 
 async def cmd_tasks(args: argparse.Namespace) -> int:
-    if args.run:
-        import uuid
+    from engine.cli import ops
 
-        try:
-            uuid.UUID(args.run)
-        except ValueError:
-            raise FlowbotError(f"--run must be a run id (UUID), got {args.run!r}") from None
-    async with open_app(settings_from(args), load_plugins_=False, pool_size=2) as app:
-        rows = await app.db.fetch_all(
-            queries.LIST_TASKS,
-            {"stage": args.stage, "status": args.status, "run": args.run, "workflow": args.workflow,
-             "limit": args.limit},
-        )
-        if args.json:
-            print(json.dumps(rows, indent=2, default=str))
-        else:
-            print(report.table(rows, ["id", "workflow", "stage", "type", "status", "attempts", "run_id"]))
-    return 0
+    return await ops.cmd_tasks(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,21 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_trigger)
-    p = sub.add_parser("runs", help="list runs, or `runs show RUN_ID`")
-    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    p.add_argument("run_id", nargs="?")
-    p.add_argument("--status")
-    p.add_argument("--workflow")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
+    from engine.cli import ops
+
+    p = sub.add_parser("runs", help="list runs; `runs show|cancel|retry|rerun RUN`")
+    ops.add_run_arguments(p)
     p.set_defaults(func=cmd_runs)
-    p = sub.add_parser("tasks", help="list tasks")
-    p.add_argument("--stage")
-    p.add_argument("--status")
-    p.add_argument("--run")
-    p.add_argument("--workflow")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("tasks", help="list tasks; `tasks submit|approve|decline|claim|reassign|retry TASK`")
+    ops.add_task_arguments(p)
     p.set_defaults(func=cmd_tasks)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)

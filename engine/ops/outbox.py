@@ -55,7 +55,7 @@ async def _change(ops: Ops, ref: Any, actor: Actor, action: str, allowed: tuple[
         if row["status"] not in allowed:
             raise Conflict(f"outbox effect {effect_id} is {row['status']}: only a {' or '.join(allowed)} "
                            f"effect can be {'retried' if action == 'outbox.retry' else 'discarded'}",
-                           status=row["status"])
+                           state=row["status"])
         await tx.execute(ops_queries.RETRY_OUTBOX if action == "outbox.retry" else ops_queries.DISCARD_OUTBOX,
                          {"id": effect_id, "now": now})
         if action == "outbox.retry":

@@ -64,7 +64,7 @@ async def cancel(ops: Ops, ref: str, actor: Actor, reason: str | None = None) ->
         locked = await tx.fetch_one(ops_queries.LOCK_RUN, {"id": run["id"]})
         assert locked is not None
         if locked["status"] not in OPEN:
-            raise Conflict(f"run {run_id} is already {locked['status']}: nothing to cancel", status=locked["status"])
+            raise Conflict(f"run {run_id} is already {locked['status']}: nothing to cancel", state=locked["status"])
         forms = await tx.fetch_all(ops_queries.OPEN_FORM_TASKS, {"id": run["id"]})
         counts = await tx.fetch_one(ops_queries.CANCEL_RUN_TASKS,
                                     {"id": run["id"], "actor": actor.person, "reason": why, "now": now})
@@ -100,7 +100,7 @@ async def retry(ops: Ops, ref: str, actor: Actor) -> dict[str, Any]:
         assert locked is not None
         failed = await tx.fetch_all(ops_queries.FAILED_TASKS_OF_RUN, {"id": run["id"]})
         if locked["status"] != "failed" or not failed:
-            raise Conflict(f"run {run_id} is {locked['status']}: nothing failed to retry", status=locked["status"])
+            raise Conflict(f"run {run_id} is {locked['status']}: nothing failed to retry", state=locked["status"])
         retried = await _retry(ops, tx, locked, failed, actor)
         await write_audit(tx, [actor.record("retry", grant.relation).on(
             workflow=run["workflow"], run_id=run_id, tasks=retried)], ops.store.clock())
@@ -117,9 +117,9 @@ async def retry_task(ops: Ops, task: Row, actor: Actor) -> dict[str, Any]:
         row = await tx.fetch_one(queries.LOCK_TASK, {"id": task["id"]})
         if row is None or row["status"] != "failed":
             status = row["status"] if row else "gone"
-            raise Conflict(f"task {task['id']} is {status}: only a failed task is retried", status=status)
+            raise Conflict(f"task {task['id']} is {status}: only a failed task is retried", state=status)
         if locked["status"] in ("cancelled", "completed"):
-            raise Conflict(f"run {run_id} is {locked['status']}: its tasks are not retried", status=locked["status"])
+            raise Conflict(f"run {run_id} is {locked['status']}: its tasks are not retried", state=locked["status"])
         retried = await _retry(ops, tx, locked, [row], actor)
         await write_audit(tx, [actor.record("retry", grant.relation).on(
             workflow=task["workflow"], run_id=run_id, task_id=task["id"])], ops.store.clock())

@@ -12,10 +12,11 @@ from engine.forms.errors import FormError
 from engine.ops import runs
 from engine.ops.access import Action, Grant, describe
 from engine.ops.actor import Actor, is_person
-from engine.ops.base import Ops, find_task, payload_or_invalid, refuse
+from engine.ops.base import Ops, find_task, payload_or_invalid, refuse, run_id_bounds
 from engine.ops.directory import is_team_ref
 from engine.people import actions as people
 from engine.runtime.runner import task_of
+from engine.store import queries
 from engine.store.db import Row
 from engine.workflow import StageKind
 
@@ -71,6 +72,9 @@ async def submit(ops: Ops, ref: Any, answers: Any, actor: Actor, *, decision: st
         except FormError as exc:
             raise Invalid(str(exc), {"comment": str(exc).split(": ", 1)[-1]}) from None
     cleaned = validated(form, answers)
+    if isinstance(form, Approval):
+        # The same answers as the Slack buttons give: {"decision", "comment"}.
+        cleaned = form.answers(cleaned["decision"], cleaned.get("comment"))
     record = actor.record("", grant.relation, grant.on_behalf_of)
     result = await people.submit(ops.store, task["id"], cleaned, actor.person, ops.people,
                                  max_payload_bytes=ops.max_payload_bytes, task=task, run_context=context,
@@ -119,6 +123,24 @@ async def retry(ops: Ops, ref: Any, actor: Actor) -> dict[str, Any]:
     """A failed task runs again with fresh attempts (``runs.retry_task``)."""
     task, _ = await find_task(ops, ref)
     return await runs.retry_task(ops, task, actor)
+
+
+async def list_tasks(ops: Ops, actor: Actor, *, stage: str | None = None, status: str | None = None,
+                     run: str | None = None, workflow: str | None = None, limit: int = 100) -> list[Row]:
+    """Tasks newest first: of one run (whoever may read it), or every task for an admin; others
+    see the tasks assigned to them and those of workflows they operate or view."""
+    run_id = None
+    if run:
+        if run_id_bounds(run) is None:
+            raise Invalid(f"--run must be a run id (UUID), got {run!r}", {"run": "not a run id"})
+        run_id = (await runs.report(ops, run, actor))["id"]
+    rows = await ops.store.db.fetch_all(queries.LIST_TASKS, {"stage": stage, "status": status, "run": run_id,
+                                                             "workflow": workflow, "limit": limit})
+    if actor.is_admin or run_id:
+        return rows
+    visible = {wf.name for wf in ops.store.registry.workflows.values()
+               if await ops.people.is_one_of(actor.person, (*wf.operators, *wf.viewers))}
+    return [r for r in rows if r["workflow"] in visible or await ops.people.is_assignee(r["assignee"], actor.person)]
 
 
 async def start(ops: Ops, workflow: str, answers: Any, actor: Actor,

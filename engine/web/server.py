@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from engine.errors import FlowbotError
+from engine.errors import FlowbotError, Refused
 from engine.runtime.app import App
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         return json_error(exc.status, exc.reason)
+    except Refused as exc:
+        # A refused operation changed nothing: its status says why (404, 403, 409, 422).
+        return json_error(exc.status, str(exc), **exc.extra)
     except FlowbotError as exc:
         return json_error(400, str(exc))
     except Exception:
