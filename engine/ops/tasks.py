@@ -8,7 +8,6 @@ from typing import Any
 
 from engine.errors import Conflict, Invalid, NotFound, UnknownWorkflow
 from engine.forms import Approval, Form
-from engine.forms.errors import FormError
 from engine.ops import runs
 from engine.ops.access import Action, Grant, describe
 from engine.ops.actor import Actor, is_person
@@ -67,10 +66,7 @@ async def submit(ops: Ops, ref: Any, answers: Any, actor: Actor, *, decision: st
     if decision is not None:
         if not isinstance(form, Approval):
             raise Conflict(f"task {task['id']} is not an approval: submit its answers instead")
-        try:
-            answers = form.answers(decision, comment)
-        except FormError as exc:
-            raise Invalid(str(exc), {"comment": str(exc).split(": ", 1)[-1]}) from None
+        answers = {"decision": decision, **({"comment": comment} if comment else {})}
     cleaned = validated(form, answers)
     if isinstance(form, Approval):
         # The same answers as the Slack buttons give: {"decision", "comment"}.
