@@ -102,6 +102,30 @@ def settings_for(database_url: str, tmp_path: Path, **changes: Any) -> Settings:
                     host="127.0.0.1", port=0, poll_interval=0.2).with_(**changes)
 
 
+_SPECS: dict[str, Any] = {}
+
+
+def conforms(base: str, method: str, path: str, query: str, status: int, raw: bytes) -> None:
+    """Check one real answer of ``/api`` against the served OpenAPI document (openapi-core)."""
+    from urllib.parse import parse_qsl
+
+    from openapi_core import OpenAPI
+    from openapi_core.testing import MockRequest, MockResponse
+
+    from engine.web.openapi import document
+
+    if base not in _SPECS:
+        doc = document()
+        doc["servers"] = [{"url": base + "/api"}]
+        _SPECS[base] = OpenAPI.from_dict(doc)
+    request = MockRequest(base, method.lower(), path, args=dict(parse_qsl(query)))
+    _SPECS[base].validate_response(request, MockResponse(raw, status_code=status))
+
+
+#: Every (method, route path, status) checked against the document in this session.
+CHECKED: set[tuple[str, str, int]] = set()
+
+
 class Client:
     """An HTTP client of the API as one bearer (the admin token by default)."""
 
@@ -132,9 +156,12 @@ class Client:
         if data is not None:
             headers["Content-Type"] = "application/json"
         async with self.session.request(method, self.base + path, data=data, headers=headers, **kw) as resp:
-            text = await resp.text()
-            assert resp.content_type == "application/json", (resp.status, text)
-            answer = json.loads(text)
+            raw = await resp.read()
+            assert resp.content_type == "application/json", (resp.status, raw)
+            answer = json.loads(raw)
+            if resp.url.path.startswith("/api/"):
+                conforms(self.base, method, resp.url.path, resp.url.query_string, resp.status, raw)
+                CHECKED.add((method, resp.url.path, resp.status))
             self.seen.append((method, path, str(resp.url.query_string), resp.status, body, answer))
             return resp.status, answer
 
