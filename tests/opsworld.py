@@ -19,7 +19,8 @@ import aiohttp
 
 from engine.ops.actor import Actor, Edge, Role
 from engine.ops.base import Ops, ops_of
-from engine.runtime.app import App, open_app
+from engine.runtime.app import App
+from engine.runtime.lifecycle import open_app
 from engine.settings import Settings
 from engine.web.server import serve
 from tests.support import write_stages

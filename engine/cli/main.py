@@ -29,7 +29,8 @@ log = logging.getLogger("flowbot")
 
 T = TypeVar("T")
 
-#: Modules adding subcommands (``add_commands(subparsers)``): triggers live beside the engine core.
+#: Modules adding subcommands (``add_commands(subparsers)``): triggers and operations (``runs``,
+#: ``tasks``, ``start``, ``outbox``, ``tokens``, ``audit``) live beside the engine core.
 COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks", "engine.cli.ops"]
 
 
@@ -244,18 +245,6 @@ async def cmd_trigger(args: argparse.Namespace) -> int:
         return 0 if data["status"] in ("completed", "waiting") else 1
 
 
-async def cmd_runs(args: argparse.Namespace) -> int:
-    from engine.cli import ops
-
-    return await ops.cmd_runs(args)
-
-
-async def cmd_tasks(args: argparse.Namespace) -> int:
-    from engine.cli import ops
-
-    return await ops.cmd_tasks(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowbot", description="A Slack-native workflow engine.")
     parser.add_argument("--stages", help="the workflows directory (default: $FLOWBOT_STAGES or stages/)")
@@ -283,14 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_trigger)
-    from engine.cli import ops
-
-    p = sub.add_parser("runs", help="list runs; `runs show|cancel|retry|rerun RUN`")
-    ops.add_run_arguments(p)
-    p.set_defaults(func=cmd_runs)
-    p = sub.add_parser("tasks", help="list tasks; `tasks submit|approve|decline|claim|reassign|retry TASK`")
-    ops.add_task_arguments(p)
-    p.set_defaults(func=cmd_tasks)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
     for plugin in load_plugins():

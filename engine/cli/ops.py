@@ -44,7 +44,7 @@ def actor_of(args: argparse.Namespace) -> Actor:
 async def local_ops(args: argparse.Namespace) -> AsyncIterator[Ops]:
     """The operations on the local database (no plugins: nothing is delivered from here)."""
     from engine.cli.main import settings_from
-    from engine.runtime.app import open_app
+    from engine.runtime.lifecycle import open_app
 
     async with open_app(settings_from(args), load_plugins_=False, pool_size=2) as app:
         yield ops_of(app)
@@ -289,7 +289,7 @@ def add_as(p: argparse.ArgumentParser) -> None:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``flowbot runs`` (engine.cli.main declares the command)."""
+    """The arguments of ``flowbot runs``."""
     p.add_argument("action", nargs="?", choices=["list", "show", "cancel", "retry", "rerun"], default="list")
     p.add_argument("run_id", nargs="?", help="a run id, or a unique prefix of one")
     p.add_argument("--status")
@@ -302,7 +302,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_task_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``flowbot tasks`` (engine.cli.main declares the command)."""
+    """The arguments of ``flowbot tasks``."""
     p.add_argument("action", nargs="?", choices=TASK_ACTIONS, default="list")
     p.add_argument("ids", nargs="*", metavar="TASK [PERSON]")
     p.add_argument("--stage")
@@ -317,7 +317,14 @@ def add_task_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Add `flowbot start`, `outbox`, `tokens` and `audit`."""
+    """Add `flowbot runs`, `tasks`, `start`, `outbox`, `tokens` and `audit`."""
+    p = subparsers.add_parser("runs", help="list runs; `runs show|cancel|retry|rerun RUN`")
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_runs)
+    p = subparsers.add_parser("tasks", help="list tasks; `tasks submit|approve|decline|claim|reassign|retry TASK`")
+    add_task_arguments(p)
+    p.set_defaults(func=cmd_tasks)
+
     p = subparsers.add_parser("start", help="submit a workflow's start form without Slack")
     p.add_argument("workflow")
     p.add_argument("--answers", required=True, help="the start form's answers (JSON object)")

@@ -27,10 +27,12 @@ from engine.ops.tokens import authenticate
 from engine.runtime.app import App
 from engine.store.audit import write as write_audit
 from engine.store.db import Tx
+from engine.web import api_ops
+from engine.web.requests import ACTOR
+from engine.web.requests import json_body as _json_body
+from engine.web.requests import limit as _limit
 from engine.workflow import StageKind
 
-#: Where the acting person of a request is kept.
-ACTOR: web.RequestKey[Actor] = web.RequestKey("actor", Actor)
 #: The person the admin token acts as (with that person's rights).
 AS_HEADER = "X-Flowbot-As"
 #: The admin token's person in the audit trail.
@@ -159,27 +161,6 @@ def build(app: App) -> web.Application:
                                          run=run, workflow=q.get("workflow"), limit=_limit(q.get("limit")))
         return web.json_response(rows, dumps=_dump)
 
-    from engine.web import api_ops
-
     api_ops.add_routes(r, app)
     api.add_routes(r)
     return api
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 100
-    try:
-        return max(1, min(int(raw), 1000))
-    except ValueError:
-        raise PayloadError(f"limit must be a number, got {raw!r}") from None
-
-
-async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from None

@@ -18,6 +18,8 @@ from engine.ops import runs as run_ops
 from engine.ops import tasks as task_ops
 from engine.ops.base import ops_of
 from engine.runtime.app import App
+from engine.web.openapi import document
+from engine.web.requests import ACTOR, json_body, limit
 
 
 def _dump(value: Any) -> str:
@@ -32,9 +34,7 @@ def ok(value: Any, status: int = 200) -> web.Response:
 async def body_of(request: web.Request, *keys: str) -> dict[str, Any]:
     """The request's JSON object (empty when there is no body); 422 for anything else and for
     keys the route does not know."""
-    from engine.web.api import _json_body
-
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise Invalid("body must be a JSON object", {"body": "not an object"})
     unknown = sorted(set(body) - set(keys))
@@ -52,17 +52,12 @@ def _text(body: dict[str, Any], key: str) -> str | None:
 
 
 def _limit(request: web.Request, default: int = 100) -> int:
-    from engine.web.api import _limit as parse
-
     raw = request.query.get("limit")
-    return default if raw is None else parse(raw)
+    return default if raw is None else limit(raw)
 
 
 def add_routes(r: web.RouteTableDef, app: App) -> None:
     """Add the operation routes to the ``/api`` route table."""
-    from engine.web.api import ACTOR
-    from engine.web.openapi import document
-
     ops = ops_of(app)
 
     @r.post("/runs/{id}/cancel")

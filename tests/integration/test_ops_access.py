@@ -16,7 +16,8 @@ from engine.errors import Conflict, Forbidden
 from engine.ops import audit, outbox, runs, tasks, tokens
 from engine.ops.actor import Actor, Edge, Role
 from engine.ops.base import Ops
-from engine.runtime.app import App, open_app
+from engine.runtime.app import App
+from engine.runtime.lifecycle import open_app
 from engine.runtime.runner import run_script
 from engine.store.tasks import Finished
 from tests.opsworld import ANN, BOB, CLAIM, EVE, FIN, OPS, SAM, VIC, settings_for
