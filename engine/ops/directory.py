@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.assignees import Team
 from engine.errors import ConfigError
+from engine.ops.actor import USER_ID_RE
 from engine.people.actions import Directory
 from engine.store import ops_queries
 from engine.store.db import Database
@@ -72,10 +73,17 @@ class People:
         return names
 
     async def same(self, a: str, b: str) -> bool:
-        """Whether ``a`` and ``b`` name the same person."""
+        """Whether ``a`` and ``b`` name the same person (an email and a Slack id are the same
+        person when the Slack app knows them as one)."""
         if a == b or a.lower() == b.lower():
             return True
-        return a in await self.aliases(b) or a.lower() in await self.aliases(b)
+        if a in await self.aliases(b) or a.lower() in await self.aliases(b):
+            return True
+        if self.fallback is not None:
+            for email, other in ((a, b), (b, a)):
+                if "@" in email and USER_ID_RE.match(other) and await self.fallback.identity(email) == other:
+                    return True
+        return False
 
     async def identity(self, entry: str) -> str:
         """An assignee entry as is (``Directory``; matching goes through ``same``)."""
