@@ -145,3 +145,16 @@ async def test_an_api_submission_racing_a_slack_click_completes_the_task_once(
             await eventually(told, what="the click told who won")
         else:
             assert status == 409 and body["by"] == "U0BOB" and "already completed by U0BOB" in body["error"]
+
+
+async def test_an_operator_reassigns_someone_elses_task_from_slack(slack_app: StartSlack, people: FakeSlack) -> None:
+    h = await slack_app(STAGES)
+    _, task_id, _ = await waiting_run(h)
+    await h.command("U0EVE", f"reassign {task_id} <@U0ANN|ann>", response_url=h.fake.url + "respond")
+    assert "U0BOB" in await answer(people, 1) or "bob@example.com" in await answer(people, 1)
+    await h.command("U0OPS", f"reassign {task_id} <@U0ANN|ann>", response_url=h.fake.url + "respond")
+    assert "now" in await answer(people, 2)
+    row = await scalar(h.app.store, "SELECT assignee FROM tasks WHERE id = :t", t=task_id)
+    assert row == {"users": ["U0ANN"]}
+    entry = await scalar(h.app.store, "SELECT to_jsonb(a) FROM audit a WHERE action = 'reassign'")
+    assert (entry["actor"], entry["edge"], entry["acting_as"]) == ("U0OPS", "slack", "operator")
