@@ -232,7 +232,18 @@ async def cmd_trigger(args: argparse.Namespace) -> int:
         stage = find_stage(app.registry, args.workflow, args.stage)
         if stage.kind not in (StageKind.SCRIPT, StageKind.FORM):
             raise FlowbotError(f'stage "{stage.name}" is a {stage.kind.value}; runs start at a script or form')
-        run_id, _ = await app.store.start_run(stage, payload, trigger={"kind": "cli", "stage": stage.name})
+        from engine.ops.actor import local_admin
+        from engine.store.audit import write as write_audit
+
+        actor = local_admin()
+
+        async def record(tx: Any, run_id: str) -> None:
+            # A run started by hand is an action of the local admin, in the audit trail.
+            await write_audit(tx, [actor.record("start", "admin").on(workflow=stage.workflow.name, run_id=run_id,
+                                                                     stage=stage.name)], app.store.clock())
+
+        run_id, _ = await app.store.start_run(stage, payload, trigger={"kind": "cli", "stage": stage.name},
+                                              within=record)
         if not args.wait:
             print(json.dumps({"run_id": run_id}) if args.json else run_id)
             return 0
