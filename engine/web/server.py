@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from engine.errors import FlowbotError, Refused
+from engine.errors import DatabaseError, FlowbotError, Refused
 from engine.runtime.app import App
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         return json_error(exc.status, exc.reason)
+    except DatabaseError as exc:
+        # The database is down or unreachable: a client should come back, not fix its request.
+        log.warning("database unavailable: %s", exc, extra={"action": "http_db_unavailable"})
+        return web.json_response({"error": "the database is unavailable; try again shortly"}, status=503,
+                                 headers={"Retry-After": "5"})
     except Refused as exc:
         # A refused operation changed nothing: its status says why (404, 403, 409, 422).
         return json_error(exc.status, str(exc), **exc.extra)
