@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +11,8 @@ from engine.ops.actor import Actor
 from engine.ops.directory import People, load_teams
 from engine.people import actions as people
 from engine.runtime.app import App
-from engine.store import ops_queries
 from engine.store.db import Row
-from engine.store.tasks import Store
+from engine.store.tasks import Store, run_id_bounds
 from engine.workflow import Stage, Workflow
 
 #: Shortest run id prefix accepted (shorter ones name too many runs to be useful).
@@ -49,27 +46,18 @@ class Ops:
         return await require(actor, action, resource, self.people)
 
 
-def run_id_bounds(prefix: str) -> tuple[str, str] | None:
-    """The lowest and highest run ids starting with ``prefix`` (None when it is not hex)."""
-    digits = prefix.strip().lower().replace("-", "")
-    if not re.fullmatch(r"[0-9a-f]{1,32}", digits):
-        return None
-    low, high = digits.ljust(32, "0"), digits.ljust(32, "f")
-    return str(uuid.UUID(low)), str(uuid.UUID(high))
-
-
 async def find_run(ops: Ops, ref: str) -> Row:
     """The run a full id or a unique prefix (at least MIN_PREFIX characters) names."""
     ref = str(ref).strip()
     bounds = run_id_bounds(ref)
     if bounds is None or len(ref.replace("-", "")) < MIN_PREFIX:
         raise NotFound(f"no run {ref} (give a run id, or at least {MIN_PREFIX} of its first characters)")
-    rows = await ops.store.db.fetch_all(ops_queries.RUN_IDS_BY_PREFIX, {"low": bounds[0], "high": bounds[1]})
-    if not rows:
+    ids = await ops.store.run_ids_by_prefix(ref)
+    if not ids:
         raise NotFound(f"no run {ref}")
-    if len(rows) > 1:
+    if len(ids) > 1:
         raise Invalid(f"run id prefix {ref} names several runs: give more of it", {"run": "ambiguous"})
-    run = await ops.store.get_run(str(rows[0]["id"]))
+    run = await ops.store.get_run(ids[0])
     if run is None:  # deleted in between
         raise NotFound(f"no run {ref}")
     return run

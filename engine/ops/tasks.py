@@ -11,12 +11,13 @@ from engine.forms import Approval, Form
 from engine.ops import runs
 from engine.ops.access import Action, Grant, describe
 from engine.ops.actor import Actor, is_person
-from engine.ops.base import Ops, find_task, payload_or_invalid, refuse, run_id_bounds
+from engine.ops.base import Ops, find_task, payload_or_invalid, refuse
 from engine.ops.directory import is_team_ref
 from engine.people import actions as people
 from engine.runtime.runner import task_of
 from engine.store import queries
 from engine.store.db import Row
+from engine.store.tasks import run_id_bounds
 from engine.workflow import StageKind
 
 #: The error of an answer that names no field of the form.

@@ -438,9 +438,13 @@ class Store:
     # -- reading ------------------------------------------------------------------------------
 
     async def run_ids_by_prefix(self, prefix: str) -> list[str]:
-        """Ids of runs starting with ``prefix`` (what a person typed), newest first; at most two,
-        enough to tell a unique prefix from an ambiguous one."""
-        rows = await self.db.fetch_all(queries.RUNS_BY_ID_PREFIX, {"prefix": prefix})
+        """Ids of runs starting with ``prefix`` (what a person typed, dashes optional); at most
+        two, enough to tell a unique prefix from an ambiguous one. A range of the primary key:
+        one index lookup, however many runs there are."""
+        bounds = run_id_bounds(prefix)
+        if bounds is None:
+            return []
+        rows = await self.db.fetch_all(ops_queries.RUN_IDS_BY_PREFIX, {"low": bounds[0], "high": bounds[1]})
         return [str(r["id"]) for r in rows]
 
     async def get_run(self, run_id: str) -> Row | None:
@@ -486,6 +490,14 @@ class Store:
             "reruns": [str(r["id"]) for r in reruns],
             "audit": [{**a, "at": _iso(a["at"])} for a in trail],
         }
+
+
+def run_id_bounds(prefix: str) -> tuple[str, str] | None:
+    """The lowest and highest run ids starting with ``prefix`` (None when it is not hex)."""
+    digits = prefix.strip().lower().replace("-", "")
+    if not digits or len(digits) > 32 or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return str(uuid.UUID(digits.ljust(32, "0"))), str(uuid.UUID(digits.ljust(32, "f")))
 
 
 def _first_line(error: str | None) -> str:

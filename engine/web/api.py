@@ -22,11 +22,12 @@ from engine.ops import runs as run_ops
 from engine.ops import tasks as task_ops
 from engine.ops.access import Action
 from engine.ops.actor import Actor, Edge, Role, is_person
-from engine.ops.base import ops_of, run_id_bounds
+from engine.ops.base import ops_of
 from engine.ops.tokens import authenticate
 from engine.runtime.app import App
 from engine.store.audit import write as write_audit
 from engine.store.db import Tx
+from engine.store.tasks import run_id_bounds
 from engine.web import api_ops
 from engine.web.requests import ACTOR
 from engine.web.requests import json_body as _json_body
