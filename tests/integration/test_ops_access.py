@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from support import drain, run_once, scalar
 
-from engine.errors import Conflict, Forbidden
+from engine.errors import Conflict, DatabaseError, Forbidden
 from engine.ops import audit, outbox, runs, tasks, tokens
 from engine.ops.actor import Actor, Edge, Role
 from engine.ops.base import Ops
+from engine.ops.directory import People
 from engine.runtime.app import App
 from engine.runtime.lifecycle import open_app
 from engine.runtime.runner import run_script
@@ -224,3 +225,42 @@ async def test_a_cancel_racing_a_submission_either_cancels_what_the_answer_sent_
             assert isinstance(submitted, Conflict) and f"cancelled by {OPS}" in str(submitted)
             assert [s["status"] for s in report["steps"]] == ["completed", "cancelled"]
         assert not [s for s in report["steps"] if s["status"] in ("pending", "locked")]
+
+
+async def test_the_audit_trail_is_append_only(world) -> None:
+    app, ops = world
+    await waiting_run(ops)
+    with pytest.raises(DatabaseError, match="append-only"):
+        await scalar(app.store, "UPDATE audit SET actor = 'someone else' RETURNING id")
+    assert await scalar(app.store, "SELECT actor FROM audit") == ANN
+
+
+async def test_cancel_drops_the_waiting_joins_of_the_run(make_stages, store_for, db) -> None:
+    registry = make_stages({
+        "j/workflow.py": """
+            from engine import Workflow
+            workflow = Workflow("j")
+            a, b = workflow.script("a"), workflow.script("b")
+            c = workflow.form("c", assignee="x@example.com")
+            both = workflow.script("both", join="all")
+            workflow.transition(a, b)
+            workflow.transition(a, c)
+            workflow.transition(b, both)
+            workflow.transition(c, both)
+        """,
+        "j/a.py": "def run(task, ctx):\n    ctx.send('go', {})\n",
+        "j/b.py": "def run(task, ctx):\n    ctx.send('half', {})\n",
+        "j/c.py": ("from engine.forms import Form, Text\nform = Form('C', [Text('t', 'T')])\n"
+                   "def run(task, answers, ctx):\n    ctx.send('half', answers)\n"),
+        "j/both.py": "def run(task, ctx):\n    pass\n",
+    })
+    store = store_for(registry)
+    ops = Ops(store, People(db), 256 * 1024)
+    run_id, _ = await store.start_run(registry.get("j").stage("a"), {})
+    await drain(store)
+    assert await scalar(store, "SELECT count(*) FROM join_arrivals") == 1
+    done = await runs.cancel(ops, run_id, ROLES["admin"], "not needed")
+    assert done["tasks_cancelled"] == 1
+    report = await store.report(run_id)
+    assert report["waiting_joins"] == [] and report["status"] == "cancelled"
+    assert report["error"] == "cancelled by root@example.com: not needed"
