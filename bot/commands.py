@@ -23,7 +23,7 @@ from bot.blocks import chunks, context, escape, header, section
 from bot.context import USER_ID_RE, BotContext, UserNotFound
 from engine.assignees import Team
 from engine.context import check_payload
-from engine.errors import FlowbotError, Refused, UnknownWorkflow
+from engine.errors import DatabaseUnavailable, FlowbotError, Refused, UnknownWorkflow
 from engine.forms import FormError
 from engine.ops import runs as run_ops
 from engine.ops.actor import Actor, Edge, Role
@@ -305,7 +305,7 @@ async def reassign(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
     if result.status == people.INVALID:
         return Reply(f":warning: {escape(result.message or '')}. Nothing was changed.")
     if not result.ok:
-        return Reply(refusal(result))
+        return Reply(await refusal(ctx, result, cmd.user_id))
     to = reminders.describe((result.task or {}).get("assignee") or {})
     from bot.home import refresh_quietly
 
@@ -371,6 +371,8 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
     async def work(cmd: Command, respond: Any) -> None:
         try:
             reply = await handle(ctx, cmd)
+        except DatabaseUnavailable:
+            reply = Reply(messages.try_again())
         except Exception as exc:
             log.exception("%s %s failed", COMMAND, cmd.text, extra={"action": "command_error"})
             reply = Reply(messages.command_failed(f"{type(exc).__name__}: {exc}"))

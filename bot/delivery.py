@@ -29,7 +29,7 @@ from bot.cards import (
     resolved_message_blocks,
 )
 from bot.context import BotContext, UserGroupNotFound, UserNotFound, is_channel
-from engine.errors import FlowbotError
+from engine.errors import TaskNotFound
 from engine.forms import Approval, Form
 from engine.people import actions as people
 from engine.runtime.outbox import OutboxHandler, PermanentFailure, RetryLater
@@ -171,7 +171,7 @@ async def deliver_assignment(bctx: BotContext, task_id: int) -> dict[str, Any]:
     db = bctx.app.db
     try:
         task = await people.get_task(db, task_id)
-    except FlowbotError:
+    except TaskNotFound:  # (an unreachable database is retried by the outbox, not skipped)
         return {"skipped": "task not found"}
     if task["status"] != "pending":
         return {"skipped": task["status"]}
@@ -221,7 +221,7 @@ async def update_cards(bctx: BotContext, task_id: int, outcome: str, *, kinds: s
     db = bctx.app.db
     try:
         task = await people.get_task(db, task_id)
-    except FlowbotError:
+    except TaskNotFound:  # (an unreachable database is retried by the outbox, not skipped)
         return {"skipped": "task not found"}
     cards = await store.cards(db, task_id)
     if not cards:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -80,11 +80,15 @@ class SlackEndpoint:
     """The handler of ``POST /slack/events`` (see the module)."""
 
     def __init__(self, bolt: AsyncApp, signing_secret: str, follow_ups: FollowUps,
-                 view_answers: Mapping[str, ViewAnswer] | None = None) -> None:
+                 view_answers: Mapping[str, ViewAnswer] | None = None,
+                 at_once: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.bolt = bolt
         self.verifier = SignatureVerifier(signing_secret)
         self.follow_ups = follow_ups
         self.view_answers = view_answers or {}
+        #: Which answered-first requests go to Bolt at once rather than after the acks of a
+        #: burst: clicks that open a modal, whose trigger id expires 3 s after the click.
+        self.at_once = at_once or (lambda _body: False)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(EVENTS_PATH, self.handle)]
@@ -114,7 +118,8 @@ class SlackEndpoint:
             except ValueError as exc:
                 return web.json_response({"error": f"malformed body: {exc}"}, status=400)
             if body.get("type") in ANSWERED_FIRST:
-                self.follow_ups.start(lambda: self._after_answer(raw, body, headers, query), f"slack {body['type']}")
+                self.follow_ups.start(lambda: self._after_answer(raw, body, headers, query), f"slack {body['type']}",
+                                      defer=not self.at_once(body))
                 return web.Response()
             if body.get("type") == "view_submission":
                 answer = self.view_answers.get(str((body.get("view") or {}).get("callback_id")))

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from bot import messages, modals
-from bot.answers import refusal, tell
+from bot.answers import or_try_again, refusal, tell, try_again_answer
 from bot.blocks import escape
 from bot.cards import ACTION_APPROVE, ACTION_DECLINE, ACTION_OPEN, ACTION_REASSIGN
 from bot.context import BotContext
@@ -24,6 +24,7 @@ from bot.delivery import ACTION_CLAIM
 from bot.home import OPEN_ACTION_RE
 from bot.submissions import PURPOSE_DECLINE, PURPOSE_FORM, PURPOSE_START, completions, notice, session_form, submission
 from bot.views import errors_response, suggest_options
+from engine.errors import DatabaseUnavailable
 from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
 from engine.people import actions as people
 from engine.people import sessions
@@ -46,7 +47,8 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
 
         async def listener(ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
             await ack()
-            ctx.follow_ups.start(lambda: work(body, int(action["value"])), what, defer=defer)
+            ctx.follow_ups.start(lambda: or_try_again(ctx, body, work(body, int(action["value"]))), what,
+                                 defer=defer)
 
         return listener
 
@@ -56,7 +58,10 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
         answered by the HTTP endpoint directly (``ctx.view_answers``), by Bolt in Socket Mode."""
 
         async def answer_view(user_id: str, view: dict[str, Any]) -> dict[str, Any]:
-            return await answer(ctx, user_id, view)
+            try:
+                return await answer(ctx, user_id, view)
+            except DatabaseUnavailable:
+                return try_again_answer(view)
 
         async def listener(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
             # Urgent until answered, as the HTTP endpoint holds each of its requests.
@@ -73,7 +78,9 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
     # Bolt tries listeners in this order: submissions (the slowest acks) first.
     answered_in_ack(modals.CALLBACK_FORM, submission)
     bolt.action(ACTION_APPROVE)(acked_then(lambda body, task: decide(ctx, body, task, APPROVED), "Approve"))
-    bolt.action(ACTION_DECLINE)(acked_then(lambda body, task: decide(ctx, body, task, DECLINED), "Decline"))
+    # Decline may open its comment modal: at once, before its trigger id expires (3 s after the click).
+    bolt.action(ACTION_DECLINE)(acked_then(lambda body, task: decide(ctx, body, task, DECLINED), "Decline",
+                                           defer=False))
     bolt.action(re.compile(rf"^{re.escape(ACTION_OPEN)}$"))(acked_then(
         lambda body, task: open_task_form(ctx, body["trigger_id"], body["user"]["id"], task, where=body),
         "Open", defer=False))
@@ -85,6 +92,17 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
         lambda body, task: open_task_form(ctx, body["trigger_id"], body["user"]["id"], task), "Open from a list",
         defer=False))
     bolt.options(re.compile(".*"))(on_options)
+
+
+def opens_a_modal(body: dict[str, Any]) -> bool:
+    """Whether a ``block_actions`` request is a click that may open a modal (Open, Decline with
+    its comment, Reassign, a list's Open): it must reach its listener before its trigger id
+    expires, not after the acks of a burst (``bot.endpoint``)."""
+    for action in body.get("actions") or []:
+        action_id = str(action.get("action_id") or "")
+        if action_id in (ACTION_OPEN, ACTION_DECLINE, ACTION_REASSIGN) or OPEN_ACTION_RE.match(action_id):
+            return True
+    return False
 
 
 # --- context of a task -------------------------------------------------------------------------
@@ -108,7 +126,7 @@ async def decide(ctx: BotContext, body: dict[str, Any], task_id: int, decision: 
     else:
         allowed = await people.check(ctx.store, task_id, user, ctx.directory, task=task)
     if not allowed.ok:
-        await tell(ctx, body, refusal(allowed))
+        await tell(ctx, body, await refusal(ctx, allowed, body["user"]["id"]))
         return
     assert allowed.task is not None
     try:
@@ -126,7 +144,7 @@ async def decide(ctx: BotContext, body: dict[str, Any], task_id: int, decision: 
                                  max_payload_bytes=ctx.settings.max_payload_bytes, task=allowed.task,
                                  run_context=run_context, form=form, commit=completions(ctx).committer(user))
     if not result.ok:
-        await tell(ctx, body, refusal(result))
+        await tell(ctx, body, await refusal(ctx, result, body["user"]["id"]))
 
 
 async def claim(ctx: BotContext, body: dict[str, Any], task_id: int) -> None:
@@ -134,7 +152,7 @@ async def claim(ctx: BotContext, body: dict[str, Any], task_id: int) -> None:
     user = body["user"]["id"]
     result = await people.claim(ctx.store, task_id, user, ctx.directory)
     if not result.ok:
-        await tell(ctx, body, refusal(result))
+        await tell(ctx, body, await refusal(ctx, result, body["user"]["id"]))
 
 
 async def open_task_form(ctx: BotContext, trigger_id: str, user_id: str, task_id: int,
@@ -147,7 +165,7 @@ async def open_task_form(ctx: BotContext, trigger_id: str, user_id: str, task_id
     body = {**body, "trigger_id": trigger_id}
     allowed = await people.check(ctx.store, task_id, user_id, ctx.directory)
     if not allowed.ok:
-        await tell(ctx, body, refusal(allowed))
+        await tell(ctx, body, await refusal(ctx, allowed, body["user"]["id"]))
         return allowed
     assert allowed.task is not None
     try:
@@ -199,7 +217,7 @@ async def offer_reassign(ctx: BotContext, body: dict[str, Any], task_id: int) ->
 
     allowed = await people.check(ctx.store, task_id, body["user"]["id"], ctx.directory)
     if not allowed.ok:
-        await tell(ctx, body, refusal(allowed))
+        await tell(ctx, body, await refusal(ctx, allowed, body["user"]["id"]))
         return
     assert allowed.task is not None
     title = escape(await task_title(ctx, allowed.task))
@@ -223,7 +241,7 @@ async def reassign_submission(ctx: BotContext, user_id: str, view: dict[str, Any
     if result.status == people.INVALID:
         return errors_response({modals.REASSIGN_INPUT: result.message or messages.REASSIGN_PICK})
     if not result.ok:
-        return notice(refusal(result))
+        return notice(await refusal(ctx, result, user_id))
     return {}
 
 

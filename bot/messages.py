@@ -104,6 +104,17 @@ def already_done(by: str | None, at: dt.datetime | None) -> str:
     return f"Too late: this task was already completed by {who}{when}. Your answer was not recorded."
 
 
+def already_yours(at: dt.datetime | None) -> str:
+    """Answer to a person whose own earlier answer completed the task (a click sent twice)."""
+    when = f" {slack_date(at)}" if at else ""
+    return f"Your answer was already recorded{when}: this task is done. Nothing else was changed."
+
+
+def claimed_by_you() -> str:
+    """Answer to a person who claims a team task they already took."""
+    return "You already took this task."
+
+
 def already_claimed(by: str | None) -> str:
     """Answer when a team task was claimed by someone else first."""
     return f"<@{by}> already took this task." if by else "Someone else already took this task."
@@ -308,6 +319,12 @@ NOTICE_TITLE = "flowbot"
 def form_unavailable(error: str) -> str:
     """Answer when a form cannot be shown (its definition breaks Slack's limits or raised)."""
     return f":warning: This form cannot be shown: {error}"
+
+
+def try_again() -> str:
+    """Answer when flowbot cannot reach its database (a restart or failover): nothing was done."""
+    return (":hourglass: flowbot cannot reach its database right now, so that was not recorded. "
+            "Please try again in a moment.")
 
 
 def notice_text_sent() -> str:

@@ -73,7 +73,10 @@ class SlackPlugin:
             app.add_outbox_handler(kind, deferring(ctx.priority, handler))
         app.add_background_gate(ctx.priority.quiet)  # the worker's next claim, too
         if settings.slack_signing_secret:
-            endpoint = SlackEndpoint(bolt, settings.slack_signing_secret, ctx.follow_ups, ctx.view_answers)
+            from bot.interactions import opens_a_modal
+
+            endpoint = SlackEndpoint(bolt, settings.slack_signing_secret, ctx.follow_ups, ctx.view_answers,
+                                     at_once=opens_a_modal)
             app.add_routes(endpoint.routes())
         app.add_background(identity_part(ctx.identity))  # auth.test at start
         if settings.slack_app_token:
@@ -94,8 +97,22 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     from bot.manifest import manifest
 
     socket = True if args.socket_mode else None
+    if args.url is not None:
+        check_public_url(args.url)
     print(json.dumps(manifest(url=args.url, name=args.name, socket_mode=socket), indent=2))
     return 0
+
+
+def check_public_url(url: str) -> None:
+    """Refuse a ``--url`` Slack cannot call: Slack sends events only to https URLs with a host."""
+    from urllib.parse import urlsplit
+
+    from engine.errors import ConfigError
+
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"--url must be flowbot's public https URL (like https://flowbot.example.com), "
+                          f"got {url!r}: Slack sends requests only to https")
 
 
 plugin = SlackPlugin()

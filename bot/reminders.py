@@ -16,7 +16,7 @@ from bot import messages, store
 from bot.blocks import button, section
 from bot.cards import ACTION_OPEN, ACTIONS_BLOCK
 from bot.context import USER_ID_RE, BotContext, UserNotFound
-from engine.errors import FlowbotError
+from engine.errors import TaskNotFound
 from engine.people import actions as people
 from engine.people.followups import ESCALATED, REMINDER, Reminders, ReminderSettings
 from engine.runtime import outbox
@@ -100,7 +100,7 @@ async def deliver_reminder(bctx: BotContext, row: dict[str, Any]) -> dict[str, A
     task_id = int(row["payload"]["task_id"])
     try:
         task = await people.get_task(db, task_id)
-    except FlowbotError:
+    except TaskNotFound:  # (an unreachable database is retried by the outbox, not skipped)
         return {"skipped": "task not found"}
     if task["status"] != "pending":
         return {"skipped": task["status"]}

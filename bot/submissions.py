@@ -21,7 +21,7 @@ from bot import messages, modals
 from bot.answers import refusal
 from bot.context import BotContext
 from bot.views import errors_response, parse_submission
-from engine.errors import FlowbotError
+from engine.errors import DatabaseUnavailable, FlowbotError
 from engine.forms import DECLINED, Approval, Form, FormError
 from engine.people import actions as people
 from engine.people import sessions
@@ -171,6 +171,8 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
         return notice(messages.gone(f"task {session['task_id']} does not exist"))
     try:
         stage, form, payload, task, own_form = await session_form(ctx, session, task_row)
+    except DatabaseUnavailable:
+        raise  # the person is told to try again (``answered_in_ack``)
     except FlowbotError as exc:
         return notice(messages.gone(str(exc)))
     page = form.page(session["page"])
@@ -213,7 +215,7 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
     if result.status == people.FAILED:
         return _field_error(form, page.name, messages.stage_failed(result.message))
     if not result.ok:
-        return notice(refusal(result))
+        return notice(await refusal(ctx, result, user_id))
     if task is None:  # a task's completion closed its session in the same batch
         await sessions.close_session(ctx.app.db, sid)
     return {}
@@ -232,7 +234,7 @@ async def _report_later(ctx: BotContext, user_id: str, sid: str, running: asynci
     if result.status == people.INVALID:
         text = messages.stage_failed("; ".join(f"{k}: {v}" for k, v in result.errors.items()))
     else:
-        text = refusal(result)
+        text = await refusal(ctx, result, user_id)
     await ctx.client.chat_postMessage(channel=user_id, text=text)
 
 

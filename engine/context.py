@@ -15,7 +15,8 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import PayloadError
+from engine.errors import PayloadError, PayloadTooLarge
+from engine.waiting import Due, check_event_name, check_key, due
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def encode_payload(payload: Any, *, limit: int, where: str) -> str:
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"{where}: payload is not JSON-serialisable: {exc}") from None
     if len(raw.encode()) > limit:
-        raise PayloadError(f"{where}: payload is {len(raw.encode())} bytes, over the {limit}-byte limit")
+        raise PayloadTooLarge(f"{where}: payload is {len(raw.encode())} bytes, over the {limit}-byte limit")
     return raw
 
 
@@ -40,8 +41,31 @@ def check_payload(payload: Any, *, limit: int, where: str) -> dict[str, Any]:
     return loaded
 
 
-class Task:
-    """A task as a stage sees it: read-only id, type, payload and run."""
+def check_event(body: Any, *, limit: int) -> tuple[str, str, dict[str, Any]]:
+    """(name, key, payload) of an event given as ``{"name", "key", "payload"}`` (the API's body), or a
+    PayloadError saying what is wrong. A numeric key is taken as its text."""
+    if not isinstance(body, dict):
+        raise PayloadError('an event is a JSON object: {"name": ..., "key": ..., "payload": {...}}')
+    unknown = sorted(set(body) - {"name", "key", "payload"})
+    if unknown:
+        raise PayloadError(f"unknown field(s) {', '.join(unknown)}: an event has name, key and payload")
+    name, key = body.get("name"), body.get("key")
+    if isinstance(key, int) and not isinstance(key, bool):
+        key = str(key)
+    for problem in (check_event_name(name), check_key(key)):
+        if problem is not None:
+            raise PayloadError(problem)
+    assert isinstance(name, str) and isinstance(key, str)
+    return name, key, check_payload(body.get("payload", {}), limit=limit, where="payload")
+
+
+class Task(Mapping[str, Any]):
+    """A task as a stage sees it: a read-only mapping of its payload (``task["amount"]``,
+    ``task.get("note")``, ``{**task, "total": 1}``), with ``task.id``, ``task.type``,
+    ``task.run_id`` and ``task.payload`` (a copy of the payload as a dict).
+
+    Values read through it are copies: changing one changes nothing (send a new task instead).
+    Two tasks are equal when their payloads are (as for any mapping)."""
 
     __slots__ = ("_payload", "id", "run_id", "stage", "type")
 
@@ -66,6 +90,12 @@ class Task:
 
     def __contains__(self, key: object) -> bool:
         return key in self._payload
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._payload)
+
+    def __len__(self) -> int:
+        return len(self._payload)
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.type!r} at {self.stage}>"
@@ -116,12 +146,14 @@ class Send:
     it (once) for the few paths that look inside.
     """
 
-    __slots__ = ("_payload", "raw", "run_id", "type")
+    __slots__ = ("_payload", "due", "raw", "run_id", "type")
 
     def __init__(self, type: str, payload: dict[str, Any] | None = None, run_id: str | None = None, *,
-                 raw: str | None = None) -> None:
+                 raw: str | None = None, due: Due | None = None) -> None:
         self.type = type
         self.run_id = run_id
+        #: When the task becomes claimable (None: at once).
+        self.due = due
         self._payload = payload
         self.raw = raw if raw is not None else json.dumps(payload or {}, separators=(",", ":"))
 
@@ -133,10 +165,28 @@ class Send:
         return self._payload
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Send) and (self.type, self.raw, self.run_id) == (other.type, other.raw, other.run_id))
+        return (isinstance(other, Send)
+                and (self.type, self.raw, self.run_id, self.due) == (other.type, other.raw, other.run_id, other.due))
 
     def __repr__(self) -> str:
-        return f"Send({self.type!r}, {self.raw}, run_id={self.run_id!r})"
+        return f"Send({self.type!r}, {self.raw}, run_id={self.run_id!r}, due={self.due!r})"
+
+
+@dataclass(frozen=True)
+class EventSend:
+    """An event a stage emitted (``ctx.emit``): published when the stage completes."""
+
+    name: str
+    key: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class ChildStart:
+    """A run of another workflow a stage started (``ctx.start``): created when the stage completes."""
+
+    workflow: str
+    raw: str
 
 
 @dataclass
@@ -156,6 +206,8 @@ class Outcome:
     context_deleted: list[str] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
+    events: list[EventSend] = field(default_factory=list)
+    children: list[ChildStart] = field(default_factory=list)
 
 
 class SlackEffects:
@@ -214,14 +266,34 @@ class Context:
         self._can_name_run = can_name_run
         self._logger = logging.getLogger(f"flowbot.stage.{stage_key}")
 
-    def send(self, type: str, payload: dict[str, Any] | None = None, *, run_id: str | None = None) -> None:
-        """Emit a task of ``type``; it is routed when this stage completes."""
+    def send(self, type: str, payload: dict[str, Any] | None = None, *, run_id: str | None = None,
+             delay: Any = None, at: dt.datetime | None = None) -> None:
+        """Emit a task of ``type``; it is routed when this stage completes. With ``delay=`` ("2h",
+        "30m", "2 business days") or ``at=`` (an aware datetime) it is not run before then."""
         if not isinstance(type, str) or not type:
             raise PayloadError(f"{self.stage}: task type must be a non-empty string, got {type!r}")
         if run_id is not None and not self._can_name_run:
             raise PayloadError(f"{self.stage}: only hooks and jobs may send into another run")
+        when = due(delay, at, where=self.stage)
         raw = encode_payload({} if payload is None else payload, limit=self._limit, where=self.stage)
-        self.outcome.sends.append(Send(type, run_id=run_id, raw=raw))
+        self.outcome.sends.append(Send(type, run_id=run_id, raw=raw, due=when))
+
+    def emit(self, event: str, *, key: str, payload: dict[str, Any] | None = None) -> None:
+        """Publish an event when this stage completes: it completes every wait on ``event`` with
+        ``key``, in any run (and is kept for waits that begin later, within the lookback)."""
+        for problem in (check_event_name(event), check_key(key)):
+            if problem is not None:
+                raise PayloadError(f"{self.stage}: {problem}")
+        raw = encode_payload({} if payload is None else payload, limit=self._limit, where=self.stage)
+        self.outcome.events.append(EventSend(event, key, raw))
+
+    def start(self, workflow: str, payload: dict[str, Any] | None = None) -> None:
+        """Start a run of ``workflow`` (at its start stage) when this stage completes, as a child
+        of this run (a ``wait_for_children`` stage waits for it)."""
+        if not isinstance(workflow, str) or not workflow:
+            raise PayloadError(f"{self.stage}: ctx.start needs a workflow name, got {workflow!r}")
+        raw = encode_payload({} if payload is None else payload, limit=self._limit, where=self.stage)
+        self.outcome.children.append(ChildStart(workflow, raw))
 
     def log(self, message: str, *args: Any) -> None:
         """A log line kept with the task (and written to the process log)."""

@@ -15,7 +15,13 @@ class ConfigError(FlowbotError):
 
 
 class DatabaseError(FlowbotError):
-    """Raised when the database cannot be reached or answers with an error."""
+    """Raised when the database answers a statement with an error."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """Raised when the database cannot be reached or cannot take work right now (stopped,
+    restarting, failing over, out of connections): nothing was done, try again shortly. Never the
+    caller's fault: the HTTP edges answer 503 with ``Retry-After``, not a 4xx."""
 
 
 class SchemaNotReady(DatabaseError):
@@ -52,11 +58,20 @@ class UnknownStage(FlowbotError):
     """Raised when a stage name does not match any stage of the workflow."""
 
 
+class NotStartable(FlowbotError):
+    """Raised when a manual run is asked to start at a stage that cannot begin one (a start form,
+    a hook, a job)."""
+
+
 # --- running stages --------------------------------------------------------------------------
 
 
 class PayloadError(FlowbotError):
     """Raised when a task payload is not a JSON object or is over the size limit."""
+
+
+class PayloadTooLarge(PayloadError):
+    """Raised when a task payload is over the size limit."""
 
 
 class TaskNotFound(FlowbotError):

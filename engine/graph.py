@@ -29,6 +29,14 @@ def _node(stage: Stage) -> dict[str, Any]:
     if stage.kind is StageKind.JOB:
         node["schedule"] = stage.schedule
         node["timezone"] = stage.timezone
+    if stage.kind is StageKind.WAIT:
+        timeout = stage.options.get("timeout")
+        node["event"] = None if stage.options.get("children") else stage.options["event"]
+        node["key"] = None if stage.options.get("children") else stage.options["key"]
+        node["children"] = bool(stage.options.get("children"))
+        node["timeout"] = str(timeout) if timeout else None
+        node["on_timeout"] = stage.options.get("on_timeout")
+        del node["module"]
     return node
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import UnknownWorkflow, WorkflowError, WorkflowLoadError
+from engine.errors import ConfigError, NotStartable, UnknownWorkflow, WorkflowError, WorkflowLoadError
 from engine.workflow import NAME_RE, Stage, StageKind, Transition, Where, Workflow
 
 ROOT_PACKAGE = "_flowbot_stages"
@@ -119,6 +119,9 @@ def load_workflows(stages_dir: Path) -> Registry:
     # here so validation never depends on what the caller happened to import first.
     for checks in ("engine.triggers.hooks", "engine.triggers.jobs", "engine.people.actions"):
         importlib.import_module(checks)
+    if not stages_dir.is_dir():
+        raise ConfigError(f"the stages directory {stages_dir.resolve()} does not exist "
+                          f"(set FLOWBOT_STAGES or --stages to where your workflows are)")
     stages_dir = stages_dir.resolve()
     errors: list[WorkflowError] = []
     registry = Registry(stages_dir=stages_dir)
@@ -153,6 +156,7 @@ def load_workflows(stages_dir: Path) -> Registry:
         errors.extend(found)
         if not found:
             registry.workflows[wf.name] = wf
+            wf.registry = registry
     errors.extend(_check_across(registry))
     if errors:
         raise WorkflowLoadError(errors)
@@ -228,7 +232,8 @@ def _validate_stage(stage: Stage, package: str) -> list[WorkflowError]:
                 where,
             )
         )
-    errors.extend(_load_module(stage, package))
+    if stage.kind is not StageKind.WAIT:  # a wait has no code
+        errors.extend(_load_module(stage, package))
     for check in STAGE_CHECKS:
         errors.extend(_err(msg, where) for msg in check(stage))
     return errors
@@ -300,10 +305,34 @@ def find_stage(registry: Registry, workflow: str, stage: str | None) -> Stage:
     return starts[0]
 
 
+def check_triggerable(stage: Stage) -> None:
+    """Refuse a manual run (``flowbot trigger``, ``POST /api/workflows/<name>/runs``) at a stage
+    that would never finish: a start form has no one to assign it to (a person starts it), and
+    hooks and jobs are started by requests and clocks."""
+    wf = stage.workflow
+    if stage.kind is StageKind.FORM and stage.assignee is None:
+        what = f'"{stage.name}" is the start form of workflow "{wf.name}": the person who starts the run fills it in'
+    elif stage.kind not in (StageKind.SCRIPT, StageKind.FORM):
+        what = f'stage "{stage.name}" of workflow "{wf.name}" is a {stage.kind.value}'
+    else:
+        return
+    ways = [f"POST /hooks/{s.path}" for s in wf.stages.values() if s.kind is StageKind.HOOK]
+    ways += [f"the job {s.name!r} on its schedule" for s in wf.stages.values() if s.kind is StageKind.JOB]
+    if any(s.kind is StageKind.FORM and s.assignee is None for s in wf.stages.values()):
+        ways.append(f"/flowbot start {wf.name} in Slack")
+    startable = [s.name for s in wf.stages.values()
+                 if s.kind is StageKind.SCRIPT or (s.kind is StageKind.FORM and s.assignee is not None)]
+    lines = [f"{what}, so a manual run cannot start there."]
+    if ways:
+        lines.append(f"Start {wf.name} with {' or '.join(ways)}.")
+    lines.append("Stages a manual run can start at (--stage): " + (", ".join(startable) or "none") + ".")
+    raise NotStartable("\n".join(lines))
+
+
 def describe_errors(exc: WorkflowLoadError) -> str:
     """The errors of a failed load, one per line."""
     return "\n".join(str(e) for e in exc.errors)
 
 
-__all__ = ["Registry", "describe_errors", "discover", "find_stage", "load_workflows", "validate"]
+__all__ = ["Registry", "check_triggerable", "describe_errors", "discover", "find_stage", "load_workflows", "validate"]
 

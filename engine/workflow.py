@@ -27,6 +27,8 @@ class StageKind(enum.StrEnum):
     FORM = "form"
     HOOK = "hook"
     JOB = "job"
+    #: No code: completes when an event (or the run's children finishing) arrives, or times out.
+    WAIT = "wait"
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,10 @@ class Workflow:
 
     def __init__(self, name: str, *, title: str | None = None, description: str = "",
                  starters: Sequence[Any] | None = None, operators: Sequence[Any] | None = None,
-                 viewers: Sequence[Any] | None = None) -> None:
+                 viewers: Sequence[Any] | None = None, timezone: str = "UTC") -> None:
         self.name = name
+        #: Where business days are counted (``"2 business days"`` timers and timeouts).
+        self.timezone = timezone
         self.title = title or name.replace("-", " ").replace("_", " ").capitalize()
         self.description = description
         self.stages: dict[str, Stage] = {}
@@ -146,8 +150,14 @@ class Workflow:
         self.viewers: tuple[Any, ...] = _people(viewers)
         for what, refs in (("operators", self.operators), ("viewers", self.viewers)):
             self.declaration_errors += [(msg, self.where) for msg in check_people_refs(what, refs)]
-        #: Filled in by the loader: the workflow's package directory.
+        from engine.durations import check_timezone
+
+        if (problem := check_timezone(timezone)) is not None:
+            self.declaration_errors.append((f"workflow {name!r}: {problem}", self.where))
+        #: Filled in by the loader: the workflow's package directory, and the registry it is in
+        #: (``ctx.start`` finds the workflows it names there).
         self.package_dir: str | None = None
+        self.registry: Any = None
 
     # -- declaring stages ---------------------------------------------------------------------
 
@@ -257,6 +267,45 @@ class Workflow:
             timezone=timezone,
             options=options,
         )
+
+    def wait(
+        self,
+        name: str,
+        *,
+        event: str,
+        key: str,
+        timeout: Any = None,
+        on_timeout: str | None = None,
+    ) -> Stage:
+        """A stage that completes when an event called ``event`` arrives with the key ``key`` (a
+        ``{payload_key}`` template filled from the arriving task), sending a task of type ``event``
+        with the task's payload and the event's merged. After ``timeout`` (``"7d"``,
+        ``"2 business days"``) it sends a task of type ``on_timeout`` instead, or fails the run when
+        ``on_timeout`` is None. Events that arrived before the wait began count
+        (``FLOWBOT_EVENT_LOOKBACK``)."""
+        from engine.waiting import check_wait
+
+        options, problems = check_wait(name, event=event, key=key, timeout=timeout, on_timeout=on_timeout)
+        stage = self._add(name, StageKind.WAIT, None, options=options)
+        self.declaration_errors += [(msg, stage.where) for msg in problems]
+        return stage
+
+    def wait_for_children(
+        self,
+        name: str = "children",
+        *,
+        timeout: Any = None,
+        on_timeout: str | None = None,
+    ) -> Stage:
+        """A stage that completes when every run this run started (``ctx.start``) has finished,
+        sending a task of type ``children.finished`` whose payload lists their outcomes."""
+        from engine.waiting import CHILDREN_EVENT, check_wait
+
+        options, problems = check_wait(name, event=CHILDREN_EVENT, key="{run_id}", timeout=timeout,
+                                       on_timeout=on_timeout, children=True)
+        stage = self._add(name, StageKind.WAIT, None, options=options)
+        self.declaration_errors += [(msg, stage.where) for msg in problems]
+        return stage
 
     # -- connecting them ----------------------------------------------------------------------
 

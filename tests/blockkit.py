@@ -1,8 +1,8 @@
-"""Block Kit assertions for tests: the shared JSON schema plus flowbot's own limit checks.
+"""Block Kit assertions for tests: a Block Kit JSON schema plus flowbot's own limit checks.
 
-The schema (``../shared/blockkit`` beside the repository) is the Tightknit Slack Block Kit
-schema, draft 2020-12; views are validated through a wrapper schema pointing at its
-``$defs`` as its README prescribes.
+The schema (``tests/data/blockkit/``, with its licence and source) is the Tightknit Slack Block
+Kit schema, draft 2020-12; views are validated through a wrapper schema pointing at its
+``$defs``, since a ``$ref`` beside the root's ``"type": "array"`` would fail every view.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from jsonschema.exceptions import ValidationError
 
 from bot.limits import check_message_limits, check_view_limits
 
-SCHEMA_PATH = (
-    Path(__file__).resolve().parents[2] / "shared" / "blockkit" / "slack-block-kit.schema.json"
-)
+SCHEMA_PATH = Path(__file__).resolve().parent / "data" / "blockkit" / "slack-block-kit.schema.json"
 
 
 @cache

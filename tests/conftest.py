@@ -31,8 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from support import write_stages  # noqa: E402  (tests import it from here too)
 
-#: Slack fixtures (fake_slack, slack_app) for the Slack integration tests.
-pytest_plugins = ["tests.slack"]
+#: Slack fixtures (fake_slack, slack_app) for the Slack integration tests; PgBouncer (pgbouncer)
+#: for the tests under tests/pooler.
+pytest_plugins = ["tests.slack", "tests.pgbouncer"]
 
 TEMPLATE = "flowbot_template"
 

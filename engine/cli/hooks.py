@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from engine.workflow import Stage, StageKind
@@ -42,27 +43,39 @@ def cmd_hooks(args: argparse.Namespace) -> int:
     registry = load_or_report(settings)
     if registry is None:
         return 1
-    base_url = args.base_url or f"http://localhost:{settings.port}"
+    base_url = args.base_url or f"http://{_host(settings.host)}:{settings.port}"
     hooks = [describe(s, base_url) for s in registry.stages(StageKind.HOOK)]
     if args.json:
         print(json.dumps(hooks, indent=2))
         return 0
     if not hooks:
-        print(f"no hooks in the workflows under {settings.stages_dir}")
+        print(f"no hooks in the workflows under {settings.stages_dir.resolve()}")
         return 0
+    if not args.base_url:
+        port_from = "--port" if getattr(args, "port", None) else ("PORT" if "PORT" in os.environ else "the default")
+        print(f"URLs use port {settings.port} ({port_from} of this command; if the server was started with "
+              "another, pass --port or --base-url)")
+    print("Secrets are checked here, in this command's environment: the server reads its own.")
     for h in hooks:
         print(f"{' '.join(h['methods'])} {h['url']}  ({h['workflow']}/{h['stage']})")
         if h["auth"] is None:
             print("    auth: NONE (auth=None: anyone who can reach the URL may call it)")
         else:
-            state = "set" if h["secret_set"] else "NOT SET: requests get 503 until it is"
+            state = ("set here" if h["secret_set"]
+                     else "NOT SET here: if the server lacks it too, requests get 503 until it is set")
             print(f"    auth: {h['auth']}; ${h['secret_env']} {state}")
     return 0
+
+
+def _host(bind: str) -> str:
+    """The host to print in a URL for a bind address (every interface: this machine)."""
+    return "localhost" if bind in ("0.0.0.0", "::", "127.0.0.1") else bind
 
 
 def add_commands(subparsers: Any) -> None:
     """Add `flowbot hooks` (called by engine.cli.main for each module of COMMAND_MODULES)."""
     p = subparsers.add_parser("hooks", help="list hooks with their URLs and authentication")
     p.add_argument("--base-url", help="the public base URL to print (default http://localhost:$PORT)")
+    p.add_argument("--port", type=int, help="the port the server listens on (default: $PORT or 8080)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_hooks)

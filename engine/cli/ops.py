@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from engine.cli.remote import Remote
-from engine.errors import FlowbotError, Invalid
+from engine.errors import FlowbotError, Invalid, NotFound
 from engine.ops import audit as audit_ops
 from engine.ops import outbox as outbox_ops
 from engine.ops import runs as run_ops
@@ -26,6 +26,7 @@ from engine.ops import tokens as token_ops
 from engine.ops.actor import Actor, Edge, Role, is_person, local_admin
 from engine.ops.base import Ops, ops_of
 from engine.runtime import report
+from engine.store.models import RUN_STATUSES, TASK_STATUSES
 
 Local = Callable[[Ops, Actor], Awaitable[Any]]
 
@@ -43,7 +44,7 @@ def actor_of(args: argparse.Namespace) -> Actor:
 @contextlib.asynccontextmanager
 async def local_ops(args: argparse.Namespace) -> AsyncIterator[Ops]:
     """The operations on the local database (no plugins: nothing is delivered from here)."""
-    from engine.cli.main import settings_from
+    from engine.cli.options import settings_from
     from engine.runtime.lifecycle import open_app
 
     async with open_app(settings_from(args), load_plugins_=False, pool_size=2) as app:
@@ -73,7 +74,18 @@ def json_arg(raw: str | None, flag: str) -> Any:
 
 def show(args: argparse.Namespace, value: Any, text: str) -> None:
     """``--json``: the value; else the line of text."""
-    print(json.dumps(value, indent=2, default=str) if getattr(args, "json", False) else text)
+    print(dumps(value) if getattr(args, "json", False) else text)
+
+
+def dumps(value: Any) -> str:
+    """JSON as the commands print it."""
+    return json.dumps(value, indent=2, default=report.json_default)
+
+
+def check_status(status: str | None, valid: tuple[str, ...], what: str) -> None:
+    """Refuse a status filter that no row can have, naming the valid ones."""
+    if status is not None and status not in valid:
+        raise FlowbotError(f"unknown {what} status {status!r}: use one of {', '.join(valid)}")
 
 
 def usage(text: str) -> int:
@@ -88,12 +100,13 @@ def usage(text: str) -> int:
 async def cmd_runs(args: argparse.Namespace) -> int:
     """``flowbot runs [list|show|cancel|retry|rerun] ...``."""
     action, ref = args.action, args.run_id
+    check_status(args.status, RUN_STATUSES, "run")
     if action == "list":
         rows = await perform(args, lambda ops, a: run_ops.list_runs(
             ops, a, workflow=args.workflow, status=args.status, limit=args.limit), "GET", "/runs",
             query={"workflow": args.workflow, "status": args.status, "limit": args.limit})
         if args.json:
-            print(json.dumps(rows, indent=2, default=str))
+            print(dumps(rows))
         else:
             print(report.table(rows, ["id", "workflow", "status", "created_at", "finished_at"]))
         return 0
@@ -101,7 +114,7 @@ async def cmd_runs(args: argparse.Namespace) -> int:
         return usage(f"flowbot runs {action} RUN_ID")
     if action == "show":
         data = await perform(args, lambda ops, a: run_ops.report(ops, ref, a), "GET", f"/runs/{ref}")
-        print(json.dumps(data, indent=2, default=str) if args.json else report.render(data))
+        print(dumps(data) if args.json else report.render(data))
         return 0
     if action == "cancel":
         done = await perform(args, lambda ops, a: run_ops.cancel(ops, ref, a, args.reason), "POST",
@@ -125,7 +138,7 @@ async def _print_new_run(args: argparse.Namespace, run_id: str) -> int:
         print(run_id)
         return 0
     data = await perform(args, lambda ops, a: run_ops.report(ops, run_id, a), "GET", f"/runs/{run_id}")
-    print(json.dumps(data, indent=2, default=str))
+    print(dumps(data))
     return 0
 
 
@@ -138,17 +151,24 @@ TASK_ACTIONS = ("list", "submit", "approve", "decline", "claim", "reassign", "re
 async def cmd_tasks(args: argparse.Namespace) -> int:
     """``flowbot tasks [list|submit|approve|decline|claim|reassign|retry] ...``."""
     action, rest = args.action, list(args.ids)
+    check_status(args.status, TASK_STATUSES, "task")
     if action == "list":
         if rest:
             return usage("flowbot tasks [--stage S] [--status S] [--run RUN] [--json]")
         query = {"stage": args.stage, "status": args.status, "run": args.run, "workflow": args.workflow,
                  "limit": args.limit}
 
-        rows = await perform(args, lambda ops, a: task_ops.list_tasks(ops, a, **query), "GET", "/tasks", query=query)
+        try:
+            rows = await perform(args, lambda ops, a: task_ops.list_tasks(ops, a, **query), "GET", "/tasks",
+                                 query=query)
+        except NotFound as exc:
+            if args.run and str(exc) == f"no run {args.run}":
+                raise NotFound(f"--run: no run {args.run} (give a run id or the start of one)") from None
+            raise
         if args.json:
-            print(json.dumps(rows, indent=2, default=str))
+            print(dumps(rows))
         else:
-            print(report.table(rows, ["id", "workflow", "stage", "type", "status", "attempts", "run_id"]))
+            print(report.table(rows, ["id", "workflow", "stage", "type", "status", "attempts", "assignee", "run_id"]))
         return 0
     wanted = 2 if action == "reassign" else 1
     if len(rest) != wanted:
@@ -209,7 +229,7 @@ async def cmd_outbox(args: argparse.Namespace) -> int:
                                                                           limit=args.limit),
                              "GET", "/outbox", query={"status": args.status, "limit": args.limit})
         if args.json:
-            print(json.dumps(rows, indent=2, default=str))
+            print(dumps(rows))
         else:
             for r in rows:
                 r["age"] = _age(r["age_seconds"])
@@ -270,7 +290,7 @@ async def cmd_audit(args: argparse.Namespace) -> int:
                          "GET", "/audit", query={"run": args.run, "actor": args.actor, "since": args.since,
                                                  "limit": args.limit})
     if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+        print(dumps(rows))
         return 0
     if not rows:
         print("(none)")
@@ -292,7 +312,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``flowbot runs``."""
     p.add_argument("action", nargs="?", choices=["list", "show", "cancel", "retry", "rerun"], default="list")
     p.add_argument("run_id", nargs="?", help="a run id, or a unique prefix of one")
-    p.add_argument("--status")
+    p.add_argument("--status", help=f"one of {', '.join(RUN_STATUSES)}")
     p.add_argument("--workflow")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--reason", help="why a run is cancelled")
@@ -306,7 +326,7 @@ def add_task_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=TASK_ACTIONS, default="list")
     p.add_argument("ids", nargs="*", metavar="TASK [PERSON]")
     p.add_argument("--stage")
-    p.add_argument("--status")
+    p.add_argument("--status", help=f"one of {', '.join(TASK_STATUSES)}")
     p.add_argument("--run", help="a run id, or a unique prefix of one")
     p.add_argument("--workflow")
     p.add_argument("--limit", type=int, default=50)

@@ -51,7 +51,7 @@ async def find_run(ops: Ops, ref: str) -> Row:
     ref = str(ref).strip()
     bounds = run_id_bounds(ref)
     if bounds is None or len(ref.replace("-", "")) < MIN_PREFIX:
-        raise NotFound(f"no run {ref} (give a run id, or at least {MIN_PREFIX} of its first characters)")
+        raise NotFound(f"no run {ref}")
     ids = await ops.store.run_ids_by_prefix(ref)
     if not ids:
         raise NotFound(f"no run {ref}")

@@ -253,7 +253,7 @@ async def start(store: Store, stage: Stage, payload: dict[str, Any], answers: di
         done = {"id": row["id"], "run_id": row["run_id"]}
         from engine.store.tasks import CommitResult
 
-        await store._apply(tx, [Finished(done, outcome, routes)], now, CommitResult())
+        await store.apply(tx, [Finished(done, outcome, routes)], now, CommitResult())
         await store.add_effects(tx, [(e.kind, e.payload, row["id"], run_id) for e in outcome.effects], now)
         await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": [run_id], "now": now})
         record = audit or AuditEntry(actor=actor, action="start", edge="slack", acting_as="starter")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import assignees
 from engine.context import Task
-from engine.errors import DatabaseError, FlowbotError
+from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError
 from engine.loader import Registry
 from engine.store import queries
 from engine.store.db import Row
@@ -158,6 +158,8 @@ class Reminders:
         while not stop.is_set():
             try:
                 await self.tick()
+            except DatabaseUnavailable:
+                pass  # logged once by the database; the next pass catches up
             except DatabaseError as exc:
                 log.warning("reminders: %s", exc, extra={"action": "reminders_error"})
             with contextlib.suppress(TimeoutError):

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from engine.loader import load_workflows
 from engine.runtime.app import App
 from engine.runtime.plugins import load_plugins
 from engine.settings import Settings
-from engine.store import migrate
+from engine.store import migrate, problems
 from engine.store.db import Database
 from engine.store.embedded import EmbeddedPostgres
 from engine.store.tasks import Clock, Store, utcnow
+
+log = logging.getLogger(__name__)
 
 
 async def database_url(settings: Settings, stack: contextlib.AsyncExitStack) -> tuple[str, bool]:
@@ -38,13 +41,20 @@ async def open_app(settings: Settings, *, clock: Clock = utcnow, load_plugins_: 
     """Open everything a flowbot process needs; close it all on exit."""
     async with contextlib.AsyncExitStack() as stack:
         url, embedded = await database_url(settings, stack)
-        if embedded and migrate_embedded:
-            await migrate.upgrade(url)
-        db = Database(url, pool_size=pool_size)
-        stack.push_async_callback(db.close)
-        await db.check_schema(migrate.heads())
+        with problems.explained(url, embedded=embedded):
+            if embedded and migrate_embedded:
+                await migrate.upgrade(url)
+            db = Database(url, pool_size=pool_size, listen_url=settings.listen_url)
+            stack.push_async_callback(db.close)
+            if db.poll_only:
+                log.warning("database: a transaction-mode pooler (pool_mode=transaction) and no FLOWBOT_LISTEN_URL: "
+                            "poll-only mode, idle workers and the outbox look for work every %g s "
+                            "(set FLOWBOT_LISTEN_URL to a direct connection for instant wake-ups)",
+                            settings.poll_interval, extra={"action": "db_poll_only"})
+            await db.check_schema(migrate.heads())
         registry = load_workflows(settings.stages_dir)
-        store = Store(db, registry, lease_seconds=settings.lease_seconds, clock=clock)
+        store = Store(db, registry, lease_seconds=settings.lease_seconds, clock=clock,
+                      event_lookback=settings.event_lookback)
         app = App(settings=settings, db=db, registry=registry, store=store, database_url=url)
         stack.push_async_callback(app.close)
         if load_plugins_:

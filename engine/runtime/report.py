@@ -27,6 +27,13 @@ async def wait_for(store: Store, run_id: str, *, within: float = 60.0, interval:
         interval = min(interval * 1.5, 0.5)
 
 
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for rows: timestamps as ISO 8601, anything else as text."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
 def _duration(start: str | None, end: str | None) -> str:
     if not start or not end:
         return ""
@@ -45,20 +52,40 @@ def render(data: Mapping[str, Any]) -> str:
     ]
     if data.get("error"):
         lines.append(f"  error     {data['error'].splitlines()[0]}")
+    if data.get("parent_run_id"):
+        lines.append(f"  parent    {data['parent_run_id']}")
     lines.append("  steps:")
-    for i, s in enumerate(data["steps"], 1):
+    steps = data["steps"]
+    stage_w = max([20, *(len(s["stage"]) for s in steps)])
+    type_w = max([16, *(len(s["type"]) for s in steps)])
+    for i, s in enumerate(steps, 1):
         lines.append(
-            f"    {i:>2}. {s['stage']:<20} {s['kind']:<6} {s['type']:<16} {s['status']:<9} "
+            f"    {i:>2}. {s['stage']:<{stage_w}} {s['kind']:<6} {s['type']:<{type_w}} {s['status']:<9} "
             f"attempts {s['attempts']}  {_duration(s['started_at'], s['finished_at'])}".rstrip()
         )
+        if s.get("due_at"):
+            lines.append(f"        due: {s['due_at']}")
+        if s.get("waiting_for"):
+            w = s["waiting_for"]
+            lines.append(f"        waiting for: {w['event']} (key {w['key']})"
+                         + (f" until {w['deadline']}" if w.get("deadline") else ""))
         if s.get("error") and s["status"] != "completed":
             lines.append(f"        error: {s['error'].splitlines()[0]}")
+        if s["kind"] == "form" and s["status"] == "pending":
+            lines.append(f"        waiting on: {_assignee(s.get('assignee'))}")
+            lines.append(f"        payload: {json.dumps(s.get('payload') or {}, default=json_default)}")
         for entry in s.get("log") or []:
             lines.append(f"        log: {entry.get('message')}")
     lines.append(f"  context   {json.dumps(data.get('context') or {}, default=str)}")
     unrouted = data.get("unrouted") or []
     lines.append(f"  unrouted  {len(unrouted)}" + "".join(
         f"\n    - {u['stage']} sent {u['type']!r} (no transition takes it)" for u in unrouted))
+    counts = data.get("children_counts") or {}
+    if counts:
+        lines.append(f"  children  {sum(counts.values())}: "
+                     + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        for child in data.get("children") or []:
+            lines.append(f"    - {child['id']}  {child['workflow']}  {child['status']}")
     for j in data.get("waiting_joins") or []:
         lines.append(f"  join      {j['stage']} has {j['source_stage']!r}, waiting for the rest")
     if data.get("rerun_of"):
@@ -88,6 +115,19 @@ def audit_line(entry: Mapping[str, Any], *, with_run: bool = False) -> str:
     extra = "  ".join(f"{k}={json.dumps(v, default=str)}" for k, v in detail.items() if v not in (None, [], {}))
     at = str(entry.get("at") or "")[:19].replace("T", " ")
     return f"{at}  {who} via {entry['edge']}: {what}" + (f"  {extra}" if extra else "")
+def _assignee(assignee: Any) -> str:
+    """Who a form task waits on, as people read it (an email, a Slack id, a team, a list)."""
+    if not assignee:
+        return "nobody yet (no assignee)"
+    if isinstance(assignee, list):
+        return ", ".join(_assignee(a) for a in assignee)
+    if isinstance(assignee, dict):
+        if assignee.get("users"):
+            return _assignee(assignee["users"])
+        if assignee.get("team"):
+            return f"team {assignee['team']}"
+        return json.dumps(assignee, default=json_default)
+    return str(assignee)
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -97,7 +137,9 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
 
     def cell(v: Any) -> str:
         if isinstance(v, dt.datetime):
-            return v.strftime("%Y-%m-%d %H:%M:%S")
+            return v.isoformat(timespec="seconds")
+        if isinstance(v, list | dict):
+            return _assignee(v) if v else ""
         return "" if v is None else str(v)
 
     cells = [[cell(r.get(c)) for c in columns] for r in rows]

@@ -6,18 +6,24 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Executor
-from typing import Any
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from engine.context import Context, Task
 from engine.store.db import Row
 from engine.store.tasks import Failed, Finished, plan
 from engine.workflow import Stage
 
+#: The task whose stage the current code runs for (set by the worker; read by ``StageThreads``).
+CURRENT_TASK: contextvars.ContextVar[int | None] = contextvars.ContextVar("flowbot_current_task", default=None)
+
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 600.0
+
+T = TypeVar("T")
 
 
 def backoff(attempt: int) -> float:
@@ -35,6 +41,41 @@ async def call(fn: Callable[..., Any], *args: Any, executor: Executor | None = N
     if inspect.isawaitable(result):  # a sync wrapper returning a coroutine
         result = await result
     return result
+
+
+class StageThreads(ThreadPoolExecutor):
+    """The threads sync stages run in, knowing which tasks' stages are in them right now.
+
+    A thread cannot be stopped: at shutdown, a stage still running in one after the grace period
+    must not run again elsewhere until this process is gone (``busy`` says which)."""
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix="stage")
+        self._busy: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> set[int]:
+        """Tasks whose stage was handed to a thread and has not returned (nor been cancelled)."""
+        with self._lock:
+            return set(self._busy)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn`` in a thread, counted against the current task (``CURRENT_TASK``)."""
+        future = super().submit(fn, *args, **kwargs)
+        task_id = CURRENT_TASK.get()
+        if task_id is not None:
+            with self._lock:
+                self._busy[task_id] = self._busy.get(task_id, 0) + 1
+
+            def done(_f: Future[T]) -> None:
+                with self._lock:
+                    left = self._busy.pop(task_id, 1) - 1
+                    if left:
+                        self._busy[task_id] = left
+
+            future.add_done_callback(done)
+        return future
 
 
 def task_of(row: Row) -> Task:

@@ -6,30 +6,42 @@ concurrently (async stages on the loop, sync ones in a thread pool), and commits
 finished in one transaction per batch: completions, the tasks they sent, their events and one
 NOTIFY. Up to ``commit_concurrency`` commits are in flight; each takes every result gathered
 since the previous one started, so under load batches grow by themselves while under light load
-each task commits on its own at once. A commit that fails is retried; one that keeps failing
-drops nothing (the leases expire and the tasks run again). LISTEN/NOTIFY wakes idle workers; a
-slow poll is the fallback for a lost notification.
+each task commits on its own at once. A commit that fails is retried (through a database outage,
+for as long as the leases last); one that keeps failing drops nothing (the leases expire and the
+tasks run again). LISTEN/NOTIFY wakes idle workers; a drained worker also sleeps no longer than
+until the next timed task or wait deadline is due (ending due waits on the way:
+``engine.store.waits.expire``); a slow poll is the fallback for a lost notification and while the
+LISTEN connection is being re-established. While the database is unavailable, claims back off
+(up to a second) and are tried again at once when LISTEN is back; the database logs the outage
+once, not every loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import DatabaseError, FlowbotError
-from engine.runtime.runner import failure, run_script
-from engine.store.db import NOTIFY_CHANNEL, Row
+from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError
+from engine.runtime.runner import CURRENT_TASK, StageThreads, failure, run_script
+from engine.store import waits
+from engine.store.db import NOTIFY_CHANNEL, Row, outage_backoff
 from engine.store.tasks import Failed, Finished, Store
 
 log = logging.getLogger(__name__)
+
+#: Waits ended per timer pass (a full pass is followed by another at once).
+TIMER_BATCH = 100
+#: Seconds between timer passes while every claim comes back full (idle workers pass when drained).
+TIMER_PASS_UNDER_LOAD = 1.0
 
 
 @dataclass
@@ -63,6 +75,22 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def log_failure(failed: Failed) -> None:
+    """Log a failed attempt once it is committed: a WARNING with the traceback while retries are
+    left, an ERROR when it was the last one (the task and its run have failed)."""
+    row = failed.task
+    where = {"task_id": row["id"], "run_id": str(row["run_id"]), "stage": f"{row['workflow']}/{row['stage']}"}
+    attempts, most = row["attempts"], row.get("max_attempts") or row["attempts"]
+    if attempts < most:
+        log.warning("stage %s failed (attempt %d of %d; task %s, run %s), retrying in %.0f s:\n%s",
+                    where["stage"], attempts, most, row["id"], where["run_id"], failed.delay, failed.error,
+                    extra={"action": "stage_failed", **where})
+    else:
+        log.error("stage %s failed after %d attempt(s) (task %s, run %s): the task and its run have failed:\n%s",
+                  where["stage"], attempts, row["id"], where["run_id"], failed.error,
+                  extra={"action": "stage_gave_up", **where})
+
+
 class Worker:
     """Runs script tasks until told to stop."""
 
@@ -74,6 +102,7 @@ class Worker:
         self._results: list[Finished | Failed] = []
         self._result_ready = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._names: dict[int, str] = {}  # "workflow/stage (task id)" of the running tasks, for people
         self._pending_commit: set[int] = set()
         self._slot_free = asyncio.Event()
         self._backlog = asyncio.Event()  # the last claim came back full: more claimers may help
@@ -81,9 +110,13 @@ class Worker:
         self._commits: set[asyncio.Task[None]] = set()
         self._claim_batch = self.options.claim_batch or max(1, min(500, self.options.concurrency // 4))
         threads = max(1, min(self.options.concurrency, self.options.threads))
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stage")
+        self._executor = StageThreads(threads)
         self.completed = 0
         self.failed = 0
+        #: Set when a claim failed with the database unavailable: it may have locked tasks whose
+        #: answer never arrived (their claim time is at or before this).
+        self._unreceived_before: dt.datetime | None = None
+        self._timers_at = 0.0
 
     @property
     def busy(self) -> int:
@@ -112,6 +145,7 @@ class Worker:
         others only help while claims come back full (a backlog), so an idle worker sends one
         query per poll interval."""
         stopping = asyncio.create_task(stop.wait())
+        failures = 0
         try:
             while not stop.is_set():
                 if not primary and not self._backlog.is_set():
@@ -130,24 +164,73 @@ class Worker:
                 self._reserved += want
                 try:
                     rows = await self.store.claim(self.id, want, self.options.workflows)
+                    failures = 0
                 except DatabaseError as exc:
-                    log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
+                    if isinstance(exc, DatabaseUnavailable):  # an outage is logged once, by the database
+                        self._unreceived_before = self.store.clock()
+                    else:
+                        log.warning("claim failed: %s", exc, extra={"action": "claim_error"})
                     rows = []
-                    await asyncio.sleep(1)
+                    failures += 1
                 finally:
                     self._reserved -= want
+                if failures:
+                    # Cut short when LISTEN is back (the database is too) or on stop.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), outage_backoff(failures))
+                    self._wake.clear()
+                    continue
                 for row in rows:
+                    self._names[row["id"]] = f"{row['workflow']}/{row['stage']} (task {row['id']})"
                     self._running[row["id"]] = asyncio.create_task(self._execute(row))
+                if not failures and self._unreceived_before is not None and not self._reserved:
+                    await self._release_unreceived()
                 if len(rows) == want:
                     self._backlog.set()
+                    if primary and time.monotonic() - self._timers_at > TIMER_PASS_UNDER_LOAD:
+                        await self._timers()  # deadlines still end while claims come back full
                     continue
                 self._backlog.clear()
                 if primary:
-                    # Drained: sleep until a NOTIFY, the poll interval, or stop.
+                    # Drained: sleep until a NOTIFY, the next timer, the poll interval, or stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), self.options.poll_interval)
+                        await asyncio.wait_for(self._wait_any(self._wake.wait(), stopping), await self._timers())
         finally:
             stopping.cancel()
+
+    async def _release_unreceived(self) -> None:
+        """After an outage: tasks a lost claim locked for this worker go back to pending now, not
+        when their leases expire. (Only while no other claim is in flight: its tasks are not
+        held yet; claims sent from now on lock with a later time.)"""
+        before, self._unreceived_before = self._unreceived_before, None
+        assert before is not None
+        try:
+            n = await self.store.release_unreceived(self.id, [*self._running, *self._pending_commit], before)
+        except DatabaseError:
+            self._unreceived_before = before  # the next successful claim tries again
+            return
+        if n:
+            log.info("%d tasks claimed as the database went away released", n,
+                     extra={"action": "released_unreceived", "worker": self.id})
+
+    async def _timers(self) -> float:
+        """End the waits that are due (timeouts, finished children); how long to sleep until the
+        next timed task or deadline (at most the poll interval)."""
+        self._timers_at = time.monotonic()
+        sleep = self.options.poll_interval
+        try:
+            ended, due = await waits.timer_pass(self.store, limit=TIMER_BATCH)
+        except DatabaseError as exc:
+            if not isinstance(exc, DatabaseUnavailable):  # an outage is logged once, by the database
+                log.warning("timer pass failed: %s", exc, extra={"action": "timer_error"})
+            return sleep
+        if ended >= TIMER_BATCH:
+            return 0.0  # more are due
+        if due is not None:
+            until = (due - self.store.clock()).total_seconds()
+            # Past due yet not ended here (another deployment's workflow): look again in a while.
+            sleep = min(sleep, until if until > 0 else 1.0)
+        return sleep
 
     @staticmethod
     async def _wait_any(*aws: Any) -> None:
@@ -169,9 +252,11 @@ class Worker:
             # or another deployment's): fail it with retries rather than hold its lease forever.
             result = failure(row, exc)
         else:
+            CURRENT_TASK.set(row["id"])  # this asyncio task's own context: its sync stage's thread
             result = await run_script(stage, row, max_payload_bytes=self.options.max_payload_bytes,
                                       executor=self._executor)
         self._running.pop(row["id"], None)
+        self._names.pop(row["id"], None)
         self._pending_commit.add(row["id"])
         self._results.append(result)
         self._result_ready.set()
@@ -210,19 +295,31 @@ class Worker:
                 await asyncio.wait(list(self._commits))
 
     async def _commit(self, batch: list[Finished | Failed]) -> None:
-        """Commit one batch in one transaction, retried on database errors."""
+        """Commit one batch in one transaction, retried on database errors: through an outage for
+        as long as the leases last (a commit that took effect before its answer was lost finds
+        its leases gone on the retry and drops its duplicate: nothing is committed twice)."""
         finished = [r for r in batch if isinstance(r, Finished)]
         failed = [r for r in batch if isinstance(r, Failed)]
         result = None
+        errors = outages = 0
+        give_up_at = time.monotonic() + self._shortest_lease()
         try:
-            for attempt in range(5):
+            while True:
                 try:
                     result = await self.store.commit(self.id, finished, failed)
                     break
+                except DatabaseUnavailable:
+                    outages += 1
+                    if time.monotonic() + outage_backoff(outages) > give_up_at:
+                        break
+                    await asyncio.sleep(outage_backoff(outages))
                 except DatabaseError as exc:
-                    log.warning("commit failed (attempt %d): %s", attempt + 1, exc, extra={"action": "commit_error"})
-                    await asyncio.sleep(min(0.2 * 2**attempt, 5))
-            else:
+                    errors += 1
+                    log.warning("commit failed (attempt %d): %s", errors, exc, extra={"action": "commit_error"})
+                    if errors >= 5:
+                        break
+                    await asyncio.sleep(min(0.2 * 2 ** (errors - 1), 5))
+            if result is None:
                 # The leases will expire and the tasks run again: nothing is lost.
                 log.error("giving up committing %d results", len(batch), extra={"action": "commit_gave_up"})
         except Exception:
@@ -232,6 +329,8 @@ class Worker:
             if result is not None:
                 self.completed += len(result.completed)
                 self.failed += len(failed)
+                for f in failed:
+                    log_failure(f)
                 for lost in result.lost:
                     log.warning("lease of task %s was lost before completion; its result is dropped",
                                 lost, extra={"action": "lease_lost", "task_id": lost})
@@ -239,18 +338,23 @@ class Worker:
                 self._pending_commit.discard(r.task["id"])
             self._slot_free.set()
 
+    def _shortest_lease(self) -> float:
+        """Seconds of the shortest lease a task of this worker may hold."""
+        return min([s.lease for s in self.store.registry.stages() if s.lease] + [self.store.lease_seconds])
+
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         # Renew well before the shortest lease runs out (a stage's lease= may be shorter than
         # the default), including results still waiting for their commit. Runs until shutdown
         # cancels it, after the grace period: stages finishing after stop keep their leases.
-        leases = [s.lease for s in self.store.registry.stages() if s.lease] + [self.store.lease_seconds]
         while True:
-            await asyncio.sleep(max(0.2, min(leases) / 3))
+            await asyncio.sleep(max(0.2, self._shortest_lease() / 3))
             ids = [*self._running, *self._pending_commit]
             if not ids:
                 continue
             try:
                 await self.store.heartbeat(self.id, ids)
+            except DatabaseUnavailable:
+                pass  # logged once by the database; the next beat tries again
             except DatabaseError as exc:
                 log.warning("heartbeat failed: %s", exc, extra={"action": "heartbeat_error"})
 
@@ -260,6 +364,8 @@ class Worker:
                 moved = await self.store.reap_expired(actor=self.id)
                 if moved:
                     log.info("%d expired leases reverted", len(moved), extra={"action": "reaped"})
+            except DatabaseUnavailable:
+                pass  # logged once by the database
             except DatabaseError as exc:
                 log.warning("reaper failed: %s", exc, extra={"action": "reap_error"})
             with contextlib.suppress(TimeoutError):
@@ -269,16 +375,43 @@ class Worker:
         heartbeat, *others = side
         for t in others:
             t.cancel()
-        running = list(self._running.values())
+        running = dict(self._running)
         if running:
-            _done, not_done = await asyncio.wait(running, timeout=self.options.shutdown_grace)
+            grace = self.options.shutdown_grace
+            log.warning("stopping: waiting up to %g s for %d running stage(s): %s", grace, len(running),
+                        self._describe(running), extra={"action": "worker_stopping", "worker": self.id})
+            _done, not_done = await asyncio.wait(running.values(), timeout=grace)
             for t in not_done:
                 t.cancel()
+            if not_done:
+                await asyncio.wait(not_done, timeout=1)
         flusher.cancel()
         await self.flush()
         heartbeat.cancel()
-        leftover = list(self._running)
-        if leftover:
-            n = await self.store.release(self.id, leftover)
-            log.info("released %d unfinished tasks", n, extra={"action": "released"})
+        # Queued sync stages never start now; those already in a thread cannot be stopped.
         self._executor.shutdown(wait=False, cancel_futures=True)
+        leftover = list(self._running)
+        stuck = sorted(self._executor.busy & set(leftover))
+        free = [task_id for task_id in leftover if task_id not in stuck]
+        try:
+            if free:
+                n = await self.store.release(self.id, free)
+                log.info("released %d unfinished tasks", n, extra={"action": "released"})
+            if stuck:
+                # Their stages still run in this process's threads until it exits (``flowbot``
+                # exits without waiting for them): due again only after a lease, as if this worker
+                # crashed, so that no other worker starts one beside the thread still running it.
+                delay = float(self.store.lease_seconds)
+                n = await self.store.release(self.id, stuck, delay=delay,
+                                             reason="released on shutdown, its stage still running")
+                log.warning("%d stage(s) still running after %g s: %s; their tasks run again in %g s, after "
+                            "this process has exited", n, self.options.shutdown_grace,
+                            self._describe({i: self._running[i] for i in stuck}), delay,
+                            extra={"action": "released_running", "task_ids": stuck})
+        except DatabaseError as exc:  # their leases expire instead
+            log.warning("could not release %d unfinished tasks: %s", len(leftover), exc,
+                        extra={"action": "release_error"})
+
+    def _describe(self, running: dict[int, asyncio.Task[None]]) -> str:
+        names = [self._names.get(task_id, f"task {task_id}") for task_id in sorted(running)]
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

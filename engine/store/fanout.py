@@ -1,4 +1,5 @@
-"""The rows of new runs started by a hook's or job's sends, built in Python before any I/O.
+"""The rows of new runs started by a hook's or job's sends (or by ``ctx.start``), built in Python
+before any I/O.
 
 A job that fans out 100,000 sends starts 100,000 runs. ``FreshRuns`` routes each send (by type,
 once per type), picks the run's id (UUIDv7, counted: ``engine.store.ids``) and encodes the run row and
@@ -14,6 +15,7 @@ ordinary statements.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,15 +53,26 @@ class FreshRuns:
     unrouted: list[dict[str, Any]] = field(default_factory=list)
     segments: list[ContextSegment] = field(default_factory=list)
     sends: int = 0
+    #: Child runs (``ctx.start``): every send starts a run of ``start``'s workflow at ``start``
+    #: (whatever its type), linked to the run ``parent`` (None for a job's).
+    start: Stage | None = None
+    parent: str | None = None
 
     def __post_init__(self) -> None:
         self._ids = Uuid7Counter()
         self._now = now = pgcopy.timestamptz(self.now)
-        self._run_head = pgcopy.text(self.stage.workflow.name) + pgcopy.jsonb(json_text(self.trigger))
-        self._run_tail = {status: pgcopy.text(status) + now + now for status in ("running", "waiting")}
+        workflow = (self.start or self.stage).workflow.name
+        self._run_head = pgcopy.text(workflow) + pgcopy.jsonb(json_text(self.trigger))
+        parent = pgcopy.uuid(uuid.UUID(self.parent).bytes) if self.parent else pgcopy.NULL
+        self._run_tail = {status: pgcopy.text(status) + now + now + parent for status in ("running", "waiting")}
         self._run_context = b""
         self._targets_of: dict[str, list[tuple[Stage, tuple[bytes, bytes] | None]]] = {}
         self.set_context({})
+
+    def emptied(self) -> FreshRuns:
+        """A new, empty batch like this one (same stage, start, parent, trigger and time)."""
+        return FreshRuns(self.stage, self.trigger, self.now, self.actor, self.lease_seconds,
+                         start=self.start, parent=self.parent)
 
     def set_context(self, context: dict[str, Any]) -> None:
         """The starting context of the runs added from now on."""
@@ -91,18 +104,21 @@ class FreshRuns:
         run_id, run_bytes = self._ids.next_with_bytes()
         self.run_ids.append(run_id)
         uuid_field = pgcopy.uuid(run_bytes)
-        waiting = True  # a run whose only tasks are forms waits on people
+        waiting = True  # a run whose only tasks are forms, waits or timed tasks waits
         for target, fixed in targets:
             if fixed is not None:
                 head, tail = fixed
+                if send.due is not None:  # a timed task: its own available_at
+                    due = send.due.resolve(self.now, target.workflow.timezone)
+                    tail = tail[:_DUE_AT] + pgcopy.timestamptz(due) + tail[_DUE_AT + len(self._now):]
                 self.tasks += _TASK_ROW + uuid_field + head + pgcopy.jsonb(send.raw) + tail
                 self.script_tasks += 1
-                waiting = False
+                waiting = waiting and send.due is not None  # a timed task waits on the clock
             elif target.join == "all":
                 self.arrivals.append((run_id, Arrival(target, self.stage, send.type, send.payload)))
                 waiting = False  # the run is still running: it waits for the join's siblings
             else:
-                self.forms.append(new_task(target, send.type, send.payload, run_id=run_id))
+                self.forms.append(new_task(target, send.type, send.payload, run_id=run_id, due=send.due))
         self.runs += (_RUN_ROW + uuid_field + self._run_head + self._run_context
                       + self._run_tail["waiting" if waiting else "running"])
 
@@ -111,10 +127,9 @@ class FreshRuns:
         after the payload, the same for every task of that stage and type."""
         now = self._now
         out: list[tuple[Stage, tuple[bytes, bytes] | None]] = []
-        for t in self.stage.outgoing:
-            target = t.target
-            if not isinstance(target, Stage) or not t.matches(type):
-                continue
+        candidates = [self.start] if self.start is not None else [
+            t.target for t in self.stage.outgoing if isinstance(t.target, Stage) and t.matches(type)]
+        for target in candidates:
             fixed = None
             if target.kind is StageKind.SCRIPT and target.join != "all":
                 # queries.COPY_TASKS: run_id, workflow, stage, kind, type, payload, status,
@@ -129,5 +144,7 @@ class FreshRuns:
         return out
 
 
-_RUN_ROW = pgcopy.row_start(7)
+_RUN_ROW = pgcopy.row_start(8)
 _TASK_ROW = pgcopy.row_start(13)
+#: Where available_at starts in a task row's tail (after status, max_attempts, lease, assignee).
+_DUE_AT = len(pgcopy.text("pending")) + 2 * len(pgcopy.int4(0)) + len(pgcopy.NULL)

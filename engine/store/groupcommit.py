@@ -14,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Generic, TypeVar
 
+from engine.errors import DatabaseUnavailable
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -124,8 +126,10 @@ class GroupCommit(_Batches, Generic[T]):
         try:
             kept = await self.execute([item for item, _ in entries])
         except Exception as exc:
-            if len(entries) == 1:
-                _settle(entries[0][1], exc)
+            if len(entries) == 1 or isinstance(exc, DatabaseUnavailable):
+                # One item, or the database is unreachable (each would fail alone as well).
+                for _, future in entries:
+                    _settle(future, exc)
                 return
             log.warning("a batch of %d %s failed (%s); committing them one by one", len(entries), self.what, exc,
                         extra={"action": "group_commit_failed"})

@@ -7,8 +7,11 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from engine.store import dburl
+from engine.store.db import wrap_exceptions
 from engine.store.embedded import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,19 +42,19 @@ async def downgrade(url: str, revision: str) -> None:
 
 
 async def _run(url: str, action: str, revision: str) -> None:
-    engine = create_async_engine(sqlalchemy_url(url))
-    cfg = alembic_config(url)
+    target = dburl.parse(url)
+    engine = create_async_engine(target.url, connect_args=target.connect_args())
+    cfg = alembic_config(target.url)
 
     def go(connection: object) -> None:
         cfg.attributes["connection"] = connection
         getattr(command, action)(cfg, revision)
 
     try:
-        async with engine.begin() as conn:
-            # Serialise concurrent `flowbot run` starts migrating the same database.
-            from sqlalchemy import text
-
-            await conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
-            await conn.run_sync(go)
+        with wrap_exceptions():  # unreachable database: one line, no traceback
+            async with engine.begin() as conn:
+                # Serialise concurrent `flowbot run` starts migrating the same database.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(727274)"))
+                await conn.run_sync(go)
     finally:
         await engine.dispose()

@@ -66,6 +66,10 @@ class Run(Base):
         JSONB, nullable=False, server_default=text("'[]'::jsonb")
     )
     error: Mapped[str | None] = mapped_column(Text)
+    #: The run whose stage started this one (``ctx.start``); None for runs started otherwise.
+    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("runs.id", ondelete="SET NULL")
+    )
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -75,6 +79,12 @@ class Run(Base):
     __table_args__ = (
         CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
         Index("ix_runs_rerun_of", "rerun_of", postgresql_where=text("rerun_of IS NOT NULL")),
+        # A run's children, for reports; the open ones for wait_for_children (small: finished
+        # children leave it).
+        Index("ix_runs_parent", "parent_run_id", "created_at",
+              postgresql_where=text("parent_run_id IS NOT NULL")),
+        Index("ix_runs_parent_open", "parent_run_id",
+              postgresql_where=text("parent_run_id IS NOT NULL AND status IN ('running', 'waiting')")),
         Index(None, "workflow", "created_at"),
         Index(None, "status", "created_at"),
         # "My recent runs" (App Home, /flowbot status): runs started by a person.

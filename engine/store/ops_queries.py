@@ -101,7 +101,8 @@ OPEN_FORM_TASKS = text(
     "SELECT id, assignee FROM tasks WHERE run_id = :id AND kind = 'form' AND status IN ('pending', 'locked')"
 )
 
-# -- name: cancel_run_tasks -- a cancelled run's open tasks are cancelled, saying by whom and why.
+# -- name: cancel_run_tasks -- a run cancelled by a person: its open tasks (timed ones too) are cancelled,
+# -- saying by whom and why; its waiting joins and waits are dropped.
 CANCEL_RUN_TASKS = text(
     """
     WITH r AS (
@@ -118,6 +119,9 @@ CANCEL_RUN_TASKS = text(
         SELECT id, NULL, 'cancelled', :actor, :reason, CAST(:now AS timestamptz) FROM t
     ), j AS (
         DELETE FROM join_arrivals WHERE run_id IN (SELECT id FROM r)
+    ), w AS (
+        -- Its waits stop waiting (their deadlines with them).
+        DELETE FROM event_waits WHERE run_id IN (SELECT id FROM r)
     )
     SELECT (SELECT count(*) FROM r) AS runs, (SELECT count(*) FROM t) AS tasks
     """

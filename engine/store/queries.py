@@ -64,7 +64,8 @@ APPEND_UNROUTED = text(
     """
 )
 
-# -- name: refresh_run_status -- derive running / waiting / completed from the run's tasks.
+# -- name: refresh_run_status -- derive running / waiting / completed from the run's tasks (the
+# -- changed runs come back with their parents: a finished child may let its parent go on).
 REFRESH_RUN_STATUS = text(
     """
     UPDATE runs r
@@ -78,13 +79,16 @@ REFRESH_RUN_STATUS = text(
                CASE o.least WHEN 0 THEN 'running' WHEN 1 THEN 'waiting' ELSE 'completed' END AS new_status
         FROM runs r2
         CROSS JOIN LATERAL (
-            SELECT min(CASE WHEN t.kind <> 'form' THEN 0 ELSE 1 END) AS least
+            -- Forms wait on people, waits on events and timed tasks on the clock: the run is waiting
+            -- when nothing else is open.
+            SELECT min(CASE WHEN t.kind IN ('form', 'wait') OR (t.status = 'pending' AND t.attempts = 0
+                                 AND t.available_at > CAST(:now AS timestamptz)) THEN 1 ELSE 0 END) AS least
             FROM tasks t WHERE t.run_id = r2.id AND t.status IN ('pending', 'locked')
         ) o
         WHERE r2.id = ANY(CAST(:ids AS uuid[])) AND r2.status IN ('running', 'waiting')
     ) s
     WHERE r.id = s.id AND r.status <> s.new_status
-    RETURNING r.id, r.workflow, r.status
+    RETURNING r.id, r.workflow, r.status, r.parent_run_id
     """
 )
 
@@ -95,6 +99,30 @@ FAIL_RUNS = text(
                       updated_at = CAST(:now AS timestamptz), finished_at = CAST(:now AS timestamptz)
     FROM unnest(CAST(:ids AS uuid[]), CAST(:errors AS text[])) AS u(id, error)
     WHERE r.id = u.id AND r.status IN ('running', 'waiting')
+    RETURNING r.id, r.parent_run_id
+    """
+)
+
+# -- name: cancel_run -- cancel a run and every task of it still open (timed tasks and waits too).
+CANCEL_RUN = text(
+    """
+    WITH r AS (
+        UPDATE runs SET status = 'cancelled',
+                        updated_at = CAST(:now AS timestamptz), finished_at = CAST(:now AS timestamptz)
+        WHERE id = :id AND status IN ('running', 'waiting') RETURNING id
+    ), t AS (
+        UPDATE tasks SET status = 'cancelled', locked_by = NULL, locked_until = NULL,
+                         finished_at = CAST(:now AS timestamptz)
+        WHERE run_id IN (SELECT id FROM r) AND status IN ('pending', 'locked')
+        RETURNING id
+    ), e AS (
+        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
+        SELECT id, NULL, 'cancelled', :actor, 'run cancelled', CAST(:now AS timestamptz) FROM t
+    ), w AS (
+        -- Its waits stop waiting (their deadlines with them).
+        DELETE FROM event_waits WHERE run_id IN (SELECT id FROM r)
+    )
+    SELECT count(*) AS n FROM r
     """
 )
 
@@ -104,7 +132,7 @@ GET_RUN = text("SELECT * FROM runs WHERE id = :id")
 # -- name: list_runs -- runs, newest first, optionally filtered.
 LIST_RUNS = text(
     """
-    SELECT id, workflow, status, trigger, error, created_at, updated_at, finished_at
+    SELECT id, workflow, status, trigger, error, parent_run_id, created_at, updated_at, finished_at
     FROM runs
     WHERE (CAST(:workflow AS text) IS NULL OR workflow = :workflow)
       AND (CAST(:status AS text) IS NULL OR status = :status)
@@ -113,12 +141,15 @@ LIST_RUNS = text(
     """
 )
 
-# -- name: run_steps -- the tasks of a run in the order they were created (the report's steps).
+# -- name: run_steps -- the tasks of a run in the order they were created (the report's steps), with
+# -- what each open wait waits for.
 RUN_STEPS = text(
     """
-    SELECT id AS task_id, stage, kind, type, status, attempts, max_attempts, payload,
-           started_at, finished_at, created_at, error, log, assignee, completed_by
-    FROM tasks WHERE run_id = :id ORDER BY id
+    SELECT t.id AS task_id, t.stage, t.kind, t.type, t.status, t.attempts, t.max_attempts, t.payload,
+           t.started_at, t.finished_at, t.created_at, t.available_at, t.error, t.log, t.assignee, t.completed_by,
+           w.event AS wait_event, w.key AS wait_key, w.deadline AS wait_deadline
+    FROM tasks t LEFT JOIN event_waits w ON w.task_id = t.id
+    WHERE t.run_id = :id ORDER BY t.id
     """
 )
 
@@ -131,7 +162,8 @@ PENDING_JOINS = text(
 # Tasks: creation
 # ---------------------------------------------------------------------------------------------
 
-# -- name: insert_tasks -- create many tasks in one statement (recording who created them), with
+# -- name: insert_tasks -- create many tasks in one statement (recording who created them; a timed
+# -- task is claimable from its due time, NULL: now), with
 # -- the assignment of the form tasks queued, and the workers woken (and waiting runs running
 # -- again) for the script tasks.
 INSERT_TASKS = text(
@@ -140,15 +172,16 @@ INSERT_TASKS = text(
         INSERT INTO tasks (run_id, workflow, stage, kind, type, payload, status, max_attempts,
                            lease_seconds, source_task_id, assignee, available_at, created_at, created_by)
         SELECT run_id, workflow, stage, kind, type, payload, 'pending', max_attempts,
-               lease_seconds, source_task_id, assignee, CAST(:now AS timestamptz), CAST(:now AS timestamptz),
-               :actor
+               lease_seconds, source_task_id, assignee, COALESCE(due, CAST(:now AS timestamptz)),
+               CAST(:now AS timestamptz), :actor
         FROM unnest(CAST(:run_ids AS uuid[]), CAST(:workflows AS text[]), CAST(:stages AS text[]),
                         CAST(:kinds AS text[]), CAST(:types AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]),
                         CAST(:max_attempts AS int[]), CAST(:leases AS int[]),
-                        CAST(:sources AS bigint[]), CAST(CAST(:assignees AS text[]) AS jsonb[]))
+                        CAST(:sources AS bigint[]), CAST(CAST(:assignees AS text[]) AS jsonb[]),
+                        CAST(:dues AS timestamptz[]))
                  AS x(run_id, workflow, stage, kind, type, payload, max_attempts, lease_seconds,
-                      source_task_id, assignee)
-        RETURNING id, run_id, workflow, stage, kind, type
+                      source_task_id, assignee, due)
+        RETURNING id, run_id, workflow, stage, kind, type, payload, available_at
     ), assigned AS (
         -- A new form task is assigned after commit (the assignee resolved, a DM sent): an outbox row.
         INSERT INTO outbox (kind, payload, task_id, run_id, available_at, created_at)
@@ -156,16 +189,20 @@ INSERT_TASKS = text(
                CAST(:now AS timestamptz), CAST(:now AS timestamptz)
         FROM created WHERE kind = 'form' ORDER BY id
     ), busy AS (
-        -- A run with a pending script task is running: a run waiting on people that got one is
+        -- A run with a due script task is running: a run waiting on people that got one is
         -- running again (what refresh_run_status would derive, without looking at its tasks).
         UPDATE runs SET status = 'running', updated_at = CAST(:now AS timestamptz)
-        WHERE id IN (SELECT run_id FROM created WHERE kind = 'script') AND status = 'waiting'
+        WHERE id IN (SELECT run_id FROM created WHERE kind = 'script' AND available_at <= CAST(:now AS timestamptz))
+          AND status = 'waiting'
     ), woke AS (
         -- New script tasks wake the listening workers once this transaction commits. (Read by the
         -- join below, so it runs; Postgres sends one notification per transaction and channel.)
         SELECT pg_notify(:channel, '') FROM (SELECT 1 FROM created WHERE kind = 'script' LIMIT 1) AS any_script
+    ), told AS (
+        -- New form tasks wake the outbox dispatcher: their assignment (the DM) goes out at once.
+        SELECT pg_notify(:outbox_channel, '') FROM (SELECT 1 FROM created WHERE kind = 'form' LIMIT 1) AS any_form
     )
-    SELECT created.* FROM created LEFT JOIN woke ON true
+    SELECT created.* FROM created LEFT JOIN woke ON true LEFT JOIN told ON true
     """
 )
 
@@ -244,12 +281,16 @@ COMPLETE_TASKS = text(
                     CAST(CAST(:effect_payloads AS text[]) AS jsonb[])) WITH ORDINALITY AS e(task_id, kind, payload, ord)
         JOIN done ON done.id = e.task_id
         ORDER BY e.ord
+        RETURNING 1
     ), closed AS (
         DELETE FROM form_sessions s
         USING unnest(CAST(:session_task_ids AS bigint[]), CAST(:session_ids AS uuid[])) AS x(task_id, id)
         WHERE s.id = x.id AND x.task_id IN (SELECT id FROM done)
+    ), told AS (
+        -- Effects wake the outbox dispatcher once this transaction commits (the requester's DM).
+        SELECT pg_notify(:outbox_channel, '') FROM (SELECT 1 FROM effects LIMIT 1) AS any_effect
     )
-    SELECT id, run_id FROM done
+    SELECT id, run_id FROM done LEFT JOIN told ON true
     """
 )
 
@@ -323,12 +364,33 @@ RELEASE_TASKS = text(
     WITH moved AS (
         UPDATE tasks t
         SET status = 'pending', locked_by = NULL, locked_until = NULL,
-            attempts = GREATEST(t.attempts - 1, 0), available_at = CAST(:now AS timestamptz)
+            attempts = GREATEST(t.attempts - 1, 0),
+            available_at = CAST(:now AS timestamptz) + make_interval(secs => :delay)
         WHERE t.id = ANY(CAST(:ids AS bigint[])) AND t.status = 'locked' AND t.locked_by = :worker
         RETURNING t.id
     ), ev AS (
         INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT id, 'locked', 'pending', :worker, 'released on shutdown', CAST(:now AS timestamptz) FROM moved
+        SELECT id, 'locked', 'pending', :worker, :reason, CAST(:now AS timestamptz) FROM moved
+    )
+    SELECT id FROM moved
+    """
+)
+
+# -- name: release_unreceived -- tasks a worker's claim locked but whose answer never reached it (the
+# -- connection was lost as it committed): pending again, the attempt not counted. Only tasks claimed
+# -- at or before :before and not among the ones it holds (:held).
+RELEASE_UNRECEIVED = text(
+    """
+    WITH moved AS (
+        UPDATE tasks t
+        SET status = 'pending', locked_by = NULL, locked_until = NULL,
+            attempts = GREATEST(t.attempts - 1, 0), available_at = CAST(:now AS timestamptz)
+        WHERE t.status = 'locked' AND t.locked_by = :worker AND t.started_at <= CAST(:before AS timestamptz)
+          AND t.id <> ALL(CAST(:held AS bigint[]))
+        RETURNING t.id
+    ), ev AS (
+        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
+        SELECT id, 'locked', 'pending', :worker, 'claim answer lost', CAST(:now AS timestamptz) FROM moved
     )
     SELECT id FROM moved
     """
@@ -343,12 +405,17 @@ GET_TASK = text("SELECT * FROM tasks WHERE id = :id")
 # -- name: set_task_assignee -- record who a form task is assigned to (claim, reassignment).
 SET_TASK_ASSIGNEE = text("UPDATE tasks SET assignee = :assignee WHERE id = :id")
 
-# -- name: list_tasks -- tasks, newest first, optionally filtered.
+# -- name: list_tasks -- tasks, newest first, optionally filtered; a timed task not yet due shows as
+# -- "scheduled" (it is pending, and claimable from due_at).
 LIST_TASKS = text(
     """
-    SELECT id, run_id, workflow, stage, kind, type, status, attempts, max_attempts, assignee,
-           error, created_at, started_at, finished_at
-    FROM tasks
+    SELECT * FROM (
+        SELECT id, run_id, workflow, stage, kind, type,
+               CASE WHEN status = 'pending' AND kind = 'script' AND attempts = 0
+                         AND available_at > CAST(:now AS timestamptz) THEN 'scheduled' ELSE status END AS status,
+               attempts, max_attempts, assignee, error, created_at, available_at AS due_at, started_at, finished_at
+        FROM tasks
+    ) t
     WHERE (CAST(:stage AS text) IS NULL OR stage = :stage)
       AND (CAST(:status AS text) IS NULL OR status = :status)
       AND (CAST(:run AS uuid) IS NULL OR run_id = CAST(:run AS uuid))
@@ -376,16 +443,184 @@ TASK_EVENTS = text(
 COUNT_TASKS_BY_STATUS = text("SELECT status, count(*) AS n FROM tasks GROUP BY status")
 
 # ---------------------------------------------------------------------------------------------
+# Timers, events and waits (engine.store.waits)
+# ---------------------------------------------------------------------------------------------
+# Every change to the waits of one (event, key) happens under that pair's advisory lock, taken
+# before any run lock: an event arriving and a wait beginning at the same time see each other.
+
+# -- name: lock_event_keys -- serialise events and waits on these (event, key) pairs (released at
+# -- commit; always in the same order, so two transactions never wait on each other in a cycle).
+LOCK_EVENT_KEYS = text(
+    """
+    SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
+    FROM (SELECT DISTINCT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS s
+    """
+)
+
+# -- name: insert_events -- events as they arrive, kept for waits that begin later.
+INSERT_EVENTS = text(
+    """
+    INSERT INTO events (name, key, payload, source, created_at)
+    SELECT n, k, p, s, CAST(:now AS timestamptz)
+    FROM unnest(CAST(:names AS text[]), CAST(:keys AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]),
+                CAST(:sources AS text[])) WITH ORDINALITY AS x(n, k, p, s, ord)
+    ORDER BY ord
+    RETURNING id, name, key, payload
+    """
+)
+
+# -- name: open_waits_for -- the pending wait tasks waiting on these (event, key) pairs, in live runs.
+OPEN_WAITS_FOR = text(
+    """
+    SELECT w.event, w.key, t.*
+    FROM (SELECT DISTINCT * FROM unnest(CAST(:names AS text[]), CAST(:keys AS text[]))) AS e(name, key)
+    JOIN event_waits w ON w.event = e.name AND w.key = e.key
+    JOIN tasks t ON t.id = w.task_id AND t.status = 'pending'
+    JOIN runs r ON r.id = t.run_id AND r.status IN ('running', 'waiting')
+    ORDER BY t.id
+    """
+)
+
+# -- name: insert_waits -- waits that began: what they wait for, until when.
+INSERT_WAITS = text(
+    """
+    INSERT INTO event_waits (task_id, run_id, event, key, deadline, created_at)
+    SELECT * , CAST(:now AS timestamptz)
+    FROM unnest(CAST(:task_ids AS bigint[]), CAST(:run_ids AS uuid[]), CAST(:events AS text[]),
+                CAST(:keys AS text[]), CAST(:deadlines AS timestamptz[]))
+    """
+)
+
+# -- name: early_events -- for waits that just began: the newest event on their (event, key) within
+# -- the lookback that has not already completed the same wait stage of the same run.
+EARLY_EVENTS = text(
+    """
+    SELECT w.task_id, e.id, e.payload
+    FROM unnest(CAST(:task_ids AS bigint[]), CAST(:run_ids AS uuid[]), CAST(:stages AS text[]),
+                CAST(:events AS text[]), CAST(:keys AS text[])) AS w(task_id, run_id, stage, event, key)
+    CROSS JOIN LATERAL (
+        SELECT e.id, e.payload FROM events e
+        WHERE e.name = w.event AND e.key = w.key AND e.created_at >= CAST(:since AS timestamptz)
+          AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.run_id = w.run_id AND d.stage = w.stage
+                          AND d.completed_by = 'event:' || e.id)
+        ORDER BY e.created_at DESC, e.id DESC
+        LIMIT 1
+    ) AS e
+    """
+)
+
+# -- name: end_waits -- waits that completed (or failed): they wait no more.
+END_WAITS = text("DELETE FROM event_waits WHERE task_id = ANY(CAST(:ids AS bigint[]))")
+
+# -- name: fail_waits -- waits that timed out without on_timeout: failed, with the error.
+FAIL_WAITS = text(
+    """
+    WITH moved AS (
+        UPDATE tasks t SET status = 'failed', error = u.error, finished_at = CAST(:now AS timestamptz),
+                           completed_by = :actor
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:errors AS text[])) AS u(id, error)
+        WHERE t.id = u.id AND t.status = 'pending'
+        RETURNING t.id, t.run_id, t.status, t.error
+    ), ev AS (
+        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
+        SELECT id, 'pending', 'failed', :actor, error, CAST(:now AS timestamptz) FROM moved
+    )
+    SELECT id, run_id, status, error FROM moved
+    """
+)
+
+# -- name: due_waits -- waits whose deadline has passed (their keys, to lock before acting).
+DUE_WAITS = text(
+    """
+    SELECT task_id, event, key FROM event_waits
+    WHERE deadline IS NOT NULL AND deadline <= CAST(:now AS timestamptz)
+    ORDER BY deadline LIMIT :limit
+    """
+)
+
+# -- name: lock_due_waits -- waits still past their deadline, with their run's status (keys held).
+LOCK_DUE_WAITS = text(
+    """
+    SELECT w.event, w.key, r.status AS run_status, t.*
+    FROM event_waits w JOIN tasks t ON t.id = w.task_id JOIN runs r ON r.id = t.run_id
+    WHERE w.task_id = ANY(CAST(:ids AS bigint[])) AND w.deadline <= CAST(:now AS timestamptz)
+    ORDER BY t.id
+    """
+)
+
+# -- name: next_timer -- when the next timed task or wait deadline falls due after now (a worker's
+# -- wake-up): one look at the start of each index.
+NEXT_TIMER = text(
+    """
+    SELECT least(
+        (SELECT min(available_at) FROM tasks
+         WHERE status = 'pending' AND kind = 'script' AND available_at > CAST(:now AS timestamptz)),
+        (SELECT min(deadline) FROM event_waits WHERE deadline IS NOT NULL)
+    ) AS due
+    """
+)
+
+# -- name: finished_children_waits -- wait_for_children stages whose run has no child left open.
+FINISHED_CHILDREN_WAITS = text(
+    """
+    SELECT w.task_id, w.event, w.key FROM event_waits w
+    WHERE w.event = :event
+      AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.parent_run_id = w.run_id
+                      AND c.status IN ('running', 'waiting'))
+    ORDER BY w.task_id LIMIT :limit
+    """
+)
+
+# -- name: lock_waits -- open waits by task id, with their run's status (their keys are held).
+LOCK_WAITS = text(
+    """
+    SELECT w.event, w.key, r.status AS run_status, t.*
+    FROM event_waits w JOIN tasks t ON t.id = w.task_id JOIN runs r ON r.id = t.run_id
+    WHERE w.task_id = ANY(CAST(:ids AS bigint[]))
+    ORDER BY t.id
+    """
+)
+
+# -- name: open_children -- whether a run has children still running or waiting.
+OPEN_CHILDREN = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM runs WHERE parent_run_id = CAST(:id AS uuid)
+                   AND status IN ('running', 'waiting'))
+    """
+)
+
+# -- name: children_of -- a run's children, oldest first (reports; a wait_for_children's payload).
+CHILDREN_OF = text(
+    """
+    SELECT id, workflow, status, error, context, created_at, finished_at FROM runs
+    WHERE parent_run_id = CAST(:id AS uuid) ORDER BY created_at, id LIMIT :limit
+    """
+)
+
+# -- name: children_counts -- a run's children counted by status.
+CHILDREN_COUNTS = text(
+    """
+    SELECT status, count(*) AS n FROM runs WHERE parent_run_id = CAST(:id AS uuid)
+    GROUP BY status ORDER BY status
+    """
+)
+
+# ---------------------------------------------------------------------------------------------
 # Outbox: side effects delivered after commit
 # ---------------------------------------------------------------------------------------------
 
-# -- name: insert_outbox -- effects written in the transaction that produced them.
+# -- name: insert_outbox -- effects written in the transaction that produced them (waking the
+# -- outbox dispatcher when it commits).
 INSERT_OUTBOX = text(
     """
-    INSERT INTO outbox (kind, payload, task_id, run_id, available_at, created_at)
-    SELECT k, p, t, r, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
-    FROM unnest(CAST(:kinds AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:task_ids AS bigint[]),
-                CAST(:run_ids AS uuid[])) AS x(k, p, t, r)
+    WITH added AS (
+        INSERT INTO outbox (kind, payload, task_id, run_id, available_at, created_at)
+        SELECT k, p, t, r, CAST(:now AS timestamptz), CAST(:now AS timestamptz)
+        FROM unnest(CAST(:kinds AS text[]), CAST(CAST(:payloads AS text[]) AS jsonb[]), CAST(:task_ids AS bigint[]),
+                    CAST(:run_ids AS uuid[])) AS x(k, p, t, r)
+        RETURNING 1
+    )
+    SELECT pg_notify(:outbox_channel, '') FROM (SELECT 1 FROM added LIMIT 1) AS any_effect
     """
 )
 
@@ -545,7 +780,8 @@ class CopyTarget:
     columns: tuple[str, ...]
 
 
-COPY_RUNS = CopyTarget("runs", ("id", "workflow", "trigger", "context", "status", "created_at", "updated_at"))
+COPY_RUNS = CopyTarget("runs", ("id", "workflow", "trigger", "context", "status", "created_at", "updated_at",
+                                "parent_run_id"))
 COPY_TASKS = CopyTarget("tasks", ("run_id", "workflow", "stage", "kind", "type", "payload", "status",
                                   "max_attempts", "lease_seconds", "assignee", "available_at", "created_at",
                                   "created_by"))

@@ -8,20 +8,20 @@ changes and outbox effects commit together or not at all.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from engine.context import Outcome, Send
 from engine.errors import RunNotFound
 from engine.loader import Registry
-from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, route
-from engine.store import ops_queries, queries
-from engine.store.audit import Entry as AuditEntry
+from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, resolve_children, route
+from engine.store import children, ops_queries, queries, reports, waits
 from engine.store.audit import write as write_audit
-from engine.store.db import NOTIFY_CHANNEL, Database, Row, Tx, jsonb_array
+from engine.store.db import NOTIFY_CHANNEL, OUTBOX_CHANNEL, Database, Row, Tx, jsonb_array
 from engine.store.fanout import FreshRuns
+from engine.store.results import CommitResult, Failed, Finished, Started
 from engine.workflow import Stage, StageKind
 
 Clock = Callable[[], dt.datetime]
@@ -35,63 +35,17 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@dataclass
-class Finished:
-    """A task whose stage ran to the end, with what it produced (already routed); ``session``,
-    the form session its answers came from, is closed by its completion."""
-
-    task: Row
-    outcome: Outcome
-    routes: Routes
-    session: str | None = None
-    #: The audit record of a person's completion (written only if the completion wins).
-    audit: AuditEntry | None = None
-
-
-@dataclass
-class Failed:
-    """A task whose stage raised: retried after ``delay`` seconds unless out of attempts."""
-
-    task: Row
-    error: str
-    log: list[dict[str, Any]]
-    delay: float
-
-
-@dataclass
-class Started:
-    """What ``Store.start_runs`` did: runs started or joined (in send order), tasks created,
-    sends no transition took."""
-
-    run_ids: list[str] = field(default_factory=list)
-    tasks: int = 0
-    unrouted: list[dict[str, Any]] = field(default_factory=list)
-
-    def merge(self, other: Started) -> None:
-        """Add what ``other`` started (a later batch) to this."""
-        self.run_ids.extend(other.run_ids)
-        self.tasks += other.tasks
-        self.unrouted.extend(other.unrouted)
-
-
-@dataclass
-class CommitResult:
-    """What a commit did: tasks it completed (and those that lost their race) and created."""
-
-    completed: list[int] = field(default_factory=list)
-    lost: list[int] = field(default_factory=list)
-    created: list[Row] = field(default_factory=list)
-
-
 class Store:
     """Runs and tasks in Postgres, for one set of loaded workflows."""
 
     def __init__(self, db: Database, registry: Registry, *, lease_seconds: int = 30,
-                 clock: Clock = utcnow) -> None:
+                 clock: Clock = utcnow, event_lookback: float = 86400.0) -> None:
         self.db = db
         self.registry = registry
         self.lease_seconds = lease_seconds
         self.clock = clock
+        #: Seconds an event is kept for waits that begin after it arrived.
+        self.event_lookback = event_lookback
 
     def stage_of(self, row: Row) -> Stage:
         """The loaded stage a task row belongs to."""
@@ -237,10 +191,10 @@ class Store:
     async def _insert_tasks(self, tx: Tx, tasks: Sequence[NewTask], now: dt.datetime,
                             actor: str = "engine") -> list[Row]:
         """Insert ``tasks``; the same statement queues the assignment of the form tasks and wakes
-        the workers for the script tasks."""
+        the workers for the script tasks. Wait tasks begin waiting (and may complete at once)."""
         if not tasks:
             return []
-        return await tx.fetch_all(
+        created = await tx.fetch_all(
             queries.INSERT_TASKS,
             {
                 "run_ids": [uuid.UUID(str(t.run_id)) for t in tasks],
@@ -253,11 +207,16 @@ class Store:
                 "leases": [t.stage.lease or self.lease_seconds for t in tasks],
                 "sources": [t.source_task_id for t in tasks],
                 "assignees": jsonb_array(t.assignee for t in tasks),
+                "dues": [t.due.resolve(now, t.stage.workflow.timezone) if t.due else None for t in tasks],
                 "now": now,
                 "actor": actor,
                 "channel": NOTIFY_CHANNEL,
+                "outbox_channel": OUTBOX_CHANNEL,
             },
         )
+        if any(t.stage.kind is StageKind.WAIT for t in tasks):
+            await waits.begin(self, tx, tasks, created, now)
+        return created
 
     async def add_effects(self, tx: Tx, effects: Iterable[tuple[str, dict[str, Any], int | None, str | None]],
                           now: dt.datetime) -> None:
@@ -269,19 +228,21 @@ class Store:
             queries.INSERT_OUTBOX,
             {"kinds": [e[0] for e in effects], "payloads": jsonb_array(e[1] for e in effects),
              "task_ids": [e[2] for e in effects],
-             "run_ids": [uuid.UUID(e[3]) if e[3] else None for e in effects], "now": now},
+             "run_ids": [uuid.UUID(e[3]) if e[3] else None for e in effects], "now": now,
+             "outbox_channel": OUTBOX_CHANNEL},
         )
 
     # -- the lifecycle ------------------------------------------------------------------------
 
     async def claim(self, worker: str, limit: int, workflows: Sequence[str] | None = None) -> list[Row]:
-        """Lock up to ``limit`` due script tasks for ``worker`` (never one task to two workers)."""
-        async with self.db.transaction() as tx:
-            return await tx.fetch_all(
-                queries.CLAIM_TASKS,
-                {"worker": worker, "limit": limit, "now": self.clock(),
-                 "workflows": list(workflows) if workflows else None},
-            )
+        """Lock up to ``limit`` due script tasks for ``worker`` (never one task to two workers).
+
+        One statement in its own transaction: one round trip between a NOTIFY and the stages."""
+        return await self.db.fetch_all(
+            queries.CLAIM_TASKS,
+            {"worker": worker, "limit": limit, "now": self.clock(),
+             "workflows": list(workflows) if workflows else None},
+        )
 
     async def heartbeat(self, worker: str, task_ids: Sequence[int]) -> set[int]:
         """Extend the leases of running tasks; returns the ids this worker still holds."""
@@ -291,13 +252,27 @@ class Store:
             rows = await tx.fetch_all(queries.HEARTBEAT, {"ids": list(task_ids), "worker": worker, "now": self.clock()})
         return {r["id"] for r in rows}
 
-    async def release(self, worker: str, task_ids: Sequence[int]) -> int:
-        """Give unfinished tasks back on shutdown (pending again, the attempt not counted)."""
+    async def release(self, worker: str, task_ids: Sequence[int], *, delay: float = 0.0,
+                      reason: str = "released on shutdown") -> int:
+        """Give unfinished tasks back on shutdown (pending again, the attempt not counted), due
+        again after ``delay`` seconds."""
         if not task_ids:
             return 0
         async with self.db.transaction() as tx:
             rows = await tx.fetch_all(queries.RELEASE_TASKS,
-                                      {"ids": list(task_ids), "worker": worker, "now": self.clock()})
+                                      {"ids": list(task_ids), "worker": worker, "now": self.clock(),
+                                       "delay": delay, "reason": reason})
+            if rows:
+                await tx.notify()
+        return len(rows)
+
+    async def release_unreceived(self, worker: str, held: Sequence[int], before: dt.datetime) -> int:
+        """Give back tasks ``worker`` claimed at or before ``before`` but never received (a claim
+        whose answer was lost with its connection), rather than leave them locked until their
+        leases expire. ``held``: the tasks it does have."""
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch_all(queries.RELEASE_UNRECEIVED, {"worker": worker, "held": list(held),
+                                                                   "before": before, "now": self.clock()})
             if rows:
                 await tx.notify()
         return len(rows)
@@ -312,21 +287,24 @@ class Store:
             run_ids = [str(r["run_id"]) for r in runs]
             await tx.execute(queries.LOCK_RUNS, {"ids": run_ids})
             moved = await tx.fetch_all(queries.REAP_EXPIRED, {"run_ids": run_ids, "now": now, "actor": actor})
-            await self._fail_runs(tx, moved, now)
+            await self.fail_runs(tx, moved, now)
             if any(r["status"] == "pending" for r in moved):
                 await tx.notify()
             await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": run_ids, "now": now})
         return moved
 
-    async def _fail_runs(self, tx: Tx, moved: list[Row], now: dt.datetime) -> None:
+    async def fail_runs(self, tx: Tx, moved: list[Row], now: dt.datetime) -> None:
+        """The runs of the tasks in ``moved`` that failed for good fail too, with the error."""
         failed = [r for r in moved if r["status"] == "failed"]
         if failed:
-            await tx.execute(
+            runs = await tx.fetch_all(
                 queries.FAIL_RUNS,
                 {"ids": [str(r["run_id"]) for r in failed],
                  "errors": [f"task {r['id']} failed: {_first_line(r['error'])}" for r in failed],
                  "now": now},
             )
+            if any(r["parent_run_id"] is not None for r in runs):
+                await tx.notify()  # a parent waiting for its children may go on
 
     async def commit(self, worker: str | None, finished: Sequence[Finished], failed: Sequence[Failed] = (),
                      *, actor: str | Sequence[str] | None = None, from_status: str = "locked") -> CommitResult:
@@ -340,7 +318,10 @@ class Store:
         result = CommitResult()
         items: list[Finished | Failed] = [*finished, *failed]
         run_ids = sorted({str(f.task["run_id"]) for f in items})
+        keys = waits.keys_of(finished)
         async with self.db.transaction() as tx:
+            if keys:  # before the runs: the order every path takes them in (engine.store.waits)
+                await waits.lock(tx, keys)
             await tx.execute(queries.LOCK_RUNS, {"ids": run_ids})
             if failed:
                 moved = await tx.fetch_all(
@@ -349,41 +330,56 @@ class Store:
                      "logs": jsonb_array(f.log for f in failed), "delays": [f.delay for f in failed],
                      "worker": worker, "now": now},
                 )
-                await self._fail_runs(tx, moved, now)
+                await self.fail_runs(tx, moved, now)
                 if any(r["status"] == "pending" for r in moved):
                     await tx.notify()
             if finished:
-                # What the finished tasks carry is written by the same statement, for those it
-                # completes: a task that lost its race (no longer pending) sends nothing.
-                effects = [(f.task["id"], e) for f in finished for e in f.outcome.effects]
-                sessions = [(f.task["id"], f.session) for f in finished if f.session is not None]
-                done = await tx.fetch_all(
-                    queries.COMPLETE_TASKS,
-                    {"ids": [f.task["id"] for f in finished], "logs": jsonb_array(f.outcome.log for f in finished),
-                     "worker": worker, "actors": _actors(actor or worker or "engine", len(finished)),
-                     "from_status": from_status, "now": now,
-                     "effect_task_ids": [task_id for task_id, _ in effects],
-                     "effect_kinds": [e.kind for _, e in effects],
-                     "effect_payloads": jsonb_array(e.payload for _, e in effects),
-                     "session_task_ids": [task_id for task_id, _ in sessions],
-                     "session_ids": [uuid.UUID(sid) for _, sid in sessions]},
-                )
+                done = await self.complete_rows(tx, finished, worker=worker, from_status=from_status, now=now,
+                                                actors=_actors(actor or worker or "engine", len(finished)))
                 ok = {r["id"] for r in done}
                 result.completed = sorted(ok)
                 result.lost = [f.task["id"] for f in finished if f.task["id"] not in ok]
                 await write_audit(tx, [f.audit for f in finished if f.audit is not None and f.task["id"] in ok],
                                   now)
-                await self._apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
-            # A run that just got a new script task is running (the insert saw to it): deriving its
+                await self.apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
+            # A run that just got a new due script task is running (the insert saw to it): deriving its
             # status again would change nothing (and is most of the work of a big batch).
-            busy = {str(c["run_id"]) for c in result.created if c["kind"] == StageKind.SCRIPT.value}
+            busy = {str(c["run_id"]) for c in result.created
+                    if c["kind"] == StageKind.SCRIPT.value and c["available_at"] <= now}
             refresh = [run_id for run_id in run_ids if run_id not in busy]
             if refresh:
-                await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": refresh, "now": now})
+                await self.refresh_runs(tx, refresh, now)
         return result
 
-    async def _apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:
-        """Route sends, merge contexts and record unrouted sends (effects went with the completion)."""
+    async def complete_rows(self, tx: Tx, finished: Sequence[Finished], *, worker: str | None, actors: list[str],
+                            from_status: str, now: dt.datetime) -> list[Row]:
+        """Complete tasks (guarded: only from ``from_status``, and held by ``worker`` if given) with
+        their effects and the form sessions they close; the rows of those it completed."""
+        # What the finished tasks carry is written by the same statement, for those it
+        # completes: a task that lost its race (no longer pending) sends nothing.
+        effects = [(f.task["id"], e) for f in finished for e in f.outcome.effects]
+        sessions = [(f.task["id"], f.session) for f in finished if f.session is not None]
+        return await tx.fetch_all(
+            queries.COMPLETE_TASKS,
+            {"ids": [f.task["id"] for f in finished], "logs": jsonb_array(f.outcome.log for f in finished),
+             "worker": worker, "actors": actors, "from_status": from_status, "now": now,
+             "effect_task_ids": [task_id for task_id, _ in effects],
+             "effect_kinds": [e.kind for _, e in effects],
+             "effect_payloads": jsonb_array(e.payload for _, e in effects),
+             "session_task_ids": [task_id for task_id, _ in sessions],
+             "session_ids": [uuid.UUID(sid) for _, sid in sessions], "outbox_channel": OUTBOX_CHANNEL},
+        )
+
+    async def refresh_runs(self, tx: Tx, run_ids: Sequence[str], now: dt.datetime) -> None:
+        """Derive the status of runs from their tasks; wake the workers when a child run finished
+        (its parent may be waiting for it)."""
+        changed = await tx.fetch_all(queries.REFRESH_RUN_STATUS, {"ids": list(run_ids), "now": now})
+        if any(r["parent_run_id"] is not None and r["status"] == "completed" for r in changed):
+            await tx.notify()
+
+    async def apply(self, tx: Tx, finished: list[Finished], now: dt.datetime, result: CommitResult) -> None:
+        """Route sends, start child runs, merge contexts, record unrouted sends and publish emitted
+        events, for tasks already completed in ``tx`` (effects went with the completion)."""
         tasks: list[NewTask] = []
         arrivals: list[tuple[str, Arrival]] = []
         patches: dict[str, tuple[dict[str, Any], set[str]]] = {}
@@ -406,8 +402,13 @@ class Store:
                     patch[key] = value
                     deleted.discard(key)
         tasks.extend(await self._join(tx, arrivals, now))
+        # Children first: a wait_for_children beginning below sees them.
+        await children.start(self, tx, finished, now)
         created = await self._insert_tasks(tx, tasks, now)
         result.created = created
+        if any(f.outcome.events for f in finished):
+            await waits.publish(self, tx, [(e, f"task:{f.task['id']}") for f in finished for e in f.outcome.events],
+                                now)
         if patches:
             await tx.execute(
                 queries.PATCH_RUN_CONTEXTS,
@@ -447,49 +448,37 @@ class Store:
         rows = await self.db.fetch_all(ops_queries.RUN_IDS_BY_PREFIX, {"low": bounds[0], "high": bounds[1]})
         return [str(r["id"]) for r in rows]
 
-    async def get_run(self, run_id: str) -> Row | None:
-        """One run, or None (also for an id that is not a UUID)."""
+    async def find_run_id(self, ref: str) -> str | None:
+        """The id of the run ``ref`` names: a full run id, or a unique prefix of one (at least
+        ``MIN_RUN_PREFIX`` characters, as people copy short ids); None when no run matches.
+        Raises RunNotFound when a prefix matches several runs."""
+        ref = str(ref).strip().lower()
         try:
-            rid = uuid.UUID(str(run_id))
+            return str(uuid.UUID(ref))
         except ValueError:
+            pass
+        if len(ref) < MIN_RUN_PREFIX or not _RUN_PREFIX.fullmatch(ref):
             return None
-        return await self.db.fetch_one(queries.GET_RUN, {"id": rid})
+        ids = await self.run_ids_by_prefix(ref)
+        if len(ids) > 1:
+            raise RunNotFound(f"{ref} is the start of several run ids: give more of it")
+        return ids[0] if ids else None
+
+    async def get_run(self, run_id: str) -> Row | None:
+        """One run by its id or a unique prefix of it (``find_run_id``), or None."""
+        found = await self.find_run_id(run_id)
+        if found is None:
+            return None
+        return await self.db.fetch_one(queries.GET_RUN, {"id": uuid.UUID(found)})
 
     async def report(self, run_id: str) -> dict[str, Any] | None:
-        """The execution report of a run: status, context, steps, unrouted sends, waiting joins."""
-        run = await self.get_run(run_id)
-        if run is None:
-            return None
-        async with self.db.transaction() as tx:
-            steps = await tx.fetch_all(queries.RUN_STEPS, {"id": run["id"]})
-            joins = await tx.fetch_all(queries.PENDING_JOINS, {"id": run["id"]})
-            reruns = await tx.fetch_all(ops_queries.RERUNS_OF, {"id": run["id"]})
-            trail = await tx.fetch_all(ops_queries.RUN_AUDIT, {"id": run["id"]})
-        return {
-            "id": str(run["id"]),
-            "workflow": run["workflow"],
-            "status": run["status"],
-            "trigger": run["trigger"],
-            "context": run["context"],
-            "error": run["error"],
-            "created_at": _iso(run["created_at"]),
-            "finished_at": _iso(run["finished_at"]),
-            "steps": [
-                {
-                    "stage": s["stage"], "task_id": s["task_id"], "kind": s["kind"], "type": s["type"],
-                    "status": s["status"], "attempts": s["attempts"], "payload": s["payload"],
-                    "started_at": _iso(s["started_at"]), "finished_at": _iso(s["finished_at"]),
-                    "error": s["error"], "log": s["log"], "assignee": s["assignee"],
-                    "completed_by": s["completed_by"],
-                }
-                for s in steps
-            ],
-            "unrouted": run["unrouted"],
-            "waiting_joins": joins,
-            "rerun_of": str(run["rerun_of"]) if run.get("rerun_of") else None,
-            "reruns": [str(r["id"]) for r in reruns],
-            "audit": [{**a, "at": _iso(a["at"])} for a in trail],
-        }
+        """The execution report of a run (``engine.store.reports``), or None for no such run."""
+        return await reports.report(self, run_id)
+
+
+#: Shortest run id prefix accepted for a run (``find_run_id``).
+MIN_RUN_PREFIX = 4
+_RUN_PREFIX = re.compile(r"[0-9a-f-]+")
 
 
 def run_id_bounds(prefix: str) -> tuple[str, str] | None:
@@ -505,13 +494,12 @@ def _first_line(error: str | None) -> str:
     return (error or "").split("\n", 1)[0] or "unknown error"
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def plan(stage: Stage, outcome: Outcome, *, task_id: int | None) -> Routes:
-    """Route an outcome's sends (raises AssigneeError when a form's rule cannot apply)."""
-    return route(stage, outcome.sends, source_task_id=task_id)
+    """Route an outcome's sends and find the start stages of the runs it starts (raises
+    AssigneeError when a form's rule cannot apply, PayloadError for an unknown workflow)."""
+    routes = route(stage, outcome.sends, source_task_id=task_id)
+    routes.children = resolve_children(stage, outcome.children)
+    return routes
 
 
 def _actors(actor: str | Sequence[str], n: int) -> list[str]:

@@ -15,9 +15,9 @@ from typing import Any
 from aiohttp import web
 
 from engine import graph
-from engine.context import check_payload
-from engine.errors import FlowbotError, PayloadError, UnknownStage, UnknownWorkflow
-from engine.loader import find_stage
+from engine.context import check_event, check_payload
+from engine.errors import PayloadError, UnknownStage, UnknownWorkflow
+from engine.loader import check_triggerable, find_stage
 from engine.ops import runs as run_ops
 from engine.ops import tasks as task_ops
 from engine.ops.access import Action
@@ -25,14 +25,15 @@ from engine.ops.actor import Actor, Edge, Role, is_person
 from engine.ops.base import ops_of
 from engine.ops.tokens import authenticate
 from engine.runtime.app import App
+from engine.runtime.report import json_default
+from engine.store import waits
 from engine.store.audit import write as write_audit
 from engine.store.db import Tx
-from engine.store.tasks import run_id_bounds
+from engine.store.models import RUN_STATUSES, TASK_STATUSES
 from engine.web import api_ops
 from engine.web.requests import ACTOR
 from engine.web.requests import json_body as _json_body
 from engine.web.requests import limit as _limit
-from engine.workflow import StageKind
 
 #: The person the admin token acts as (with that person's rights).
 AS_HEADER = "X-Flowbot-As"
@@ -85,7 +86,18 @@ def _not_found(message: str) -> web.Response:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, default=str)
+    return json.dumps(value, default=json_default)
+
+
+#: The keys a body of ``POST /api/workflows/<name>/runs`` may have.
+START_KEYS = ("payload", "stage")
+
+
+def _status(raw: str | None, valid: tuple[str, ...], what: str) -> str | None:
+    """A status filter, or a 400 naming the valid ones (a typo must not answer an empty list)."""
+    if raw is not None and raw not in valid:
+        raise PayloadError(f"unknown {what} status {raw!r}: use one of {', '.join(valid)}")
+    return raw
 
 
 def build(app: App) -> web.Application:
@@ -118,6 +130,10 @@ def build(app: App) -> web.Application:
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise PayloadError("body must be a JSON object: {\"payload\": {...}, \"stage\": optional}")
+        unknown = sorted(set(body) - set(START_KEYS))
+        if unknown:
+            raise PayloadError(f"unknown key(s) {', '.join(map(repr, unknown))} in the body: "
+                               f"it may have {' and '.join(map(repr, START_KEYS))}")
         payload = body.get("payload", {})
         limit = app.settings.max_payload_bytes
         payload = check_payload(payload, limit=limit, where="payload")
@@ -125,8 +141,7 @@ def build(app: App) -> web.Application:
             stage = find_stage(app.registry, name, body.get("stage"))
         except UnknownStage as exc:
             return _not_found(str(exc))
-        if stage.kind not in (StageKind.SCRIPT, StageKind.FORM):
-            raise FlowbotError(f'stage "{stage.name}" is a {stage.kind.value}: runs start at a script or form')
+        check_triggerable(stage)
         actor = request[ACTOR]
         grant = await ops.require(actor, Action.START, workflow=name)
 
@@ -143,7 +158,8 @@ def build(app: App) -> web.Application:
     @r.get("/runs")
     async def list_runs(request: web.Request) -> web.Response:
         q = request.query
-        rows = await run_ops.list_runs(ops, request[ACTOR], workflow=q.get("workflow"), status=q.get("status"),
+        rows = await run_ops.list_runs(ops, request[ACTOR], workflow=q.get("workflow"),
+                                       status=_status(q.get("status"), RUN_STATUSES, "run"),
                                        limit=_limit(q.get("limit")))
         return web.json_response(rows, dumps=_dump)
 
@@ -155,12 +171,17 @@ def build(app: App) -> web.Application:
     @r.get("/tasks")
     async def list_tasks(request: web.Request) -> web.Response:
         q = request.query
-        run = q.get("run")
-        if run and run_id_bounds(run) is None:
-            raise PayloadError(f"run must be a run id (UUID), got {run!r}")
-        rows = await task_ops.list_tasks(ops, request[ACTOR], stage=q.get("stage"), status=q.get("status"),
-                                         run=run, workflow=q.get("workflow"), limit=_limit(q.get("limit")))
+        status = _status(q.get("status"), TASK_STATUSES, "task")
+        rows = await task_ops.list_tasks(ops, request[ACTOR], stage=q.get("stage"), status=status,
+                                         run=q.get("run"), workflow=q.get("workflow"), limit=_limit(q.get("limit")))
         return web.json_response(rows, dumps=_dump)
+
+    @r.post("/events")
+    async def send_event(request: web.Request) -> web.Response:
+        name, key, payload = check_event(await _json_body(request), limit=app.settings.max_payload_bytes)
+        published = await waits.send_event(app.store, name, key, payload, source="api")
+        return web.json_response({"event_id": published.id, "name": name, "key": key,
+                                  "matched": published.matched}, status=201)
 
     api_ops.add_routes(r, app)
     api.add_routes(r)

@@ -60,7 +60,7 @@ SCHEMAS: dict[str, Any] = {
     "Step": {"type": "object",
              "required": ["stage", "task_id", "type", "status", "attempts", "started_at", "finished_at", "error"],
              "properties": {"stage": STRING, "task_id": INTEGER, "kind": STRING, "type": STRING,
-                            "status": _ref("TaskStatus"), "attempts": INTEGER, "payload": OBJECT,
+                            "status": STRING, "attempts": INTEGER, "payload": OBJECT,
                             "started_at": _nullable("string"), "finished_at": _nullable("string"),
                             "error": _nullable("string"), "log": {"type": "array"}, "assignee": _ref("Assignee"),
                             "completed_by": _nullable("string")}},

@@ -1,20 +1,27 @@
 """flowbot's one HTTP server (aiohttp): the API, hooks, health, and what plugins mount (Slack).
 
 Errors come back as JSON ``{"error": ...}`` with the right status; bodies over the limit are
-refused with 413 before they are read whole.
+refused with 413 before they are read whole. A database that cannot be reached is a 503 with
+``Retry-After`` on every route (never a 4xx: senders retry a 503 and drop a 4xx).
+
+``/healthz`` is liveness (the process serves and the database answers); ``/readyz`` is readiness
+(the database answers and its schema is at this flowbot's migrations' head).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from engine.errors import DatabaseError, FlowbotError, Refused
+from engine.errors import ConfigError, DatabaseError, DatabaseUnavailable, FlowbotError, Refused, SchemaNotReady
 from engine.runtime.app import App
+from engine.store import migrate
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +36,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: ack p99 of 1,017-1,020 ms in 2 of about 90 bursts of 200).
 LISTEN_BACKLOG = 1024
 
+#: Seconds a client is asked to wait before retrying while the database is unavailable.
+RETRY_AFTER_SECONDS = 2
+
 
 def json_error(status: int, message: str, **extra: object) -> web.Response:
     """A JSON error response."""
     return web.json_response({"error": message, **extra}, status=status)
+
+
+def unavailable(message: str = "the database is unavailable; try again shortly", **extra: object) -> web.Response:
+    """503 with ``Retry-After``: the database cannot be reached (nothing was done)."""
+    return web.json_response({"error": message, **extra}, status=503,
+                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 @web.middleware
@@ -46,11 +62,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         return json_error(exc.status, exc.reason)
-    except DatabaseError as exc:
-        # The database is down or unreachable: a client should come back, not fix its request.
-        log.warning("database unavailable: %s", exc, extra={"action": "http_db_unavailable"})
-        return web.json_response({"error": "the database is unavailable; try again shortly"}, status=503,
-                                 headers={"Retry-After": "5"})
+    except DatabaseUnavailable:
+        return unavailable()  # the cause is logged once per outage (engine.store.db), not sent
     except Refused as exc:
         # A refused operation changed nothing: its status says why (404, 403, 409, 422).
         return json_error(exc.status, str(exc), **exc.extra)
@@ -63,9 +76,26 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the database answers, 503 otherwise."""
-    ok = await request.app[APP_KEY].db.ping()
-    return web.json_response({"ok": ok}, status=200 if ok else 503)
+    """Liveness: 200 when the database answers, 503 with ``Retry-After`` otherwise."""
+    if await request.app[APP_KEY].db.ping():
+        return web.json_response({"ok": True})
+    return unavailable(ok=False)
+
+
+HEADS_KEY: web.AppKey[list[str]] = web.AppKey("migration_heads", list)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 when the database answers and its schema is at the migrations' head; 503
+    with the reason otherwise."""
+    heads: list[str] = request.app[HEADS_KEY]
+    try:
+        await request.app[APP_KEY].db.check_schema(heads)
+    except SchemaNotReady as exc:
+        return unavailable(str(exc), ok=False)
+    except DatabaseError:  # unreachable, or answering with errors
+        return unavailable(ok=False)
+    return web.json_response({"ok": True, "schema": heads})
 
 
 def build_http_app(app: App) -> web.Application:
@@ -75,7 +105,9 @@ def build_http_app(app: App) -> web.Application:
 
     http = web.Application(middlewares=[errors_middleware], client_max_size=app.settings.max_body_bytes)
     http[APP_KEY] = app
+    http[HEADS_KEY] = migrate.heads()
     http.router.add_get("/healthz", healthz)
+    http.router.add_get("/readyz", readyz)
     http.add_routes(app.routes)
     mount_hooks(http, app)
     http.add_subapp("/api", api.build(app))
@@ -84,14 +116,31 @@ def build_http_app(app: App) -> web.Application:
     return http
 
 
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    """Why the server could not listen on ``host:port``, and what to do about it."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"cannot listen on {host}:{port}: the port is already in use (another flowbot, or another "
+                f"program); stop it or choose another port with --port or PORT")
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return f"cannot listen on {host}:{port}: this machine has no address {host} (check --host or FLOWBOT_HOST)"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {host}:{port}: permission denied (ports below 1024 need privileges)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 async def serve(app: App, stop: asyncio.Event, *, host: str | None = None, port: int | None = None,
                 ready: Callable[[int], None] | None = None) -> None:
     """Serve HTTP until ``stop`` is set."""
     runner = web.AppRunner(build_http_app(app), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host or app.settings.host, app.settings.port if port is None else port,
-                       backlog=LISTEN_BACKLOG)
-    await site.start()
+    host = host or app.settings.host
+    port = app.settings.port if port is None else port
+    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(_bind_problem(host, port, exc)) from exc
     bound = runner.addresses[0][1] if runner.addresses else port
     log.info("http listening on %s", bound, extra={"action": "http_listen", "port": bound})
     if ready:

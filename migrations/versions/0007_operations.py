@@ -7,7 +7,7 @@ people are kept as hashes with a role and an expiry. A rerun names the run it re
 (``runs.rerun_of``), and an effect an operator discarded is ``discarded``.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -18,5 +18,10 @@ async def run(ctx: JobContext) -> None:
     text, blocks = build_message(counts, slowest, since, until)
     channel = os.environ.get("FLOWBOT_REPORT_CHANNEL") or DEFAULT_CHANNEL
     ctx.slack.post(channel, text=text, blocks=blocks)
-    ctx.log("weekly report for %s to %s posted to %s: %d run(s)", since.date(), until.date(), channel,
+    # The message goes through the outbox: sent once this fire commits, and only when Slack is on.
+    if os.environ.get("SLACK_BOT_TOKEN"):
+        where = f"sent to {channel}"
+    else:
+        where = f"queued for {channel} until Slack is on (SLACK_BOT_TOKEN is not set)"
+    ctx.log("weekly report for %s to %s %s: %d run(s)", since.date(), until.date(), where,
             sum(c["n"] for c in counts))

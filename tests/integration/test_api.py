@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import write_stages
+from sqlalchemy import text
 from support import scalar
 
 from engine.runtime.app import App
@@ -123,6 +124,22 @@ async def test_healthz_needs_no_token_and_says_the_database_answers(api) -> None
     async with api.session.get(api.base + "/healthz") as resp:
         assert resp.status == 200
         assert await resp.json() == {"ok": True}
+
+
+async def test_readyz_is_ready_only_while_the_schema_is_at_the_migrations_head(api) -> None:
+    from engine.store import migrate
+
+    async with api.session.get(api.base + "/readyz") as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"ok": True, "schema": migrate.heads()}
+    async with api.app.db.transaction() as tx:  # as if a newer flowbot had migrated it
+        await tx.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    async with api.session.get(api.base + "/readyz") as resp:
+        assert resp.status == 503 and resp.headers["Retry-After"]
+        body = await resp.json()
+        assert body["ok"] is False and "flowbot migrate" in body["error"]
+    async with api.session.get(api.base + "/healthz") as resp:  # alive all the same
+        assert resp.status == 200
 
 
 async def test_a_burst_of_connections_while_the_loop_is_busy_waits_for_accept_and_is_answered(api) -> None:
@@ -266,7 +283,47 @@ async def test_unknown_runs_are_404(api) -> None:
         status, body = await api.call("GET", f"/api/runs/{rid}")
         assert status == 404 and rid in body["error"]
     status, body = await api.call("GET", "/api/tasks?run=not-a-uuid")
-    assert status == 400 and "run must be a run id" in body["error"]
+    assert status == 404 and body["error"] == "no run not-a-uuid"
+
+
+async def test_a_unique_prefix_of_a_run_id_is_accepted_wherever_a_run_id_is(api) -> None:
+    _, body = await api.call("POST", "/api/workflows/shop/runs", json={"payload": {"n": 1}})
+    run_id = body["run_id"]
+    status, report = await api.call("GET", f"/api/runs/{run_id[:8]}")
+    assert status == 200 and report["id"] == run_id
+    status, tasks = await api.call("GET", f"/api/tasks?run={run_id[:8]}")
+    assert status == 200 and [t["run_id"] for t in tasks] == [run_id]
+
+
+async def test_a_prefix_shared_by_several_runs_is_400_asking_for_more(api) -> None:
+    for run_id in ("abcd0000-0000-7000-8000-000000000001", "abcd0000-0000-7000-8000-000000000002"):
+        await scalar(api.app.store, "INSERT INTO runs (id, workflow, status, created_at, updated_at) VALUES "
+                                    "(CAST(:id AS uuid), 'shop', 'running', now(), now()) RETURNING 1", id=run_id)
+    status, body = await api.call("GET", "/api/runs/abcd0000")
+    assert status == 400 and body["error"] == "abcd0000 is the start of several run ids: give more of it"
+    status, report = await api.call("GET", "/api/runs/abcd0000-0000-7000-8000-00000000000")
+    assert status == 400
+    status, report = await api.call("GET", "/api/runs/ABCD0000-0000-7000-8000-000000000002")
+    assert status == 200 and report["id"] == "abcd0000-0000-7000-8000-000000000002"
+
+
+async def test_an_unknown_status_filter_is_400_listing_the_valid_ones(api) -> None:
+    status, body = await api.call("GET", "/api/runs?status=bogus")
+    assert status == 400
+    assert body["error"] == "unknown run status 'bogus': use one of running, waiting, completed, failed, cancelled"
+    status, body = await api.call("GET", "/api/tasks?status=done")
+    assert status == 400
+    assert body["error"] == "unknown task status 'done': use one of pending, locked, completed, failed, cancelled"
+
+
+async def test_timestamps_in_lists_are_iso_8601(api) -> None:
+    import datetime as dt
+
+    await api.call("POST", "/api/workflows/shop/runs", json={})
+    _, [run] = await api.call("GET", "/api/runs")
+    _, [task] = await api.call("GET", "/api/tasks")
+    for stamp in (run["created_at"], run["updated_at"], task["created_at"]):
+        assert "T" in stamp and dt.datetime.fromisoformat(stamp).tzinfo is not None, stamp
 
 
 # -- bad input creates nothing -------------------------------------------------------------------------
@@ -281,6 +338,13 @@ async def test_starting_a_run_of_an_unknown_workflow_is_404(api) -> None:
 async def test_an_unknown_start_stage_is_404(api) -> None:
     status, body = await api.call("POST", "/api/workflows/shop/runs", json={"payload": {}, "stage": "nope"})
     assert status == 404 and 'has no stage "nope"' in body["error"]
+    assert await api.counts() == (0, 0)
+
+
+async def test_an_unknown_key_in_the_body_is_400_and_starts_nothing(api) -> None:
+    status, body = await api.call("POST", "/api/workflows/shop/runs", json={"paylod": {"n": 1}})
+    assert status == 400
+    assert body["error"] == "unknown key(s) 'paylod' in the body: it may have 'payload' and 'stage'"
     assert await api.counts() == (0, 0)
 
 

@@ -65,7 +65,7 @@ def test_trigger_wait_against_a_running_flowbot_prints_a_completed_report(env, t
         tasks = flowbot("tasks", "--stage", "check-stock", env=env)
         assert tasks.returncode == 0, tasks.stderr
         assert tasks.stdout.splitlines()[0].split() == ["id", "workflow", "stage", "type", "status", "attempts",
-                                                       "run_id"]
+                                                       "assignee", "run_id"]
         [row] = tasks.stdout.splitlines()[1:]
         assert "check-stock" in row and "completed" in row and run_id in row
         listed = json.loads(flowbot("tasks", "--run", run_id, "--json", env=env).stdout)
@@ -110,7 +110,7 @@ def test_runs_show_of_an_unknown_run_and_tasks_of_a_malformed_run_id(env) -> Non
     assert out.returncode == 1 and "no run" in out.stderr
     out = flowbot("tasks", "--run", "not-a-uuid", env=env)
     assert out.returncode == 1
-    assert "flowbot: --run must be a run id (UUID), got 'not-a-uuid'" in out.stderr
+    assert "flowbot: --run: no run not-a-uuid (give a run id or the start of one)" in out.stderr
 
 
 def test_workflows_lists_the_shipped_workflows(env) -> None:

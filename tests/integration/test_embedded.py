@@ -53,3 +53,51 @@ def test_run_on_the_embedded_postgres_and_the_data_survives_a_restart(home, tmp_
     assert json.loads(again.stdout)["status"] == "completed"
     assert json.loads(again.stdout)["context"] == first["context"]
     assert not (home / "pg" / "postmaster.pid").exists()
+
+
+def test_a_new_embedded_database_is_announced_with_its_place_and_commands_print_no_startup_noise(home) -> None:
+    env = cli_env(None, ROOT / "stages", FLOWBOT_HOME=str(home), FLOWBOT_LOG_LEVEL="INFO")
+    first = flowbot("runs", env=env, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert f"creating a new embedded database in {home / 'pg'}" in first.stderr
+    again = flowbot("runs", env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == "", "an existing database is used quietly (no INFO lines on stderr)"
+    assert again.stdout.strip() == "(none)"
+
+
+def test_the_next_start_adopts_an_embedded_postgres_left_by_a_killed_flowbot_and_stops_it(home, tmp_path) -> None:
+    import signal
+    import time
+
+    env = cli_env(None, ROOT / "stages", FLOWBOT_HOME=str(home))
+    port = free_port()
+    log = tmp_path / "run.log"
+    server = spawn("run", "--port", str(port), env=env, log=log)
+    try:
+        wait_listening(port, server, log, timeout=120)
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+    pid_file = home / "pg" / "postmaster.pid"
+    postmaster = int(pid_file.read_text().split()[0])
+    assert _alive(postmaster), "the server outlives the flowbot that was killed"
+
+    out = flowbot("runs", env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and pid_file.exists():
+        time.sleep(0.1)
+    assert not pid_file.exists(), "the command that adopted the server stopped it when it exited"
+    assert not _alive(postmaster), "the server process has exited"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited process that nobody reaped yet, a zombie, does not)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -487,6 +487,18 @@ async def test_a_stage_that_raises_gets_a_500_with_a_correlation_id_and_its_trac
     assert await served.counts() == NOTHING
 
 
+async def test_a_send_the_request_cannot_make_is_the_senders_fault_413_or_422_not_500(serve: Serve) -> None:
+    served = await serve(max_payload_bytes=200)
+    status, _, resp = await served.post("open", json.dumps({"blob": "x" * 300}).encode(), JSON)
+    assert status == 413
+    assert json.loads(resp)["error"].startswith("the request does not make a valid task: misc/open: payload is ")
+    status, _, resp = await served.post("open", b"[1, 2]", JSON)
+    assert status == 422
+    assert json.loads(resp)["error"] == ("the request does not make a valid task: misc/open: payload must be a "
+                                         "JSON object (a dict), got list")
+    assert await served.counts() == NOTHING
+
+
 async def test_a_stage_refusing_with_a_4xx_response_sends_nothing_and_records_nothing(serve: Serve) -> None:
     served = await serve()
     key = {"Idempotency-Key": "refused-1"}

@@ -44,14 +44,20 @@ def test_flowbot_hooks_lists_every_hook_with_its_url_methods_and_auth(tmp_path: 
 
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
+        "URLs use port 9000 (PORT of this command; if the server was started with another, pass --port or "
+        "--base-url)",
+        "Secrets are checked here, in this command's environment: the server reads its own.",
         "POST http://localhost:9000/hooks/deploys/github  (deploys/github)",
-        "    auth: GitHub signature (X-Hub-Signature-256, secret from $DEPLOY_GH_SECRET); $DEPLOY_GH_SECRET set",
+        "    auth: GitHub signature (X-Hub-Signature-256, secret from $DEPLOY_GH_SECRET); $DEPLOY_GH_SECRET set here",
         "POST http://localhost:9000/hooks/ci  (deploys/ci)",
         "    auth: HMAC-SHA256 signature (X-CI-Signature, secret from $CI_SECRET); "
-        "$CI_SECRET NOT SET: requests get 503 until it is",
+        "$CI_SECRET NOT SET here: if the server lacks it too, requests get 503 until it is set",
         "GET POST http://localhost:9000/hooks/deploys/status  (deploys/status)",
         "    auth: NONE (auth=None: anyone who can reach the URL may call it)",
     ]
+    with_port = flowbot("hooks", "--port", "8123", env=env).stdout.splitlines()
+    assert with_port[0].startswith("URLs use port 8123 (--port of this command")
+    assert with_port[2] == "POST http://localhost:8123/hooks/deploys/github  (deploys/github)"
 
 
 def test_flowbot_hooks_json_uses_the_public_base_url(tmp_path: Path) -> None:

@@ -385,6 +385,7 @@ async def test_the_weekly_report_counts_last_weeks_runs_and_lists_the_slowest_st
     db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLOWBOT_REPORT_CHANNEL", "#weekly-ops")
+    monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
     clock = FakeClock()
     registry = load_workflows(stages_with_report(tmp_path))
     store = Store(db, registry, clock=clock)
@@ -410,7 +411,13 @@ async def test_the_weekly_report_counts_last_weeks_runs_and_lists_the_slowest_st
     assert slow[1] == "2. *orders* / `take`: max 2.0 s, avg 2.0 s over 2 tasks"
     assert blocks[1]["elements"][0]["text"] == "Mon 09 Nov 2026 09:00 to Mon 16 Nov 2026 09:00 UTC"
     [row] = await store.db.fetch_all(text("SELECT log FROM job_fires"))
-    assert row["log"][0]["message"] == "weekly report for 2026-11-09 to 2026-11-16 posted to #weekly-ops: 3 run(s)"
+    assert row["log"][0]["message"] == ("weekly report for 2026-11-09 to 2026-11-16 queued for #weekly-ops until "
+                                        "Slack is on (SLACK_BOT_TOKEN is not set): 3 run(s)")
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    await fire(store, find_job(registry, "weekly-report"), REPORT_FIRE + dt.timedelta(days=7))
+    [_, later] = await store.db.fetch_all(text("SELECT log FROM job_fires ORDER BY fire_time"))
+    assert later["log"][0]["message"].startswith("weekly report for 2026-11-16 to 2026-11-23 sent to #weekly-ops:")
 
 
 async def test_the_weekly_report_of_a_quiet_week_says_so(db: Any, tmp_path: Path) -> None:

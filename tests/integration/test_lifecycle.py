@@ -30,6 +30,7 @@ STAGES = {
         after = workflow.script("after")
         together = workflow.script("together")
         bad_send = workflow.script("bad-send", max_attempts=1)
+        stuck = workflow.script("stuck")
         workflow.transition(work, after, on="next")
         workflow.transition(flaky, after)
         workflow.transition(slow, after)
@@ -75,6 +76,17 @@ STAGES = {
             # each on a thread of the pool, off the event loop.
             threads.append(threading.current_thread().name)
             barrier.wait()
+    """,
+    "life/stuck.py": """
+        import threading
+
+        started = threading.Event()
+        release = threading.Event()
+
+        def run(task, ctx):
+            # A sync stage: once in its thread, nothing can stop it but its own return.
+            started.set()
+            release.wait(30)
     """,
     "life/bad_send.py": """
         def run(task, ctx):
@@ -397,6 +409,59 @@ async def test_a_stopping_worker_keeps_renewing_the_lease_of_a_stage_finishing_i
                         r=_uuid(run_id)) == ["slow:completed", "after:pending"]
 
 
+async def test_a_sync_stage_outliving_the_grace_period_is_not_due_again_while_its_thread_runs(
+        make_stages, store_for) -> None:
+    store = store_for(make_stages(STAGES), lease_seconds=30)
+    module = store.registry.get("life").stage("stuck").module
+    assert module is not None
+    _run_id, task_id = await start(store, "stuck")
+    stop = asyncio.Event()
+    worker = Worker(store, WorkerOptions(shutdown_grace=0.2, poll_interval=0.2), name="wk")
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.to_thread(module.started.wait, 10)
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        saved = await task_row(store, task_id)
+        assert (saved["status"], saved["attempts"], saved["locked_by"]) == ("pending", 0, None)
+        wait = (saved["available_at"] - dt.datetime.now(dt.UTC)).total_seconds()
+        assert 25 < wait <= 30, "due again only after a lease: its stage still runs in this process"
+        assert await store.claim("other", 10) == []
+        reasons = [r["reason"] for r in await store.db.fetch_all(queries.TASK_EVENTS, {"id": task_id})]
+        assert reasons[-1] == "released on shutdown, its stage still running"
+    finally:
+        module.release.set()
+
+
+async def test_a_failed_attempt_is_logged_as_a_warning_with_its_traceback_and_the_last_one_as_an_error(
+        make_stages, store_for, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    store = store_for(make_stages(STAGES))
+    flaky_run, flaky_id = await start(store, "flaky")
+    bad_run, bad_id = await start(store, "bad-send", {"what": "list"})
+    stop = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="engine.runtime.worker"):
+        running = asyncio.create_task(Worker(store, WorkerOptions(poll_interval=0.2)).run(stop))
+        try:
+            await eventually(lambda: asyncio.sleep(0, [r for r in caplog.records if r.levelno == logging.ERROR]),
+                             what="the final failure logged")
+            await eventually(lambda: asyncio.sleep(0, [r for r in caplog.records if r.levelno == logging.WARNING]),
+                             what="a failed attempt logged")
+        finally:
+            stop.set()
+            await running
+    [warning, *_] = [r for r in caplog.records if r.levelno == logging.WARNING and r.stage == "life/flaky"]
+    text = warning.getMessage()
+    assert f"stage life/flaky failed (attempt 1 of 4; task {flaky_id}, run {flaky_run}), retrying in 2 s" in text
+    assert "Traceback (most recent call last)" in text and "RuntimeError: boom on attempt 1" in text
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.getMessage().startswith(
+        f"stage life/bad-send failed after 1 attempt(s) (task {bad_id}, run {bad_run}): the task and its run "
+        "have failed")
+    assert "PayloadError" in error.getMessage() and "Traceback" in error.getMessage()
+
+
 def _uuid(value: str):
     import uuid
 
@@ -414,7 +479,7 @@ async def test_a_send_of_a_non_object_or_oversized_payload_fails_the_stage_namin
     assert listed["status"] == big["status"] == "failed"
     assert listed["error"].startswith(
         "PayloadError: life/bad-send: payload must be a JSON object (a dict), got list")
-    assert big["error"].startswith("PayloadError: life/bad-send: payload is ")
+    assert big["error"].startswith("PayloadTooLarge: life/bad-send: payload is ")
     assert "over the 200-byte limit" in big["error"].split("\n")[0]
     assert await scalar(store, "SELECT count(*) FROM tasks") == 2, "nothing was sent"
     for run_id in (list_run, big_run):

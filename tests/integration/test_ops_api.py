@@ -335,4 +335,4 @@ async def test_a_database_that_cannot_be_reached_is_503_with_retry_after_never_a
         async with api.session.request(method, api.base + path, json={},
                                        headers={"Authorization": f"Bearer {api.token}"}) as resp:
             assert resp.status == 503, (path, await resp.text())
-            assert resp.headers["Retry-After"] == "5"
+            assert int(resp.headers["Retry-After"]) > 0

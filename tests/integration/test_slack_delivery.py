@@ -246,3 +246,54 @@ async def test_a_team_given_by_handle_is_resolved_through_usergroups_list(
     assert "no Slack user group '@ghosts'" in await eventually(failed, what="the assignment failed")
     assert sum(delivered(fake_slack).values()) == 2
     assert all(c.params["usergroup"] == group for c in fake_slack.calls("usergroups.users.list"))
+
+
+WAKE_STAGES = {
+    "wake/workflow.py": """
+        from engine import Workflow
+        workflow = Workflow("wake", title="Wake")
+        review = workflow.form("review", assignee="{who}")
+        tell = workflow.script("tell")
+    """,
+    "wake/review.py": """
+        from engine.forms import Approval
+
+        def form(task):
+            return Approval("Review", {"Item": "{item}"})
+
+        def run(task, answers, ctx):
+            pass
+    """,
+    "wake/tell.py": """
+        def run(task, ctx):
+            ctx.slack.dm(task["who"], "Your thing was approved")
+    """,
+}
+
+
+async def test_assignment_dms_and_stage_messages_leave_at_the_commit_not_at_the_next_poll(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    import asyncio
+
+    from engine.runtime.outbox import OutboxDispatcher
+
+    h = await slack_app(WAKE_STAGES, outbox=False)
+    # A poll a minute apart: only the commit's NOTIFY can bring these DMs within seconds.
+    dispatcher = OutboxDispatcher(h.app.db, h.app.outbox_handlers, clock=h.app.store.clock, poll_interval=60)
+    h.tasks.append(asyncio.create_task(dispatcher.run(h.stop_event)))
+    await asyncio.sleep(0.5)  # listening, its first pass over the (empty) outbox done
+    wf = h.app.registry.get("wake")
+
+    await h.app.store.start_run(wf.stage("review"), {"who": "U0ANN", "item": "laptop"})
+    await eventually(lambda: asyncio.sleep(0, delivered(fake_slack)["DU0ANN"] == 1), within=3,
+                     what="the assignment DM (a commit creating only a form task)")
+
+    await h.app.store.start_run(wf.stage("tell"), {"who": "U0BOB"})
+    await eventually(lambda: asyncio.sleep(0, delivered(fake_slack)["DU0BOB"] == 1), within=3,
+                     what="a stage's DM (a completion carrying an effect)")
+
+    async with h.app.db.transaction() as tx:
+        await h.app.store.add_effects(tx, [("slack.dm", {"user": "U0CAT", "text": "hi"}, None, None)],
+                                      h.app.store.clock())
+    await eventually(lambda: asyncio.sleep(0, delivered(fake_slack)["DU0CAT"] == 1), within=3,
+                     what="an effect written on its own")

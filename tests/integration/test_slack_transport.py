@@ -228,6 +228,14 @@ def test_the_manifest_command_prints_a_manifest_with_http_urls(tmp_path: Path) -
     _check_manifest_shape(m)
 
 
+@pytest.mark.parametrize("url", ["ftp://x", "http://flowbot.example.com", "flowbot.example.com", "https://"])
+def test_the_manifest_command_refuses_a_url_that_is_not_https(url: str) -> None:
+    proc = flowbot("slack", "manifest", "--url", url, env=cli_env(None))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == (f"flowbot: --url must be flowbot's public https URL (like "
+                                   f"https://flowbot.example.com), got {url!r}: Slack sends requests only to https")
+
+
 def test_the_manifest_without_a_url_is_for_socket_mode() -> None:
     m = bot_manifest.manifest()
     assert m["settings"]["socket_mode_enabled"] is True

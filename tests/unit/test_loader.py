@@ -284,3 +284,62 @@ def test_every_error_is_reported_and_good_workflows_are_not_hidden_by_bad_ones(t
     assert len(errors) == 3
     assert all(e.file and e.file.endswith("bad/workflow.py") for e in errors)
     assert [e.line for e in errors] == [4, 5, 6]
+
+
+# -- wait stages -----------------------------------------------------------------------------------
+
+
+def _wait_errors(tmp_path: Path, line: str) -> list[WorkflowError]:
+    return errors_of(tmp_path, {
+        "w/workflow.py": f"""
+            from engine import Workflow
+            workflow = Workflow("w")
+            a = workflow.script("a")
+            {line}  # <-
+            workflow.transition(a, "pay")
+        """,
+        "w/a.py": "def run(task, ctx):\n    pass\n",
+    })
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('workflow.wait("pay", event="", key="{id}")', "event name must be"),
+    ('workflow.wait("pay", event="paid", key="")', "key= must be a non-empty string"),
+    ('workflow.wait("pay", event="paid", key="{id}", timeout="soon")', 'timeout= duration \'soon\''),
+    ('workflow.wait("pay", event="paid", key="{id}", on_timeout="late")', "on_timeout= needs timeout="),
+    ('workflow.wait("pay", event="paid", key="{id}", timeout="1h", on_timeout=3)', "on_timeout= must be a task type"),
+    ('workflow.wait_for_children("pay", timeout="2 fortnights")', "timeout= duration"),
+])
+def test_a_wait_stage_with_a_bad_parameter_is_an_error_at_its_line(tmp_path, line, message) -> None:
+    [error] = _wait_errors(tmp_path, line)
+    assert message in error.message
+    assert error.file and error.file.endswith("workflow.py") and error.line == 4
+
+
+def test_a_workflow_with_an_unknown_timezone_is_an_error(tmp_path) -> None:
+    [error] = errors_of(tmp_path, {
+        "w/workflow.py": """
+            from engine import Workflow
+            workflow = Workflow("w", timezone="Mars/Olympus")
+        """,
+    })
+    assert 'unknown timezone "Mars/Olympus"' in error.message and error.line == 2
+
+
+def test_a_wait_stage_needs_no_module(tmp_path) -> None:
+    root = write_stages(tmp_path / "ok", {
+        "w/workflow.py": """
+            from engine import Workflow
+            workflow = Workflow("w", timezone="Europe/Paris")
+            a = workflow.script("a")
+            pay = workflow.wait("pay", event="payment.received", key="{id}", timeout="2 business days",
+                                on_timeout="late")
+            kids = workflow.wait_for_children()
+            workflow.transition(a, pay)
+            workflow.transition(pay, kids)
+        """,
+        "w/a.py": "def run(task, ctx):\n    pass\n",
+    })
+    wf = load_workflows(root).get("w")
+    assert wf.stage("pay").kind is StageKind.WAIT and wf.stage("children").kind is StageKind.WAIT
+    assert str(wf.stage("pay").options["timeout"]) == "2 business days"

@@ -24,7 +24,8 @@ from typing import Any
 
 from engine import routing
 from engine.context import Outcome, Send
-from engine.store import queries
+from engine.routing import resolve_children
+from engine.store import children, queries, waits
 from engine.store.db import NOTIFY_CHANNEL, Database, json_text
 from engine.store.groupcommit import GroupCommit
 from engine.store.tasks import Store
@@ -61,11 +62,11 @@ def trigger_of(stage: Stage, request: HookRequest) -> dict[str, Any]:
 
 def _fast_plan(stage: Stage, outcome: Outcome) -> list[tuple[Send, list[Stage]]] | None:
     """Each send with its target stages, if all of it fits the one-statement path; else None."""
-    if outcome.effects:
+    if outcome.effects or outcome.events or outcome.children:
         return None
     plan = []
     for send in outcome.sends:
-        if send.run_id is not None:
+        if send.run_id is not None or send.due is not None:
             return None
         targets = [t.target for t in stage.outgoing if t.matches(send.type)]
         for target in targets:
@@ -211,8 +212,15 @@ class _Twin(Exception):
 async def _transaction(store: Store, stage: Stage, request: HookRequest, outcome: Outcome,
                        rendered: Rendered | None, now: dt.datetime) -> Delivered:
     async with store.db.transaction() as tx:
-        started = await store.start_runs(tx, stage, outcome.sends, trigger=trigger_of(stage, request), now=now,
+        trigger = trigger_of(stage, request)
+        started = await store.start_runs(tx, stage, outcome.sends, trigger=trigger, now=now,
                                          context=outcome.context_set or None)
+        for start, child in resolve_children(stage, outcome.children):
+            batch = children.batch(store, stage, start, trigger=trigger, now=now, parent=None)
+            batch.set_context(outcome.context_set)
+            batch.add(Send("start", raw=child.raw))
+            started.merge(await store.write_fresh(tx, batch))
+        await waits.publish(store, tx, [(e, f"hook:{stage.key}") for e in outcome.events], now)
         if outcome.effects:
             await store.add_effects(tx, [(e.kind, e.payload, None, None) for e in outcome.effects], now)
         status, headers, body = rendered or ok_response(started.run_ids)

@@ -6,7 +6,8 @@ delivery with the same id, else run the stage and commit what it sent (one run p
 with the delivery record (concurrent deliveries share one statement: ``deliver.Committer``), then
 answer. Every refusal happens before anything is written; the 2xx goes out only after the commit
 (durable before acknowledged). A stage that raises gets a 500 with a correlation id; its
-traceback goes to the log, never to the client.
+traceback goes to the log, never to the client. A database that cannot be reached is a 503 with
+``Retry-After`` (nothing was recorded: the sender retries, and a keyed redelivery is replayed).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.context import Context
-from engine.errors import FlowbotError
+from engine.errors import DatabaseUnavailable, FlowbotError, PayloadError, PayloadTooLarge
 from engine.runtime.app import App
 from engine.runtime.runner import call
 from engine.store import queries
@@ -144,6 +145,13 @@ class HookServer:
         try:
             result = await call(stage.entry("run"), request, ctx)
             rendered = None if result is None else render(result)
+        except PayloadError as exc:
+            # What the sender sent does not make a task (too large, or not a JSON object once the
+            # stage passed it on): their request to fix, not a server error.
+            status = 413 if isinstance(exc, PayloadTooLarge) else 422
+            log.warning("hook %s refused a request (%d): %s", stage.key, status, exc,
+                        extra={"action": "hook_payload_refused", "hook": stage.key})
+            return error(status, f"the request does not make a valid task: {exc}")
         except Exception as exc:
             return _crashed(stage, exc)
         if rendered is not None and rendered[0] >= 400:
@@ -152,6 +160,8 @@ class HookServer:
         try:
             delivered = await deliver(self.app.store, stage, request, ctx.finish(), rendered, self.committer,
                                       self.db_slots)
+        except DatabaseUnavailable:
+            raise  # the server's 503
         except FlowbotError as exc:
             # Routing what the stage sent failed (a form's assignee rule without its payload key,
             # a send naming a run that does not exist): nothing was committed.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.context import Context
+from engine.context import Context, Send
+from engine.routing import resolve_children
 from engine.store import queries
 from engine.store.db import Tx
 
@@ -60,6 +62,7 @@ class JobContext(Context):
         self.stats = stats
         self._stream: SendStream | None = None
         self._batch: FreshRuns | None = None  # sends naming no run, not yet handed to the stream
+        self._children: dict[str, FreshRuns] = {}  # ctx.start, by workflow
         self._context_version = -1
 
     def stream_to(self, stream: SendStream) -> None:
@@ -67,24 +70,47 @@ class JobContext(Context):
         self._stream = stream
         self._batch = stream.new_batch()
 
-    def send(self, type: str, payload: dict[str, Any] | None = None, *, run_id: str | None = None) -> None:
+    def send(self, type: str, payload: dict[str, Any] | None = None, *, run_id: str | None = None,
+             delay: Any = None, at: dt.datetime | None = None) -> None:
         """Emit a task of ``type``: it starts a run of its own (or joins the run it names)."""
-        super().send(type, payload, run_id=run_id)
+        super().send(type, payload, run_id=run_id, delay=delay, at=at)
         if self._stream is None or self._batch is None or run_id is not None:
             return
-        send = self.outcome.sends.pop()
+        self._batch = self._add(self._batch, self.outcome.sends.pop(), self._stream.new_batch)
+
+    def start(self, workflow: str, payload: dict[str, Any] | None = None) -> None:
+        """Start a run of ``workflow`` at its start stage (streamed like the job's sends)."""
+        super().start(workflow, payload)
+        if self._stream is None:
+            return
+        child = self.outcome.children.pop()
+        batch = self._children.get(child.workflow)
+        if batch is None:  # the first start of this workflow: find its start stage once
+            [(target, _)] = resolve_children(self._stream.stage, [child])
+            batch = self._children[child.workflow] = self._stream.new_child_batch(target)
+        self._children[child.workflow] = self._add(batch, Send("start", raw=child.raw), batch.emptied)
+
+    def _add(self, batch: FreshRuns, send: Send, new: Callable[[], FreshRuns]) -> FreshRuns:
+        """Add ``send`` to ``batch``; a full batch goes to the stream: the batch to fill next."""
+        assert self._stream is not None
         if self.run.version != self._context_version:
             self._context_version = self.run.version
-            self._batch.set_context(self.run.changes()[0])
-        self._batch.add(send)
-        if self._batch.sends % 64 == 0:
+            batch.set_context(self.run.changes()[0])
+        batch.add(send)
+        if batch.sends % 64 == 0:
             time.sleep(0)  # from a job thread: let the event loop (writing batches) have the GIL
-        if self._batch.sends >= self._stream.chunk:
-            full, self._batch = self._batch, self._stream.new_batch()
-            self._batch.set_context(self.run.changes()[0])
+        if batch.sends >= self._stream.chunk:
+            full, batch = batch, new()
+            batch.set_context(self.run.changes()[0])
             self._stream.offer(full)
+        return batch
 
     def unsent(self) -> FreshRuns | None:
         """The batch not yet handed to the stream (the job has finished sending)."""
         batch, self._batch = self._batch, None
         return batch
+
+    def unsent_children(self) -> list[FreshRuns]:
+        """The batches of child runs not yet handed to the stream."""
+        batches, self._children = list(self._children.values()), {}
+        return batches

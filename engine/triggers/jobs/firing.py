@@ -23,7 +23,7 @@ from typing import Any
 from engine.errors import UnknownStage
 from engine.loader import Registry
 from engine.runtime.runner import call
-from engine.store import queries
+from engine.store import queries, waits
 from engine.store.tasks import Store
 from engine.triggers.jobs.context import JobContext, JobStats
 from engine.triggers.jobs.stream import SendStream
@@ -127,7 +127,10 @@ async def fire(store: Store, job: Job, fire_time: dt.datetime, *, manual: bool =
         try:
             await call(job.stage.entry("run"), ctx)
             outcome = ctx.finish()
+            for batch in ctx.unsent_children():
+                stream.offer(batch)
             started = await stream.close(ctx.unsent() or stream.new_batch(), outcome.sends, outcome.context_set)
+            await waits.publish(store, tx, [(e, f"job:{job.key}") for e in outcome.events], now)
             if outcome.effects:
                 await store.add_effects(tx, [(e.kind, e.payload, None, None) for e in outcome.effects], now)
                 await tx.notify()

@@ -23,7 +23,7 @@ from typing import Any
 
 from engine.context import Send
 from engine.errors import FlowbotError
-from engine.store import queries
+from engine.store import children, queries
 from engine.store.db import Tx
 from engine.store.fanout import FreshRuns
 from engine.store.tasks import Started, Store
@@ -60,6 +60,15 @@ class SendStream:
     def new_batch(self) -> FreshRuns:
         """An empty batch for the next chunk of sends (filled in the job's thread)."""
         return self._store.fresh_runs(self._stage, trigger=self._trigger, now=self._now)
+
+    @property
+    def stage(self) -> Stage:
+        """The job stage whose sends this stream writes."""
+        return self._stage
+
+    def new_child_batch(self, start: Stage) -> FreshRuns:
+        """An empty batch of runs of ``start``'s workflow the job starts (``ctx.start``)."""
+        return children.batch(self._store, self._stage, start, trigger=self._trigger, now=self._now, parent=None)
 
     def offer(self, batch: FreshRuns) -> None:
         """Queue a full batch to be written; any thread.

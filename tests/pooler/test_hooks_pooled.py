@@ -1,0 +1,6 @@
+"""``tests/integration/test_hooks.py``, every test, through PgBouncer in transaction mode."""
+# ruff: noqa: F401, F403 (the order matters: the scenario's names, then the pooler's fixtures)
+
+import through_pgbouncer
+from test_hooks import *
+from through_pgbouncer import database_url, db, pooled
