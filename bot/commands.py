@@ -23,8 +23,11 @@ from bot.blocks import chunks, context, escape, header, section
 from bot.context import USER_ID_RE, BotContext, UserNotFound
 from engine.assignees import Team
 from engine.context import check_payload
-from engine.errors import DatabaseUnavailable, FlowbotError, UnknownWorkflow
+from engine.errors import DatabaseUnavailable, FlowbotError, Refused, UnknownWorkflow
 from engine.forms import FormError
+from engine.ops import runs as run_ops
+from engine.ops.actor import Actor, Edge, Role
+from engine.ops.base import ops_of
 from engine.people import actions as people
 from engine.workflow import StageKind, Workflow
 
@@ -37,7 +40,7 @@ COMMAND = messages.COMMAND
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Payload key the command sets to the Slack user who started the run (never taken from the text).
 STARTED_BY = "started_by"
-SUBCOMMANDS = ("start", "status", "tasks", "reassign", "help")
+SUBCOMMANDS = ("start", "status", "tasks", "reassign", "cancel", "retry", "help")
 TASKS_SHOWN = 20
 RUNS_SHOWN = 10
 STEPS_SHOWN = 40
@@ -310,8 +313,36 @@ async def reassign(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
     return Reply(messages.reassign_done(int(args[0]), to))
 
 
+async def cancel(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
+    """``cancel <run-id> [reason]``: the engine's cancel, as this Slack user (operators may)."""
+    if not args:
+        return Reply(messages.usage(f"{COMMAND} cancel <run-id> [reason]"))
+    try:
+        done = await run_ops.cancel(ops_of(ctx.app), args[0], slack_actor(cmd.user_id), " ".join(args[1:]) or None)
+    except Refused as exc:
+        return Reply(messages.refused(escape(str(exc))))
+    return Reply(messages.run_cancelled(done["run_id"], done["tasks_cancelled"]))
+
+
+async def retry(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
+    """``retry <run-id>``: the engine's retry of a failed run, as this Slack user."""
+    if len(args) != 1:
+        return Reply(messages.usage(f"{COMMAND} retry <run-id>"))
+    try:
+        done = await run_ops.retry(ops_of(ctx.app), args[0], slack_actor(cmd.user_id))
+    except Refused as exc:
+        return Reply(messages.refused(escape(str(exc))))
+    return Reply(messages.run_retried(done["run_id"], done["retried"]))
+
+
+def slack_actor(user_id: str) -> Actor:
+    """A Slack user acting through the slash command (their rights come from the workflows)."""
+    return Actor(user_id, Role.MEMBER, Edge.SLACK)
+
+
 Handler = Callable[[BotContext, Command, list[str]], Awaitable[Reply]]
-HANDLERS: dict[str, Handler] = {"start": start, "status": status, "tasks": tasks, "reassign": reassign}
+HANDLERS: dict[str, Handler] = {"start": start, "status": status, "tasks": tasks, "reassign": reassign,
+                                "cancel": cancel, "retry": retry}
 
 
 async def handle(ctx: BotContext, cmd: Command) -> Reply:

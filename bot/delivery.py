@@ -108,12 +108,17 @@ def handlers(bctx: BotContext) -> dict[str, OutboxHandler]:
         return await update_cards(bctx, int(p["task_id"]), messages.claimed_by(p["by"], _at(row)),
                                   kinds={"claim"})
 
+    async def cancelled(row: dict[str, Any]) -> dict[str, Any]:
+        p = row["payload"]
+        return await update_cards(bctx, int(p["task_id"]), messages.cancelled_by(p["by"], p.get("reason"), _at(row)))
+
     return {
         "slack.post": post,
         "slack.dm": dm,
         "form.assigned": assigned,
         "form.completed": completed,
         "form.claimed": claimed,
+        "form.cancelled": cancelled,
     }
 
 

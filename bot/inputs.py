@@ -113,17 +113,23 @@ def _choice_buttons(f: Field, initial: Any) -> dict[str, Any]:
     return element
 
 
+def _slack_ids(values: Any) -> list[str]:
+    # A user picker answers an email too (given without Slack); Slack's picker takes ids only.
+    return [v for v in (values if isinstance(values, list) else [values])
+            if isinstance(v, str) and v[:1] in ("U", "W") and v.upper() == v]
+
+
 def _users(f: Field, initial: Any) -> dict[str, Any]:
     assert isinstance(f, UserPicker)
     if f.multi:
         element: dict[str, Any] = {"type": "multi_users_select"}
         if f.max_selected:
             element["max_selected_items"] = f.max_selected
-        if initial:
-            element["initial_users"] = list(initial)
+        if _slack_ids(initial or []):
+            element["initial_users"] = _slack_ids(initial)
     else:
         element = {"type": "users_select"}
-        if initial:
+        if initial and _slack_ids(initial):
             element["initial_user"] = initial
     return element
 

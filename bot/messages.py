@@ -175,6 +175,8 @@ def help_text(workflows: list[tuple[str, str]]) -> str:
         "• `/flowbot status [run-id]`: a run's report, or your recent runs",
         "• `/flowbot tasks`: what waits for you",
         "• `/flowbot reassign <task-id> <@someone|email>`: hand one of your tasks to someone else",
+        "• `/flowbot cancel <run-id> [reason]`: cancel a run (operators of its workflow)",
+        "• `/flowbot retry <run-id>`: run a failed run's failed step again (operators of its workflow)",
         "• `/flowbot help`: this message",
     ]
     if workflows:
@@ -278,6 +280,26 @@ def reassigned_to(by: str, to: str, at: dt.datetime) -> str:
 def command_failed(error: str) -> str:
     """Answer when a command broke on our side."""
     return f":warning: Something went wrong: {error}. Nothing may have been done; try again."
+
+
+def cancelled_by(by: str, reason: str | None, at: dt.datetime) -> str:
+    """Outcome line of a card whose run was cancelled."""
+    return f":no_entry_sign: Cancelled by {people([by])} {slack_date(at)}" + (f": {reason}" if reason else "")
+
+
+def run_cancelled(run_id: str, tasks: int) -> str:
+    """Confirmation of ``/flowbot cancel``."""
+    return f":no_entry_sign: Run `{run_id}` is cancelled ({tasks} open task(s) cancelled)."
+
+
+def run_retried(run_id: str, tasks: list[int]) -> str:
+    """Confirmation of ``/flowbot retry``."""
+    return f":arrows_counterclockwise: Run `{run_id}` is running again (task(s) {', '.join(map(str, tasks))})."
+
+
+def refused(reason: str) -> str:
+    """Answer to an operation that was refused (not allowed, already done, unknown run)."""
+    return f":no_entry: {reason}. Nothing was changed."
 
 
 def reassign_done(task_id: int, to: str) -> str:

@@ -57,9 +57,13 @@ class SlackPlugin:
         from bot.context import make_context
         from bot.endpoint import EVENTS_PATH, SlackEndpoint
         from bot.identity import identity_part
+        from engine.ops.base import DIRECTORY_STATE
 
         modals.check_forms_or_raise(app.registry)
         ctx = make_context(app)
+        # Operations on every edge of this process (API, CLI through it) resolve Slack's teams
+        # and people through the Slack app's directory.
+        app.state[DIRECTORY_STATE] = ctx.directory
         # Delivery handlers first: listener modules may wrap them (bot.home refreshes Home tabs).
         for kind, handler in delivery.handlers(ctx).items():
             app.add_outbox_handler(kind, handler)

@@ -40,10 +40,24 @@ def describe(assignee: Mapping[str, Any]) -> str:
 
 
 async def reassign(bctx: BotContext, task_id: int, target: str, actor: str) -> people.Result:
-    """``actor`` (an assignee, or a member of the task's team) hands a pending form task to
-    ``target`` (an email, user id or ``<@U…>``). FORBIDDEN / ALREADY / GONE change nothing."""
+    """``actor`` (an assignee, a member of the task's team, or whoever the engine's access rule
+    lets reassign it: its workflow's operators) hands a pending form task to ``target`` (an email,
+    user id or ``<@U…>``). FORBIDDEN / ALREADY / GONE change nothing."""
+    from engine.ops.access import Action, Resource, decide
+    from engine.ops.actor import Actor, Edge, Role
+    from engine.ops.base import ops_of
+
     allowed = await people.check(bctx.store, task_id, actor, bctx.directory)
-    if not allowed.ok:
+    record = None
+    if allowed.status == people.FORBIDDEN and allowed.task is not None:
+        ops = ops_of(bctx.app)
+        who = Actor(actor, Role.MEMBER, Edge.SLACK)
+        grant = await decide(who, Action.REASSIGN, Resource(workflow=ops.workflow(allowed.task["workflow"]),
+                                                            task=allowed.task), ops.people)
+        if grant is None:
+            return allowed
+        record = who.record("reassign", grant.relation, grant.on_behalf_of)
+    elif not allowed.ok:
         return allowed
     if not (USER_ID_RE.match(target) or "@" in target.lstrip("@") or target.startswith("<@")):
         # "@sam" typed where Slack did not escape it into a mention: nothing to look up.
@@ -52,7 +66,7 @@ async def reassign(bctx: BotContext, task_id: int, target: str, actor: str) -> p
         user = await bctx.resolver.user_id(target)
     except UserNotFound:
         return people.Result(people.INVALID, message=f"no Slack user has the email {target}")
-    return await people.reassign(bctx.store, task_id, {"users": [user]}, actor)
+    return await people.reassign(bctx.store, task_id, {"users": [user]}, actor, audit=record)
 
 
 # --- delivering the effects ----------------------------------------------------------------------

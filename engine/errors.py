@@ -88,3 +88,46 @@ class TaskStateError(FlowbotError):
 
 class LeaseLost(FlowbotError):
     """Raised when a worker finishes a task whose lease another worker has taken over."""
+
+
+# --- operations of people and operators ------------------------------------------------------
+
+
+class Refused(FlowbotError):
+    """Raised when an operation is refused (it changed nothing); ``status`` is its HTTP code
+    and ``extra`` what the API adds to ``{"error": ...}``."""
+
+    status = 400
+
+    def __init__(self, message: str, **extra: object) -> None:
+        super().__init__(message)
+        # "error" and "status" are the answer's own keys.
+        self.extra = {k: v for k, v in extra.items() if k not in ("error", "status")}
+
+
+class NotFound(Refused):
+    """Raised when an operation names a run, task, workflow, effect or token that does not exist."""
+
+    status = 404
+
+
+class Forbidden(Refused):
+    """Raised when the acting person may not do an operation."""
+
+    status = 403
+
+
+class Conflict(Refused):
+    """Raised when the state of a run or task does not allow an operation (already done...)."""
+
+    status = 409
+
+
+class Invalid(Refused):
+    """Raised when an operation's input is invalid; ``errors`` are per-field messages."""
+
+    status = 422
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None) -> None:
+        super().__init__(message, **({"errors": errors} if errors else {}))
+        self.errors = errors or {}

@@ -126,7 +126,8 @@ class Workflow:
     """
 
     def __init__(self, name: str, *, title: str | None = None, description: str = "",
-                 starters: Sequence[Any] | None = None, timezone: str = "UTC") -> None:
+                 starters: Sequence[Any] | None = None, operators: Sequence[Any] | None = None,
+                 viewers: Sequence[Any] | None = None, timezone: str = "UTC") -> None:
         self.name = name
         #: Where business days are counted (``"2 business days"`` timers and timeouts).
         self.timezone = timezone
@@ -142,6 +143,13 @@ class Workflow:
         self.starters: tuple[Any, ...] | None = None if starters is None else tuple(
             [starters] if isinstance(starters, str) else starters)
         self.declaration_errors += [(msg, self.where) for msg in check_people_refs("starters", self.starters)]
+        #: Who may cancel, retry, rerun, reassign and start its runs (people references, as
+        #: ``starters``); admins always may.
+        self.operators: tuple[Any, ...] = _people(operators)
+        #: Who may read its runs (besides operators, the people who started them and assignees).
+        self.viewers: tuple[Any, ...] = _people(viewers)
+        for what, refs in (("operators", self.operators), ("viewers", self.viewers)):
+            self.declaration_errors += [(msg, self.where) for msg in check_people_refs(what, refs)]
         from engine.durations import check_timezone
 
         if (problem := check_timezone(timezone)) is not None:
@@ -345,6 +353,12 @@ _PEOPLE_REF_RE = re.compile(
 )
 #: Form options of the follow-up of a waiting task: reminder and escalation delays in seconds.
 FOLLOW_UP_DELAYS = ("remind_after", "escalate_after")
+
+
+def _people(refs: Sequence[Any] | str | None) -> tuple[Any, ...]:
+    if refs is None:
+        return ()
+    return (refs,) if isinstance(refs, str) else tuple(refs)
 
 
 def check_people_refs(what: str, refs: Sequence[Any] | None) -> list[str]:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import bot.models  # noqa: F401  (Slack tables)
 import engine.store.hook_models  # (registers hook_deliveries)
 import engine.store.job_models  # (registers job_fires)
+import engine.store.ops_models  # (registers audit, api_tokens)
 import engine.store.people_models  # (form sessions)
 import engine.store.wait_models  # noqa: F401  (events and waits)
 from engine.store.embedded import sqlalchemy_url

@@ -35,15 +35,16 @@ from engine.runtime import report
 from engine.runtime.lifecycle import database_url, open_app
 from engine.runtime.plugins import load_plugins
 from engine.settings import Settings, check_port
-from engine.store import migrate, problems, queries
-from engine.store.models import RUN_STATUSES, TASK_STATUSES
+from engine.store import migrate, problems
 
 log = logging.getLogger("flowbot")
 
 T = TypeVar("T")
 
-#: Modules adding subcommands (``add_commands(subparsers)``): triggers live beside the engine core.
-COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks", "engine.cli.events", "engine.cli.purge"]
+#: Modules adding subcommands (``add_commands(subparsers)``): triggers, events, retention and
+#: operations (``runs``, ``tasks``, ``start``, ``outbox``, ``tokens``, ``audit``) beside the core.
+COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks", "engine.cli.events", "engine.cli.purge",
+                              "engine.cli.ops"]
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
@@ -109,7 +110,18 @@ async def cmd_trigger(args: argparse.Namespace) -> int:
     async with open_app(settings, load_plugins_=False, pool_size=2) as app:
         stage = find_stage(app.registry, args.workflow, args.stage)
         check_triggerable(stage)
-        run_id, _ = await app.store.start_run(stage, payload, trigger={"kind": "cli", "stage": stage.name})
+        from engine.ops.actor import local_admin
+        from engine.store.audit import write as write_audit
+
+        actor = local_admin()
+
+        async def record(tx: Any, run_id: str) -> None:
+            # A run started by hand is an action of the local admin, in the audit trail.
+            await write_audit(tx, [actor.record("start", "admin").on(workflow=stage.workflow.name, run_id=run_id,
+                                                                     stage=stage.name)], app.store.clock())
+
+        run_id, _ = await app.store.start_run(stage, payload, trigger={"kind": "cli", "stage": stage.name},
+                                              within=record)
         if not args.wait:
             print(json.dumps({"run_id": run_id}) if args.json else run_id)
             return 0
@@ -121,53 +133,6 @@ async def cmd_trigger(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         return 0 if data["status"] in ("completed", "waiting") else 1
-
-
-def check_status(status: str | None, valid: tuple[str, ...], what: str) -> None:
-    """Refuse a status filter that no row can have, naming the valid ones."""
-    if status is not None and status not in valid:
-        raise FlowbotError(f"unknown {what} status {status!r}: use one of {', '.join(valid)}")
-
-
-async def cmd_runs(args: argparse.Namespace) -> int:
-    check_status(args.status, RUN_STATUSES, "run")
-    async with open_app(settings_from(args), load_plugins_=False, pool_size=2) as app:
-        if args.action == "show":
-            if not args.run_id:
-                raise FlowbotError("usage: flowbot runs show RUN_ID")
-            data = await app.store.report(args.run_id)
-            if data is None:
-                raise FlowbotError(f"no run {args.run_id}")
-            print(json.dumps(data, indent=2, default=report.json_default) if args.json else report.render(data))
-            return 0
-        rows = await app.db.fetch_all(
-            queries.LIST_RUNS, {"workflow": args.workflow, "status": args.status, "limit": args.limit}
-        )
-        if args.json:
-            print(json.dumps(rows, indent=2, default=report.json_default))
-        else:
-            print(report.table(rows, ["id", "workflow", "status", "created_at", "finished_at"]))
-    return 0
-
-
-async def cmd_tasks(args: argparse.Namespace) -> int:
-    check_status(args.status, TASK_STATUSES, "task")
-    async with open_app(settings_from(args), load_plugins_=False, pool_size=2) as app:
-        run = None
-        if args.run:
-            run = await app.store.find_run_id(args.run)
-            if run is None:
-                raise FlowbotError(f"--run: no run {args.run} (give a run id or the start of one)")
-        rows = await app.db.fetch_all(
-            queries.LIST_TASKS,
-            {"stage": args.stage, "status": args.status, "run": run, "workflow": args.workflow,
-             "limit": args.limit, "now": app.store.clock()},
-        )
-        if args.json:
-            print(json.dumps(rows, indent=2, default=report.json_default))
-        else:
-            print(report.table(rows, ["id", "workflow", "stage", "type", "status", "attempts", "assignee", "run_id"]))
-    return 0
 
 
 def port_number(raw: str) -> int:
@@ -215,22 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_trigger)
-    p = sub.add_parser("runs", help="list runs, or `runs show RUN_ID`")
-    p.add_argument("action", nargs="?", choices=["list", "show"], default="list")
-    p.add_argument("run_id", nargs="?", help="a run id, or the start of one")
-    p.add_argument("--status", help=f"one of {', '.join(RUN_STATUSES)}")
-    p.add_argument("--workflow")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_runs)
-    p = sub.add_parser("tasks", help="list tasks")
-    p.add_argument("--stage")
-    p.add_argument("--status", help=f"one of {', '.join(TASK_STATUSES)}")
-    p.add_argument("--run", help="a run id, or the start of one")
-    p.add_argument("--workflow")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_tasks)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
     for plugin in load_plugins():

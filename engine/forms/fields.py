@@ -23,7 +23,8 @@ Validator: TypeAlias = Callable[[Any], "str | None"]
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_USER_ID = re.compile(r"[UW][A-Z0-9]+")
+#: A person as a user picker takes them: a Slack user id, or an email (answers given without Slack).
+_USER_ID = re.compile(r"[UW][A-Z0-9]+|[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 def is_empty(value: Any) -> bool:
@@ -239,7 +240,9 @@ class DateTime(Field):
 
 @dataclass(frozen=True)
 class UserPicker(Field):
-    """A Slack user (answer: user id), or several with ``multi=True`` (answer: list of ids)."""
+    """A Slack user (answer: user id), or several with ``multi=True`` (answer: list of ids).
+
+    Answers given without Slack (the API, the CLI) may name a person by email instead."""
 
     _: KW_ONLY
     multi: bool = False

@@ -12,15 +12,17 @@ import datetime as dt
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from engine.context import Context, Effect, Outcome
 from engine.errors import FlowbotError, TaskNotFound
-from engine.forms import Form
+from engine.forms import Approval, Form
 from engine.runtime.runner import call, task_of
 from engine.store import queries
-from engine.store.db import Database, Row
+from engine.store.audit import Entry as AuditEntry
+from engine.store.audit import write as write_audit
+from engine.store.db import Database, Row, Tx
 from engine.store.tasks import Finished, Store, plan
 from engine.workflow import Stage, StageKind
 
@@ -120,14 +122,26 @@ async def _winner(db: Database, task_id: int) -> Result:
         return Result(GONE, message="the task no longer exists")
     if row["status"] == "completed":
         return Result(ALREADY, by=row["completed_by"], at=row["finished_at"])
+    if row["status"] == "cancelled" and row["completed_by"]:
+        return Result(GONE, by=row["completed_by"], at=row["finished_at"],
+                      message=f"the task was cancelled by {row['completed_by']}")
     return Result(GONE, message=f"the task is {row['status']}")
 
 
+def action_of(form: Form, answers: dict[str, Any]) -> str:
+    """What a submission is called in the audit trail: approve, decline, or submit."""
+    if isinstance(form, Approval) and answers.get("decision") in ("approved", "declined"):
+        return "approve" if answers["decision"] == "approved" else "decline"
+    return "submit"
+
+
 async def check(store: Store, task_id: int, actor: str, directory: Directory, *,
-                task: Row | None = None) -> Result:
+                task: Row | None = None, authorized: bool = False) -> Result:
     """Whether ``actor`` may act on ``task_id`` now (COMPLETED means yes; the task is attached).
 
-    ``task`` is the task's row when the caller just read it (saves a read)."""
+    ``task`` is the task's row when the caller just read it (saves a read); ``authorized``
+    when the caller checked the actor's rights already (``engine.ops.access``): only the task's
+    state is checked then."""
     if task is None:
         try:
             task = await get_task(store.db, task_id)
@@ -137,7 +151,7 @@ async def check(store: Store, task_id: int, actor: str, directory: Directory, *,
         return Result(GONE, task=task, message="the task is not a form")
     if task["status"] != "pending":
         return await _winner(store.db, task_id)
-    if not await may_act(task, actor, directory):
+    if not authorized and not await may_act(task, actor, directory):
         return Result(FORBIDDEN, task=task)
     return Result(COMPLETED, task=task)
 
@@ -145,7 +159,8 @@ async def check(store: Store, task_id: int, actor: str, directory: Directory, *,
 async def submit(store: Store, task_id: int, answers: dict[str, Any], actor: str, directory: Directory,
                  *, max_payload_bytes: int, effect: dict[str, Any] | None = None, task: Row | None = None,
                  run_context: dict[str, Any] | None = None, form: Form | None = None,
-                 commit: Callable[[Finished], Awaitable[bool]] | None = None) -> Result:
+                 commit: Callable[[Finished], Awaitable[bool]] | None = None,
+                 authorized: bool = False, audit: AuditEntry | None = None) -> Result:
     """Validate ``answers``, run the form stage's ``run(task, answers, ctx)`` and complete the task.
 
     The completion is guarded (``from_status='pending'``): of two racing submissions exactly one
@@ -156,12 +171,16 @@ async def submit(store: Store, task_id: int, answers: dict[str, Any], actor: str
     the reads; the guard makes a stale row harmless (the loser still learns who won). ``commit``
     replaces the commit of the completion (a group commit: it commits the Finished as completed
     by ``actor``, guarded on 'pending', and returns whether it won).
+
+    The winning completion writes its audit record in its transaction: ``audit`` (what the
+    operation names: edge, role), or else a record of the Slack edge, the one caller that
+    passes none. ``authorized``: see ``check``.
     """
     if task is None:
         task, run_context = await get_task_in_run(store.db, task_id)
         if task is None:
             return Result(GONE, message="the task no longer exists")
-    allowed = await check(store, task_id, actor, directory, task=task)
+    allowed = await check(store, task_id, actor, directory, task=task, authorized=authorized)
     if not allowed.ok:
         return allowed
     if run_context is None:
@@ -186,7 +205,9 @@ async def submit(store: Store, task_id: int, answers: dict[str, Any], actor: str
     outcome.effects.append(Effect("form.completed", {
         "task_id": task["id"], "by": actor, "answers": answers, **(effect or {}),
     }))
-    finished = Finished(task, outcome, routes)
+    record = (audit or AuditEntry(actor=actor, action="", edge="slack", acting_as="assignee")).on(
+        workflow=task["workflow"], run_id=str(task["run_id"]), task_id=task["id"], answers=answers)
+    finished = Finished(task, outcome, routes, audit=replace(record, action=record.action or action_of(form, answers)))
     if commit is not None:
         won = await commit(finished)
     else:
@@ -197,10 +218,13 @@ async def submit(store: Store, task_id: int, answers: dict[str, Any], actor: str
 
 
 async def start(store: Store, stage: Stage, payload: dict[str, Any], answers: dict[str, Any], actor: str,
-                *, max_payload_bytes: int, trigger: dict[str, Any] | None = None, form: Form | None = None) -> Result:
+                *, max_payload_bytes: int, trigger: dict[str, Any] | None = None, form: Form | None = None,
+                audit: AuditEntry | None = None, within: Callable[[Tx, str], Awaitable[None]] | None = None
+                ) -> Result:
     """A person submitted a start form: a new run whose first task (at ``stage``) is completed
     by them, with what ``run(task, answers, ctx)`` sent — all in one transaction. ``form`` is
-    the start form when the caller has it already."""
+    the start form when the caller has it already; ``audit`` is recorded (else a record of the
+    Slack edge) and ``within(tx, run_id)`` runs in the same transaction."""
     t = task_of({"id": None, "type": "start", "payload": payload, "run_id": None, "stage": stage.name})
     if form is None:
         form = await load_form(stage, t)
@@ -233,11 +257,19 @@ async def start(store: Store, stage: Stage, payload: dict[str, Any], answers: di
         await store.apply(tx, [Finished(done, outcome, routes)], now, CommitResult())
         await store.add_effects(tx, [(e.kind, e.payload, row["id"], run_id) for e in outcome.effects], now)
         await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": [run_id], "now": now})
+        record = audit or AuditEntry(actor=actor, action="start", edge="slack", acting_as="starter")
+        await write_audit(tx, [record.on(workflow=stage.workflow.name, run_id=run_id, task_id=row["id"],
+                                         answers=answers)], now)
+        if within is not None:
+            await within(tx, run_id)
     return Result(COMPLETED, by=actor, at=now, run_id=run_id)
 
 
-async def claim(store: Store, task_id: int, actor: str, directory: Directory) -> Result:
-    """A team member takes a team task: it becomes theirs alone (first claim wins)."""
+async def claim(store: Store, task_id: int, actor: str, directory: Directory, *, authorized: bool = False,
+                audit: AuditEntry | None = None) -> Result:
+    """A team member takes a team task: it becomes theirs alone (first claim wins). With
+    ``authorized`` (the caller checked the actor's rights) the actor need not be a member; the
+    claim is recorded in the audit trail (``audit``, else a record of the Slack edge)."""
     now = store.clock()
     async with store.db.transaction() as tx:
         task = await tx.fetch_one(queries.LOCK_TASK, {"id": task_id})
@@ -253,10 +285,13 @@ async def claim(store: Store, task_id: int, actor: str, directory: Directory) ->
                 return Result(COMPLETED, task=task, by=actor)
             return Result(ALREADY, task=task, by=assignee["claimed_by"], message="claimed")
         team = assignee.get("team")
-        if not team or not await directory.is_member(team, actor):
+        if not team or (not authorized and not await directory.is_member(team, actor)):
             return Result(FORBIDDEN, task=task)
         new = {**assignee, "users": [actor], "claimed_by": actor, "claimed_at": now.isoformat()}
         await tx.execute(queries.SET_TASK_ASSIGNEE, {"id": task_id, "assignee": new})
+        record = audit or AuditEntry(actor=actor, action="claim", edge="slack", acting_as="assignee")
+        await write_audit(tx, [record.on(workflow=task["workflow"], run_id=str(task["run_id"]), task_id=task_id,
+                                         team=team)], now)
         await store.add_effects(tx, [
             ("form.claimed", {"task_id": task_id, "by": actor}, task_id, str(task["run_id"])),
             ("form.assigned", {"task_id": task_id}, task_id, str(task["run_id"])),
@@ -264,13 +299,15 @@ async def claim(store: Store, task_id: int, actor: str, directory: Directory) ->
     return Result(COMPLETED, task={**task, "assignee": new}, by=actor, at=now)
 
 
-async def reassign(store: Store, task_id: int, assignee: dict[str, Any], actor: str) -> Result:
+async def reassign(store: Store, task_id: int, assignee: dict[str, Any], actor: str, *,
+                   audit: AuditEntry | None = None) -> Result:
     """Give a pending form task to someone else (``{"users": [...]}`` or ``{"team": ref}``).
 
     One ``form.handover`` outbox effect is committed with the change: its handler resolves the
     old cards, then sends the new assignee theirs, in that order (two effects delivered
     concurrently could let the old cards' cleanup forget the new ones). A bad ``assignee`` is
-    INVALID and changes nothing."""
+    INVALID and changes nothing. The change is recorded in the audit trail (``audit``, else a
+    record of the Slack edge)."""
     problem = _assignee_problem(assignee)
     if problem:
         return Result(INVALID, message=problem)
@@ -291,6 +328,9 @@ async def reassign(store: Store, task_id: int, assignee: dict[str, Any], actor: 
                                                   "reason": f"reassigned to {to}"})
         await store.add_effects(tx, [(HANDOVER, {"task_id": task_id, "by": actor, "from": old, "to": assignee},
                                       task_id, str(task["run_id"]))], now)
+        record = audit or AuditEntry(actor=actor, action="reassign", edge="slack", acting_as="assignee")
+        await write_audit(tx, [record.on(workflow=task["workflow"], run_id=str(task["run_id"]), task_id=task_id,
+                                         to=assignee, previous=old)], now)
         await tx.notify()
     return Result(COMPLETED, task={**task, "assignee": assignee}, by=actor, at=now)
 

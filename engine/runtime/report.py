@@ -94,9 +94,33 @@ def render(data: Mapping[str, Any]) -> str:
             lines.append(f"    - {child['id']}  {child['workflow']}  {child['status']}")
     for j in data.get("waiting_joins") or []:
         lines.append(f"  join      {j['stage']} has {j['source_stage']!r}, waiting for the rest")
+    if data.get("rerun_of"):
+        lines.append(f"  rerun of  {data['rerun_of']}")
+    for rerun in data.get("reruns") or []:
+        lines.append(f"  rerun     {rerun}")
+    trail = data.get("audit") or []
+    if trail:
+        lines.append("  audit:")
+        lines += [f"    {audit_line(a)}" for a in trail]
     return "\n".join(lines)
 
 
+def audit_line(entry: Mapping[str, Any], *, with_run: bool = False) -> str:
+    """One audit record as a line: when, who (as what, through which edge), what, on what."""
+    detail = dict(entry.get("detail") or {})
+    who = str(entry["actor"])
+    if entry.get("on_behalf_of"):
+        who += f" (admin, for {entry['on_behalf_of']})"
+    elif entry.get("acting_as"):
+        who += f" ({entry['acting_as']})"
+    what = str(entry["action"])
+    if entry.get("task_id"):
+        what += f" task {entry['task_id']}"
+    if with_run and entry.get("run_id"):
+        what += f" of run {entry['run_id']}"
+    extra = "  ".join(f"{k}={json.dumps(v, default=str)}" for k, v in detail.items() if v not in (None, [], {}))
+    at = str(entry.get("at") or "")[:19].replace("T", " ")
+    return f"{at}  {who} via {entry['edge']}: {what}" + (f"  {extra}" if extra else "")
 def _assignee(assignee: Any) -> str:
     """Who a form task waits on, as people read it (an email, a Slack id, a team, a list)."""
     if not assignee:

@@ -75,9 +75,12 @@ class Run(Base):
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The run this one reran (``flowbot runs rerun``): both reports show the link.
+    rerun_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
     __table_args__ = (
         CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
+        Index("ix_runs_rerun_of", "rerun_of", postgresql_where=text("rerun_of IS NOT NULL")),
         # A run's children, for reports; the open ones for wait_for_children (small: finished
         # children leave it).
         Index("ix_runs_parent", "parent_run_id", "created_at",
@@ -216,7 +219,7 @@ class Outbox(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+        CheckConstraint("status IN ('pending', 'delivered', 'failed', 'discarded')", name="status"),
         Index(
             "ix_outbox_deliverable",
             "available_at",
@@ -226,4 +229,6 @@ class Outbox(Base):
         Index(None, "task_id"),
         # Retention deletes a run's effects with it (and effects of no run by age: IS NULL).
         Index(None, "run_id"),
+        # `flowbot outbox`: what waits or failed, never a walk over everything delivered.
+        Index("ix_outbox_undelivered", "created_at", postgresql_where=text("status IN ('pending', 'failed')")),
     )

@@ -918,11 +918,6 @@ OUTBOX_NOTE_PROGRESS = text(
 # -- name: outbox_result -- what an effect recorded so far.
 OUTBOX_RESULT = text("SELECT result FROM outbox WHERE id = :id")
 
-# -- name: runs_by_id_prefix -- runs whose id starts with what a person typed (short ids).
-RUNS_BY_ID_PREFIX = text(
-    "SELECT id FROM runs WHERE CAST(id AS text) LIKE :prefix || '%' ORDER BY created_at DESC LIMIT 2"
-)
-
 # ---------------------------------------------------------------------------------------------
 # Hooks: a delivery committed in one statement (the hot path of `POST /hooks/<path>`)
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """A run's execution report as data: its status, context, steps (timed tasks shown as scheduled,
-open waits with what they wait for), unrouted sends, waiting joins, parent and children."""
+open waits with what they wait for), unrouted sends, waiting joins, parent and children, the run
+it reran and its reruns, and what people did to it (the audit trail)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from engine.store import queries
+from engine.store import ops_queries, queries
 from engine.store.db import Row
 from engine.store.ports import StoreView
 
@@ -21,6 +22,8 @@ async def report(store: StoreView, run_id: str) -> dict[str, Any] | None:
         joins = await tx.fetch_all(queries.PENDING_JOINS, {"id": run["id"]})
         kids = await tx.fetch_all(queries.CHILDREN_OF, {"id": run["id"], "limit": 100})
         counts = await tx.fetch_all(queries.CHILDREN_COUNTS, {"id": run["id"]}) if kids else []
+        reruns = await tx.fetch_all(ops_queries.RERUNS_OF, {"id": run["id"]})
+        trail = await tx.fetch_all(ops_queries.RUN_AUDIT, {"id": run["id"]})
     now = store.clock()
     own = run["workflow_version"]
     ran_on = sorted({s["workflow_version"] for s in steps if s["workflow_version"]})
@@ -44,6 +47,9 @@ async def report(store: StoreView, run_id: str) -> dict[str, Any] | None:
         "waiting_joins": joins,
         "children": [{"id": str(k["id"]), "workflow": k["workflow"], "status": k["status"]} for k in kids],
         "children_counts": {c["status"]: int(c["n"]) for c in counts},
+        "rerun_of": str(run["rerun_of"]) if run.get("rerun_of") else None,
+        "reruns": [str(r["id"]) for r in reruns],
+        "audit": [{**a, "at": _iso(a["at"])} for a in trail],
     }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from engine.context import Outcome
 from engine.routing import Routes
+from engine.store.audit import Entry as AuditEntry
 from engine.store.db import Row
 
 
@@ -21,6 +22,8 @@ class Finished:
     outcome: Outcome
     routes: Routes
     session: str | None = None
+    #: The audit record of a person's completion (written only if the completion wins).
+    audit: AuditEntry | None = None
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from engine import metrics
@@ -18,7 +18,8 @@ from engine.context import Outcome, Send
 from engine.errors import RunNotFound
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, resolve_children, route
-from engine.store import children, queries, reports, waits
+from engine.store import children, ops_queries, queries, reports, waits
+from engine.store.audit import write as write_audit
 from engine.store.db import NOTIFY_CHANNEL, OUTBOX_CHANNEL, Database, Row, Tx, jsonb_array
 from engine.store.fanout import FreshRuns
 from engine.store.results import CommitResult, Failed, Finished, Started
@@ -60,14 +61,19 @@ class Store:
 
     async def start_run(self, stage: Stage, payload: dict[str, Any], *, type: str = "start",
                         trigger: dict[str, Any] | None = None,
-                        context: dict[str, Any] | None = None) -> tuple[str, int]:
-        """A new run with one task at ``stage`` (a manual start); returns (run id, task id)."""
+                        context: dict[str, Any] | None = None,
+                        within: Callable[[Tx, str], Awaitable[None]] | None = None) -> tuple[str, int]:
+        """A new run with one task at ``stage`` (a manual start); returns (run id, task id).
+
+        ``within(tx, run_id)`` runs in the same transaction (an audit record, a rerun link)."""
         now = self.clock()
         async with self.db.transaction() as tx:
             fresh = (stage.workflow.name, trigger or {"kind": "manual"}, context or {})
             [run_id] = await self._insert_runs(tx, [fresh], now)
             created = await self._insert_tasks(tx, [new_task(stage, type, payload, run_id=run_id)], now)
             await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": [run_id], "now": now})
+            if within is not None:
+                await within(tx, run_id)
         return run_id, created[0]["id"]
 
     async def emit(self, tx: Tx, stage: Stage, routes: Routes, *, trigger: dict[str, Any],
@@ -345,6 +351,8 @@ class Store:
                 ok = {r["id"] for r in done}
                 result.completed = sorted(ok)
                 result.lost = [f.task["id"] for f in finished if f.task["id"] not in ok]
+                await write_audit(tx, [f.audit for f in finished if f.audit is not None and f.task["id"] in ok],
+                                  now)
                 await self.apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
             # A run that just got a new due script task is running (the insert saw to it): deriving its
             # status again would change nothing (and is most of the work of a big batch).
@@ -455,9 +463,13 @@ class Store:
     # -- reading ------------------------------------------------------------------------------
 
     async def run_ids_by_prefix(self, prefix: str) -> list[str]:
-        """Ids of runs starting with ``prefix`` (what a person typed), newest first; at most two,
-        enough to tell a unique prefix from an ambiguous one."""
-        rows = await self.db.fetch_all(queries.RUNS_BY_ID_PREFIX, {"prefix": prefix})
+        """Ids of runs starting with ``prefix`` (what a person typed, dashes optional); at most
+        two, enough to tell a unique prefix from an ambiguous one. A range of the primary key:
+        one index lookup, however many runs there are."""
+        bounds = run_id_bounds(prefix)
+        if bounds is None:
+            return []
+        rows = await self.db.fetch_all(ops_queries.RUN_IDS_BY_PREFIX, {"low": bounds[0], "high": bounds[1]})
         return [str(r["id"]) for r in rows]
 
     async def find_run_id(self, ref: str) -> str | None:
@@ -491,6 +503,14 @@ class Store:
 #: Shortest run id prefix accepted for a run (``find_run_id``).
 MIN_RUN_PREFIX = 4
 _RUN_PREFIX = re.compile(r"[0-9a-f-]+")
+
+
+def run_id_bounds(prefix: str) -> tuple[str, str] | None:
+    """The lowest and highest run ids starting with ``prefix`` (None when it is not hex)."""
+    digits = prefix.strip().lower().replace("-", "")
+    if not digits or len(digits) > 32 or any(c not in "0123456789abcdef" for c in digits):
+        return None
+    return str(uuid.UUID(digits.ljust(32, "0"))), str(uuid.UUID(digits.ljust(32, "f")))
 
 
 def _first_line(error: str | None) -> str:

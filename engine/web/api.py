@@ -1,4 +1,10 @@
-"""The HTTP API under ``/api/*`` (bearer-token auth): workflows, runs, tasks."""
+"""The HTTP API under ``/api/*`` (bearer-token auth): workflows, runs, tasks.
+
+Who is acting is set once per request (``actor``): the admin token (``FLOWBOT_API_TOKEN``) is an
+admin, or the person named by ``X-Flowbot-As`` with that person's rights; a person's token
+(``flowbot tokens create``) is that person with the token's role. Operations on runs, tasks,
+the outbox and the audit trail are in ``engine.web.api_ops``.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,36 @@ from engine import graph
 from engine.context import check_event, check_payload
 from engine.errors import PayloadError, UnknownStage, UnknownWorkflow
 from engine.loader import check_triggerable, find_stage
+from engine.ops import runs as run_ops
+from engine.ops import tasks as task_ops
+from engine.ops.access import Action
+from engine.ops.actor import Actor, Edge, Role, is_person
+from engine.ops.base import ops_of
+from engine.ops.tokens import authenticate
 from engine.runtime.app import App
 from engine.runtime.report import json_default
-from engine.store import queries, waits
+from engine.store import waits
+from engine.store.audit import write as write_audit
+from engine.store.db import Tx
 from engine.store.models import RUN_STATUSES, TASK_STATUSES
+from engine.web import api_ops
+from engine.web.requests import ACTOR
+from engine.web.requests import json_body as _json_body
+from engine.web.requests import limit as _limit
+
+#: The person the admin token acts as (with that person's rights).
+AS_HEADER = "X-Flowbot-As"
+#: The admin token's person in the audit trail.
+ADMIN_TOKEN_PERSON = "api-token"
+#: Routes anyone may read without a token.
+PUBLIC = ("/openapi.json",)
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response(
+        {"error": "missing or wrong bearer token (Authorization: Bearer <FLOWBOT_API_TOKEN or a person's token>)"},
+        status=401, headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def _auth(app: App) -> Any:
@@ -24,13 +56,26 @@ def _auth(app: App) -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.removeprefix("/api") in PUBLIC:
+            return await handler(request)
         header = request.headers.get("Authorization", "")
         given = header[7:] if header.startswith("Bearer ") else ""
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
-            return web.json_response(
-                {"error": "missing or wrong bearer token (Authorization: Bearer <FLOWBOT_API_TOKEN>)"},
-                status=401, headers={"WWW-Authenticate": "Bearer"},
-            )
+        if not given:
+            return _unauthorized()
+        if hmac.compare_digest(given.encode(), token.encode()):
+            actor = Actor(ADMIN_TOKEN_PERSON, Role.ADMIN, Edge.API)
+            as_ = request.headers.get(AS_HEADER, "").strip()
+            if as_:
+                if not is_person(as_):
+                    return web.json_response({"error": f"{AS_HEADER}: {as_!r} is not an email or a Slack user id"},
+                                             status=422)
+                actor = Actor(as_, Role.MEMBER, Edge.API)
+        else:
+            found = await authenticate(app.db, given, app.store.clock())
+            if found is None:
+                return _unauthorized()
+            actor = found
+        request[ACTOR] = actor
         return await handler(request)
 
     return middleware
@@ -59,6 +104,7 @@ def build(app: App) -> web.Application:
     """The ``/api`` sub-application (mounted so its auth middleware guards ``/api/*`` only)."""
     api = web.Application(middlewares=[_auth(app)], client_max_size=app.settings.max_body_bytes)
     r = web.RouteTableDef()
+    ops = ops_of(app)
 
     @r.get("/workflows")
     async def list_workflows(request: web.Request) -> web.Response:
@@ -96,43 +142,38 @@ def build(app: App) -> web.Application:
         except UnknownStage as exc:
             return _not_found(str(exc))
         check_triggerable(stage)
-        run_id, task_id = await app.store.start_run(
-            stage, payload, trigger={"kind": "api", "stage": stage.name}
-        )
+        actor = request[ACTOR]
+        grant = await ops.require(actor, Action.START, workflow=name)
+
+        async def record(tx: Tx, run_id: str) -> None:
+            await write_audit(tx, [actor.record("start", grant.relation).on(workflow=name, run_id=run_id,
+                                                                            stage=stage.name)], app.store.clock())
+
+        trigger: dict[str, Any] = {"kind": "api", "stage": stage.name}
+        if not actor.is_admin or actor.person != ADMIN_TOKEN_PERSON:
+            trigger["user"] = actor.person
+        run_id, task_id = await app.store.start_run(stage, payload, trigger=trigger, within=record)
         return web.json_response({"run_id": run_id, "task_id": task_id}, status=201)
 
     @r.get("/runs")
     async def list_runs(request: web.Request) -> web.Response:
         q = request.query
-        rows = await app.db.fetch_all(
-            queries.LIST_RUNS,
-            {"workflow": q.get("workflow"), "status": _status(q.get("status"), RUN_STATUSES, "run"),
-             "limit": _limit(q.get("limit"))},
-        )
+        rows = await run_ops.list_runs(ops, request[ACTOR], workflow=q.get("workflow"),
+                                       status=_status(q.get("status"), RUN_STATUSES, "run"),
+                                       limit=_limit(q.get("limit")))
         return web.json_response(rows, dumps=_dump)
 
     @r.get("/runs/{id}")
     async def get_run(request: web.Request) -> web.Response:
-        report = await app.store.report(request.match_info["id"])
-        if report is None:
-            return _not_found(f"no run {request.match_info['id']}")
+        report = await run_ops.report(ops, request.match_info["id"], request[ACTOR])
         return web.json_response(report, dumps=_dump)
 
     @r.get("/tasks")
     async def list_tasks(request: web.Request) -> web.Response:
         q = request.query
         status = _status(q.get("status"), TASK_STATUSES, "task")
-        run = q.get("run")
-        if run:
-            found = await app.store.find_run_id(run)
-            if found is None:
-                return _not_found(f"no run {run}")
-            run = found
-        rows = await app.db.fetch_all(
-            queries.LIST_TASKS,
-            {"stage": q.get("stage"), "status": status, "run": run,
-             "workflow": q.get("workflow"), "limit": _limit(q.get("limit")), "now": app.store.clock()},
-        )
+        rows = await task_ops.list_tasks(ops, request[ACTOR], stage=q.get("stage"), status=status,
+                                         run=q.get("run"), workflow=q.get("workflow"), limit=_limit(q.get("limit")))
         return web.json_response(rows, dumps=_dump)
 
     @r.post("/events")
@@ -142,24 +183,6 @@ def build(app: App) -> web.Application:
         return web.json_response({"event_id": published.id, "name": name, "key": key,
                                   "matched": published.matched}, status=201)
 
+    api_ops.add_routes(r, app)
     api.add_routes(r)
     return api
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 100
-    try:
-        return max(1, min(int(raw), 1000))
-    except ValueError:
-        raise PayloadError(f"limit must be a number, got {raw!r}") from None
-
-
-async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from None

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from engine.errors import ConfigError, DatabaseError, DatabaseUnavailable, FlowbotError, SchemaNotReady
+from engine.errors import ConfigError, DatabaseError, DatabaseUnavailable, FlowbotError, Refused, SchemaNotReady
 from engine.runtime.app import App
 from engine.store import migrate
 
@@ -64,6 +64,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return json_error(exc.status, exc.reason)
     except DatabaseUnavailable:
         return unavailable()  # the cause is logged once per outage (engine.store.db), not sent
+    except Refused as exc:
+        # A refused operation changed nothing: its status says why (404, 403, 409, 422).
+        return json_error(exc.status, str(exc), **exc.extra)
     except FlowbotError as exc:
         return json_error(400, str(exc))
     except Exception:

@@ -26,6 +26,7 @@ from engine.runtime.lifecycle import open_app
 from engine.runtime.worker import Worker, WorkerOptions
 from engine.settings import Settings
 from engine.web.server import serve
+from tests.opsworld import conforms
 
 TOKEN = "test-token-0123456789"
 MAX_BODY = 64 * 1024
@@ -74,6 +75,7 @@ class Api:
         async with self.session.request(method, self.base + path, headers=headers, **kw) as resp:
             text = await resp.text()
             assert resp.content_type == "application/json", (resp.status, text)
+            conforms(self.base, method, resp.url.path, resp.url.query_string, resp.status, text.encode())
             return resp.status, json.loads(text)
 
     async def counts(self) -> tuple[int, int]:

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: The engine's layers, lowest first: a module may import its own layer and those below it.
 #: ``engine`` itself (the authoring API stage authors use) is the bottom; its ``__init__`` is the
 #: public façade and re-exports from the layers, so it is not a layer member.
-LAYERS = ["engine", "engine.store", "engine.runtime", "engine.people", "engine.triggers", "engine.web", "engine.cli"]
+LAYERS = ["engine", "engine.store", "engine.runtime", "engine.people", "engine.ops", "engine.triggers", "engine.web",
+          "engine.cli"]
 
 
 def _modules() -> dict[str, Path]:

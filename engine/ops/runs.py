@@ -1,0 +1,171 @@
+"""Operations on runs: read, list, cancel, retry, rerun."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from engine.errors import Conflict, Invalid
+from engine.ops.access import Action, Resource, decide
+from engine.ops.actor import Actor
+from engine.ops.base import Ops, find_run, payload_or_invalid, refuse
+from engine.people import actions as people
+from engine.store import ops_queries, queries
+from engine.store.audit import write as write_audit
+from engine.store.db import Row, Tx
+from engine.workflow import StageKind
+
+#: Outbox kind of a cancelled form task: the Slack app updates its cards ("cancelled by X").
+CANCELLED = "form.cancelled"
+
+OPEN = ("running", "waiting")
+
+
+async def report(ops: Ops, ref: str, actor: Actor) -> dict[str, Any]:
+    """A run's execution report (with its audit trail and rerun links), if ``actor`` may read it."""
+    run = await find_run(ops, ref)
+    data = await ops.store.report(str(run["id"]))
+    assert data is not None
+    await ops.require(actor, Action.READ_RUN, workflow=run["workflow"], run=run,
+                      assignees=[s["assignee"] for s in data["steps"] if s.get("assignee")])
+    return data
+
+
+async def list_runs(ops: Ops, actor: Actor, *, workflow: str | None = None, status: str | None = None,
+                    limit: int = 100) -> list[Row]:
+    """Runs newest first: every run for an admin; for others, runs of the workflows they operate
+    or view, and the runs they started."""
+    seen: list[str] = []
+    if not actor.is_admin:
+        for wf in ops.store.registry.workflows.values():
+            resource = Resource(workflow=wf)
+            if any([await decide(actor, Action.RETRY_RUN, resource, ops.people) is not None,
+                    wf.viewers and await ops.people.is_one_of(actor.person, wf.viewers)]):
+                seen.append(wf.name)
+    return await ops.store.db.fetch_all(ops_queries.LIST_RUNS_VISIBLE, {
+        "workflow": workflow, "status": status, "limit": limit, "all": actor.is_admin, "workflows": seen,
+        "people": sorted(await ops.people.aliases(actor.person)),
+    })
+
+
+async def cancel(ops: Ops, ref: str, actor: Actor, reason: str | None = None) -> dict[str, Any]:
+    """Cancel a running or waiting run: its open tasks are cancelled, its waiting joins dropped,
+    and the Slack cards of its form tasks say who cancelled it (an outbox effect each). A run
+    that finished is a Conflict. Serialised with completions by the run's lock: a task that
+    completes first routes its sends, which are then cancelled; one that completes after finds
+    its task cancelled and sends nothing."""
+    run = await find_run(ops, ref)
+    grant = await ops.require(actor, Action.CANCEL_RUN, workflow=run["workflow"], run=run)
+    reason = (reason or "").strip() or None
+    run_id = str(run["id"])
+    now = ops.store.clock()
+    why = f"cancelled by {actor.person}" + (f": {reason}" if reason else "")
+    async with ops.store.db.transaction() as tx:
+        locked = await tx.fetch_one(ops_queries.LOCK_RUN, {"id": run["id"]})
+        assert locked is not None
+        if locked["status"] not in OPEN:
+            raise Conflict(f"run {run_id} is already {locked['status']}: nothing to cancel", state=locked["status"])
+        forms = await tx.fetch_all(ops_queries.OPEN_FORM_TASKS, {"id": run["id"]})
+        counts = await tx.fetch_one(ops_queries.CANCEL_RUN_TASKS,
+                                    {"id": run["id"], "actor": actor.person, "reason": why, "now": now})
+        assert counts is not None
+        await ops.store.add_effects(tx, [
+            (CANCELLED, {"task_id": f["id"], "by": actor.person, "reason": reason}, f["id"], run_id) for f in forms
+        ], now)
+        await write_audit(tx, [actor.record("cancel", grant.relation).on(
+            workflow=run["workflow"], run_id=run_id, reason=reason, tasks_cancelled=counts["tasks"])], now)
+    return {"run_id": run_id, "status": "cancelled", "tasks_cancelled": counts["tasks"], "by": actor.person,
+            "reason": reason}
+
+
+async def _retry(ops: Ops, tx: Tx, run: Row, tasks: list[Row], actor: Actor) -> list[int]:
+    fresh = [ops.stage(t["workflow"], t["stage"]).max_attempts for t in tasks]
+    now = ops.store.clock()
+    moved = await tx.fetch_all(ops_queries.RETRY_TASKS, {"ids": [t["id"] for t in tasks], "fresh": fresh,
+                                                         "actor": actor.person, "now": now})
+    await tx.execute(ops_queries.REOPEN_RUN, {"id": run["id"], "now": now})
+    await tx.execute(queries.REFRESH_RUN_STATUS, {"ids": [str(run["id"])], "now": now})
+    await tx.notify()
+    return [r["id"] for r in moved]
+
+
+async def retry(ops: Ops, ref: str, actor: Actor) -> dict[str, Any]:
+    """A failed run runs again: each failed task from its step, with fresh attempts, on the code
+    deployed now (earlier attempts stay in its history). Conflict when nothing failed."""
+    run = await find_run(ops, ref)
+    grant = await ops.require(actor, Action.RETRY_RUN, workflow=run["workflow"], run=run)
+    run_id = str(run["id"])
+    async with ops.store.db.transaction() as tx:
+        locked = await tx.fetch_one(ops_queries.LOCK_RUN, {"id": run["id"]})
+        assert locked is not None
+        failed = await tx.fetch_all(ops_queries.FAILED_TASKS_OF_RUN, {"id": run["id"]})
+        if locked["status"] != "failed" or not failed:
+            raise Conflict(f"run {run_id} is {locked['status']}: nothing failed to retry", state=locked["status"])
+        retried = await _retry(ops, tx, locked, failed, actor)
+        await write_audit(tx, [actor.record("retry", grant.relation).on(
+            workflow=run["workflow"], run_id=run_id, tasks=retried)], ops.store.clock())
+    return {"run_id": run_id, "status": "running", "retried": retried}
+
+
+async def retry_task(ops: Ops, task: Row, actor: Actor) -> dict[str, Any]:
+    """One failed task runs again with fresh attempts; its run is running again."""
+    grant = await ops.require(actor, Action.RETRY_TASK, workflow=task["workflow"], task=task)
+    run_id = str(task["run_id"])
+    async with ops.store.db.transaction() as tx:
+        locked = await tx.fetch_one(ops_queries.LOCK_RUN, {"id": task["run_id"]})
+        assert locked is not None
+        row = await tx.fetch_one(queries.LOCK_TASK, {"id": task["id"]})
+        if row is None or row["status"] != "failed":
+            status = row["status"] if row else "gone"
+            raise Conflict(f"task {task['id']} is {status}: only a failed task is retried", state=status)
+        if locked["status"] in ("cancelled", "completed"):
+            raise Conflict(f"run {run_id} is {locked['status']}: its tasks are not retried", state=locked["status"])
+        retried = await _retry(ops, tx, locked, [row], actor)
+        await write_audit(tx, [actor.record("retry", grant.relation).on(
+            workflow=task["workflow"], run_id=run_id, task_id=task["id"])], ops.store.clock())
+    return {"task_id": task["id"], "run_id": run_id, "status": "pending", "retried": retried}
+
+
+async def rerun(ops: Ops, ref: str, actor: Actor, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A new run of the same workflow and start stage, with the same payload or ``payload``,
+    linked to the original (both reports show it). A run that began with a start form is
+    submitted again with the same answers (or ``payload`` as the answers), validated as ever."""
+    run = await find_run(ops, ref)
+    grant = await ops.require(actor, Action.RERUN, workflow=run["workflow"], run=run)
+    original = str(run["id"])
+    first = await ops.store.db.fetch_one(ops_queries.FIRST_TASK_OF_RUN, {"id": run["id"]})
+    if first is None:
+        raise Conflict(f"run {original} has no task to start again")
+    stage = ops.stage(first["workflow"], first["stage"])
+    if payload is not None:
+        payload = payload_or_invalid(payload, limit=ops.max_payload_bytes, where="payload")
+    trigger = {"kind": "rerun", "of": original, "user": actor.person, "stage": stage.name}
+    record = actor.record("rerun", grant.relation)
+
+    async def link(tx: Tx, new: str) -> None:
+        await tx.execute(ops_queries.SET_RERUN_OF, {"id": uuid.UUID(new), "of": run["id"]})
+        now = ops.store.clock()
+        await write_audit(tx, [record.on(workflow=run["workflow"], run_id=original, rerun=new),
+                               record.on(workflow=run["workflow"], run_id=new, rerun_of=original)], now)
+
+    if stage.kind is StageKind.FORM and stage.is_start and first["status"] == "completed":
+        answers = payload if payload is not None else _answers_of(first)
+        result = await people.start(ops.store, stage, first["payload"], answers, actor.person,
+                                    max_payload_bytes=ops.max_payload_bytes, trigger=trigger,
+                                    audit=actor.record("start", grant.relation), within=link)
+        refuse(result)
+        new_id = str(result.run_id)
+    else:
+        if stage.kind not in (StageKind.SCRIPT, StageKind.FORM):
+            raise Conflict(f"run {original} began at {stage.kind.value} {stage.name}: it cannot start again")
+        new_id, _ = await ops.store.start_run(stage, first["payload"] if payload is None else payload,
+                                              type=first["type"], trigger=trigger, within=link)
+    return {"run_id": new_id, "rerun_of": original}
+
+
+def _answers_of(task: Row) -> dict[str, Any]:
+    for entry in reversed(task.get("log") or []):
+        if isinstance(entry, dict) and isinstance(entry.get("answers"), dict):
+            return dict(entry["answers"])
+    raise Invalid(f"the start form answers of task {task['id']} were not kept: give them as the payload")
+
