@@ -1010,7 +1010,7 @@ TRY_LOCK_RETENTION = text("SELECT pg_try_advisory_lock(hashtext('flowbot.retenti
 UNLOCK_RETENTION = text("SELECT pg_advisory_unlock(hashtext('flowbot.retention'))")
 
 # -- name: purge_runs -- one batch: up to :limit runs finished before :before, oldest first, deleted
-# -- with their tasks, task events and outbox rows (join arrivals, form sessions and Slack cards go
+# -- with their tasks, task events, outbox rows and audit records (join arrivals, form sessions and Slack cards go
 # -- by cascade). Runs another transaction holds (a worker committing to it) are skipped, never
 # -- waited for; a worker that then commits to a deleted run's task finds it gone (its result is
 # -- dropped, as for any lost lease).
@@ -1035,13 +1035,16 @@ PURGE_RUNS = text(
         WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
            OR task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[]))
         RETURNING 1
+    ), trail AS (
+        DELETE FROM audit WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
     ), gone_tasks AS (
         DELETE FROM tasks WHERE id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
     ), gone_runs AS (
         DELETE FROM runs WHERE id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
     )
     SELECT (SELECT count(*) FROM gone_runs) AS runs, (SELECT count(*) FROM gone_tasks) AS tasks,
-           (SELECT count(*) FROM events) AS task_events, (SELECT count(*) FROM effects) AS outbox
+           (SELECT count(*) FROM events) AS task_events, (SELECT count(*) FROM effects) AS outbox,
+           (SELECT count(*) FROM trail) AS audit
     """
 )
 
@@ -1110,6 +1113,7 @@ COUNT_PURGEABLE = text(
            (SELECT count(*) FROM outbox WHERE run_id IN (SELECT id FROM victims) OR task_id IN (SELECT id FROM doomed)
               OR (run_id IS NULL AND task_id IS NULL AND status <> 'pending'
                   AND created_at < CAST(:runs_before AS timestamptz))) AS outbox,
+           (SELECT count(*) FROM audit WHERE run_id IN (SELECT id FROM victims)) AS audit,
            (SELECT count(*) FROM hook_deliveries WHERE created_at < CAST(:hooks_before AS timestamptz))
                AS hook_deliveries,
            (SELECT count(*) FROM job_fires f WHERE f.fire_time < CAST(:jobs_before AS timestamptz)

@@ -3,7 +3,7 @@
 A pass deletes, oldest first:
 
 - runs finished (completed, failed, cancelled) before the retention period, with their tasks, task
-  events, outbox rows, join arrivals, form sessions and Slack cards, ``batch`` runs per
+  events, outbox rows, audit records, join arrivals, form sessions and Slack cards, ``batch`` runs per
   transaction. Open runs (running, waiting) are never touched, however old.
 - outbox rows tied to no run, delivered or failed before the same period;
 - hook delivery records older than their idempotency window (a redelivery after it starts new
@@ -74,6 +74,7 @@ class Purged:
     tasks: int = 0
     task_events: int = 0
     outbox: int = 0
+    audit: int = 0
     hook_deliveries: int = 0
     job_fires: int = 0
 
@@ -89,7 +90,7 @@ class Purged:
 
     def describe(self) -> str:
         """``3 runs, 12 tasks, ...`` for people."""
-        names = {"outbox": "outbox rows"}
+        names = {"outbox": "outbox rows", "audit": "audit records"}
         return ", ".join(f"{getattr(self, f.name)} {names.get(f.name, f.name.replace('_', ' '))}"
                          for f in fields(self))
 

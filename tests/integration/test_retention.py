@@ -45,7 +45,7 @@ STAGES = {
 }
 
 DAY = 86400.0
-TABLES = ("runs", "tasks", "task_events", "outbox", "hook_deliveries", "job_fires")
+TABLES = ("runs", "tasks", "task_events", "outbox", "audit", "hook_deliveries", "job_fires")
 
 
 async def counts(store: Store) -> dict[str, int]:
@@ -128,6 +128,11 @@ async def remaining_runs(store: Store) -> set[str]:
 
 async def test_purge_deletes_old_finished_runs_with_their_rows_and_keeps_open_and_recent_ones(world: World) -> None:
     store = world.store
+    async with store.db.transaction() as tx:  # a person acted on one purged and one kept run
+        for run_id in (world.purged[0], world.kept[0]):
+            await tx.execute(_sql("INSERT INTO audit (actor, edge, action, workflow, run_id) "
+                                  "VALUES ('ana@example.com', 'cli', 'cancel', 'chain', CAST(:run AS uuid))"),
+                             {"run": run_id})
     before = await counts(store)
     assert before["outbox"] == 6, "each completed run posted once to Slack; the form's assignment"
     expected = await Purger(store.db, Policy()).count()
@@ -136,17 +141,18 @@ async def test_purge_deletes_old_finished_runs_with_their_rows_and_keeps_open_an
 
     assert done is not None
     assert done == expected
-    assert (done.runs, done.tasks, done.outbox, done.hook_deliveries, done.job_fires) == (5, 8, 3, 2, 2)
+    assert (done.runs, done.tasks, done.outbox, done.audit, done.hook_deliveries, done.job_fires) == (5, 8, 3, 1, 2, 2)
     assert await remaining_runs(store) == set(world.kept)
     after = await counts(store)
     assert {t: before[t] - after[t] for t in TABLES} == {
-        "runs": 5, "tasks": 8, "task_events": 15, "outbox": 3, "hook_deliveries": 2, "job_fires": 2}
+        "runs": 5, "tasks": 8, "task_events": 15, "outbox": 3, "audit": 1, "hook_deliveries": 2, "job_fires": 2}
     # claimed + completed (or failed) for each of the 7 tasks workers ran; the cancelled one has 1
     assert done.task_events == 15
     # Nothing of a purged run is left anywhere.
     gone = [uuid.UUID(r) for r in world.purged]
     assert await scalar(store, "SELECT count(*) FROM tasks WHERE run_id = ANY(:ids)", ids=gone) == 0
     assert await scalar(store, "SELECT count(*) FROM outbox WHERE run_id = ANY(:ids)", ids=gone) == 0
+    assert await scalar(store, "SELECT count(*) FROM audit WHERE run_id = ANY(:ids)", ids=gone) == 0
     assert await scalar(store, "SELECT count(*) FROM task_events e LEFT JOIN tasks t ON t.id = e.task_id "
                                "WHERE t.id IS NULL") == 0
     # Hook delivery ids inside their window stay (a redelivery is still replayed); each job keeps
@@ -208,7 +214,8 @@ async def test_flowbot_purge_dry_run_prints_counts_and_changes_nothing_then_purg
     before = await counts(world.store)
     dry = await asyncio.to_thread(flowbot, "purge", "--older-than", "30d", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
-    assert "would purge 5 runs, 8 tasks, 15 task events, 3 outbox rows, 2 hook deliveries, 2 job fires" in dry.stdout
+    assert ("would purge 5 runs, 8 tasks, 15 task events, 3 outbox rows, 0 audit records, 2 hook deliveries, "
+            "2 job fires") in dry.stdout
     assert await counts(world.store) == before
 
     # --older-than decides for runs: 3 days purges the 29-day-old run too (not the 1- and 2-day ones).
