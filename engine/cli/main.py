@@ -36,7 +36,7 @@ from engine.runtime.lifecycle import database_url, open_app
 from engine.runtime.plugins import load_plugins
 from engine.settings import Settings, check_port
 from engine.store import migrate, problems, queries
-from engine.store.models import RUN_STATUSES, TASK_STATUSES
+from engine.store.models import LISTED_TASK_STATUSES, RUN_STATUSES
 
 log = logging.getLogger("flowbot")
 
@@ -151,7 +151,7 @@ async def cmd_runs(args: argparse.Namespace) -> int:
 
 
 async def cmd_tasks(args: argparse.Namespace) -> int:
-    check_status(args.status, TASK_STATUSES, "task")
+    check_status(args.status, LISTED_TASK_STATUSES, "task")
     async with open_app(settings_from(args), load_plugins_=False, pool_size=2) as app:
         run = None
         if args.run:
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("tasks", help="list tasks")
     p.add_argument("--stage")
-    p.add_argument("--status", help=f"one of {', '.join(TASK_STATUSES)}")
+    p.add_argument("--status", help=f"one of {', '.join(LISTED_TASK_STATUSES)}")
     p.add_argument("--run", help="a run id, or the start of one")
     p.add_argument("--workflow")
     p.add_argument("--limit", type=int, default=50)

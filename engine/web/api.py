@@ -15,7 +15,7 @@ from engine.loader import check_triggerable, find_stage
 from engine.runtime.app import App
 from engine.runtime.report import json_default
 from engine.store import queries, waits
-from engine.store.models import RUN_STATUSES, TASK_STATUSES
+from engine.store.models import LISTED_TASK_STATUSES, RUN_STATUSES
 
 
 def _auth(app: App) -> Any:
@@ -121,7 +121,7 @@ def build(app: App) -> web.Application:
     @r.get("/tasks")
     async def list_tasks(request: web.Request) -> web.Response:
         q = request.query
-        status = _status(q.get("status"), TASK_STATUSES, "task")
+        status = _status(q.get("status"), LISTED_TASK_STATUSES, "task")
         run = q.get("run")
         if run:
             found = await app.store.find_run_id(run)
