@@ -26,7 +26,7 @@ from engine.ops import tokens as token_ops
 from engine.ops.actor import Actor, Edge, Role, is_person, local_admin
 from engine.ops.base import Ops, ops_of
 from engine.runtime import report
-from engine.store.models import RUN_STATUSES, TASK_STATUSES
+from engine.store.models import LISTED_TASK_STATUSES, RUN_STATUSES
 
 Local = Callable[[Ops, Actor], Awaitable[Any]]
 
@@ -151,7 +151,7 @@ TASK_ACTIONS = ("list", "submit", "approve", "decline", "claim", "reassign", "re
 async def cmd_tasks(args: argparse.Namespace) -> int:
     """``flowbot tasks [list|submit|approve|decline|claim|reassign|retry] ...``."""
     action, rest = args.action, list(args.ids)
-    check_status(args.status, TASK_STATUSES, "task")
+    check_status(args.status, LISTED_TASK_STATUSES, "task")
     if action == "list":
         if rest:
             return usage("flowbot tasks [--stage S] [--status S] [--run RUN] [--json]")
@@ -326,7 +326,7 @@ def add_task_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=TASK_ACTIONS, default="list")
     p.add_argument("ids", nargs="*", metavar="TASK [PERSON]")
     p.add_argument("--stage")
-    p.add_argument("--status", help=f"one of {', '.join(TASK_STATUSES)}")
+    p.add_argument("--status", help=f"one of {', '.join(LISTED_TASK_STATUSES)}")
     p.add_argument("--run", help="a run id, or a unique prefix of one")
     p.add_argument("--workflow")
     p.add_argument("--limit", type=int, default=50)

@@ -33,6 +33,8 @@ NAMING = {
 }
 
 TASK_STATUSES = ("pending", "locked", "completed", "failed", "cancelled")
+#: What task listings filter on: the stored statuses, and "scheduled" (a timed task not yet due).
+LISTED_TASK_STATUSES = (*TASK_STATUSES, "scheduled")
 RUN_STATUSES = ("running", "waiting", "completed", "failed", "cancelled")
 
 

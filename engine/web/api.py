@@ -29,7 +29,7 @@ from engine.runtime.report import json_default
 from engine.store import waits
 from engine.store.audit import write as write_audit
 from engine.store.db import Tx
-from engine.store.models import RUN_STATUSES, TASK_STATUSES
+from engine.store.models import LISTED_TASK_STATUSES, RUN_STATUSES
 from engine.web import api_ops
 from engine.web.requests import ACTOR
 from engine.web.requests import json_body as _json_body
@@ -171,7 +171,7 @@ def build(app: App) -> web.Application:
     @r.get("/tasks")
     async def list_tasks(request: web.Request) -> web.Response:
         q = request.query
-        status = _status(q.get("status"), TASK_STATUSES, "task")
+        status = _status(q.get("status"), LISTED_TASK_STATUSES, "task")
         rows = await task_ops.list_tasks(ops, request[ACTOR], stage=q.get("stage"), status=status,
                                          run=q.get("run"), workflow=q.get("workflow"), limit=_limit(q.get("limit")))
         return web.json_response(rows, dumps=_dump)

@@ -151,6 +151,9 @@ async def test_flowbot_events_send_completes_the_wait(database_url, tmp_path, ma
     assert json.loads(out.stdout)["matched"] == 1
     await drain(store)
     assert (await store.get_run(run_id))["context"] == {"paid": 5}
+    listed = await asyncio.to_thread(flowbot, "tasks", "--status", "scheduled", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [t["stage"] for t in json.loads(listed.stdout)] == ["remind"]
 
 
 async def test_flowbot_events_send_refuses_bad_input_in_a_line(database_url, tmp_path) -> None:
