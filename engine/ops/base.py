@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import Conflict, FlowbotError, Invalid, NotFound
+from engine.errors import Conflict, FlowbotError, Invalid, NotFound, Refused
 from engine.ops.access import Action, Grant, Resource, require
 from engine.ops.actor import Actor
 from engine.ops.directory import People, load_teams
@@ -56,7 +56,7 @@ async def find_run(ops: Ops, ref: str) -> Row:
     if not ids:
         raise NotFound(f"no run {ref}")
     if len(ids) > 1:
-        raise Invalid(f"run id prefix {ref} names several runs: give more of it", {"run": "ambiguous"})
+        raise Refused(f"{ref} is the start of several run ids: give more of it")
     run = await ops.store.get_run(ids[0])
     if run is None:  # deleted in between
         raise NotFound(f"no run {ref}")

@@ -201,6 +201,11 @@ PATHS: dict[str, Any] = {
                                          body=_body({}))},
     "/audit": {"get": _op("The audit trail, newest first", _ok(_array("AuditEntry")),
                           params=_query("run", "actor", "since", "limit"))},
+    "/events": {"post": _op(
+        "An event for waiting runs", _ok({"type": "object", "required": ["event_id", "name", "key", "matched"],
+                                          "properties": {"event_id": INTEGER, "name": STRING, "key": STRING,
+                                                         "matched": INTEGER}}, "201", "published"),
+        body=_body({"name": STRING, "key": STRING, "payload": OBJECT}, ["name", "key"]))},
     "/me": {"get": _op("Who the token acts as", _ok(_ref("Me")))},
     "/openapi.json": {"get": {"summary": "This document", "security": [],
                               "responses": {"200": {"description": "OpenAPI 3.1",
