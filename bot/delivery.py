@@ -32,6 +32,7 @@ from bot.context import BotContext, UserGroupNotFound, UserNotFound, is_channel
 from engine.errors import TaskNotFound
 from engine.forms import Approval, Form
 from engine.people import actions as people
+from engine.people import links, mail
 from engine.runtime.outbox import OutboxHandler, PermanentFailure, RetryLater
 from engine.runtime.runner import task_of
 from engine.store.db import Row
@@ -39,6 +40,8 @@ from engine.store.db import Row
 log = logging.getLogger(__name__)
 
 ACTION_CLAIM = "flowbot_claim"
+#: A console sign-in link asked for on the sign-in page, sent by DM (``{"to": email}``).
+CONSOLE_SIGNIN = "console.signin"
 
 #: Slack errors a retry will not fix.
 PERMANENT = {
@@ -111,8 +114,19 @@ def handlers(bctx: BotContext) -> dict[str, OutboxHandler]:
     async def cancelled(row: dict[str, Any]) -> dict[str, Any]:
         p = row["payload"]
         return await update_cards(bctx, int(p["task_id"]), messages.cancelled_by(p["by"], p.get("reason"), _at(row)))
+    async def signin(row: dict[str, Any]) -> dict[str, Any]:
+        # The link is made now, not when the effect was queued: no live token waits in the outbox.
+        to = str(row["payload"]["to"])
+        async with slack_errors(f"sign-in link to {to}"):
+            user = await bctx.resolver.user_id(to)
+            token = await links.create(bctx.app.db, to, bctx.app.store.clock())
+            channel = await open_dm(bctx, user)
+            resp = await bctx.client.chat_postMessage(
+                channel=channel, text=messages.console_signin(links.url(bctx.app.settings.base_url(), token)))
+        return {"channel": resp.get("channel"), "ts": resp.get("ts")}
 
     return {
+        CONSOLE_SIGNIN: signin,
         "slack.post": post,
         "slack.dm": dm,
         "form.assigned": assigned,
@@ -204,8 +218,9 @@ async def deliver_assignment(bctx: BotContext, task_id: int) -> dict[str, Any]:
         kind = "claim"
     else:
         text, blocks = await task_card(bctx, task, form)
+        entries = await _mail_outsiders(bctx, task_id, list(assignee.get("users") or []))
         async with slack_errors("assignees"):
-            users = await bctx.resolver.user_ids(list(assignee.get("users") or []))
+            users = await bctx.resolver.user_ids(entries)
         kind = "approval" if isinstance(form, Approval) else "assignment"
     for user in users:
         recipient = f"claim:{user}" if kind == "claim" else user
@@ -217,6 +232,24 @@ async def deliver_assignment(bctx: BotContext, task_id: int) -> dict[str, Any]:
         await store.record_card(bctx.app.db, task_id, recipient, str(resp["channel"]), str(resp["ts"]), kind)
         posted.append({"user": user, "channel": resp["channel"], "ts": resp["ts"]})
     return {"posted": posted}
+
+
+async def _mail_outsiders(bctx: BotContext, task_id: int, entries: list[str]) -> list[str]:
+    """The assignee entries to DM in Slack; an email of nobody in the workspace gets the task by
+    email instead, when email is configured (else it stays, and fails as a Slack error would)."""
+    if not bctx.app.settings.mail_enabled:
+        return entries
+    kept = []
+    for entry in entries:
+        if mail.is_email(entry):
+            try:
+                async with slack_errors(f"looking up {entry}"):
+                    await bctx.resolver.user_id(entry)
+            except PermanentFailure:
+                await mail.queue_assignment(bctx.app, task_id, entry)
+                continue
+        kept.append(entry)
+    return kept
 
 
 async def update_cards(bctx: BotContext, task_id: int, outcome: str, *, kinds: set[str] | None = None,

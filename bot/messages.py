@@ -341,3 +341,9 @@ def still_working() -> str:
 def reassign_prompt(title: str) -> str:
     """The text of the Reassign modal (``title``: the task's escaped title)."""
     return f"Who should do *{title}* instead? They get the task's message, and yours is resolved."
+
+
+def console_signin(link: str) -> str:
+    """The DM carrying a one-time sign-in link to the web console."""
+    return (f":key: Here is your sign-in link to the flowbot console: <{link}|sign in>. It works once and "
+            "expires in 15 minutes. If you did not ask for it, ignore this message.")

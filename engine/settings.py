@@ -144,6 +144,19 @@ class Settings:
     #: A port serving only ``/metrics`` from any flowbot process (workers too); None: only the HTTP
     #: server's ``/metrics``.
     metrics_port: int | None = None
+    #: SMTP server for email to people outside Slack (``smtp://user:pass@host:port``; ``smtps://``
+    #: for TLS from the start, ``?starttls=1`` to upgrade) and the sender address.
+    smtp_url: str | None = None
+    mail_from: str | None = None
+    #: OpenID Connect sign-in to the console (issuer URL, client id and secret).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    #: The console's address as people reach it (links in emails and Slack DMs); defaults to
+    #: ``http://<host>:<port>``.
+    public_url: str | None = None
+    #: Key signing console cookies and links; generated once into the home dir when unset.
+    secret_key: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -181,6 +194,13 @@ class Settings:
             purge_batch=_int(env, "FLOWBOT_PURGE_BATCH", 500),
             log_format=_log_format(env),
             metrics_port=_int(env, "FLOWBOT_METRICS_PORT", 1) if env.get("FLOWBOT_METRICS_PORT") else None,
+            smtp_url=env.get("SMTP_URL") or None,
+            mail_from=env.get("FLOWBOT_MAIL_FROM") or None,
+            oidc_issuer=env.get("FLOWBOT_OIDC_ISSUER") or None,
+            oidc_client_id=env.get("FLOWBOT_OIDC_CLIENT_ID") or None,
+            oidc_client_secret=env.get("FLOWBOT_OIDC_CLIENT_SECRET") or None,
+            public_url=(env.get("FLOWBOT_PUBLIC_URL") or "").rstrip("/") or None,
+            secret_key=env.get("FLOWBOT_SECRET_KEY") or None,
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -191,6 +211,39 @@ class Settings:
     def slack_enabled(self) -> bool:
         """Whether Slack is configured (a bot token plus a signing secret or an app token)."""
         return bool(self.slack_bot_token and (self.slack_signing_secret or self.slack_app_token))
+
+    @property
+    def mail_enabled(self) -> bool:
+        """Whether email can be sent (an SMTP server and a sender address)."""
+        return bool(self.smtp_url and self.mail_from)
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """Whether console sign-in through an OpenID Connect provider is configured."""
+        return bool(self.oidc_issuer and self.oidc_client_id and self.oidc_client_secret)
+
+    def base_url(self) -> str:
+        """Where people reach this flowbot (links in emails and DMs)."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def resolve_secret_key(self) -> str:
+        """The key signing console sessions and links: from the environment, else generated once
+        into the home dir (every process sharing the home dir signs alike)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.home / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.home.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(key + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        return path.read_text().strip()
 
     def resolve_api_token(self, *, create: bool = True) -> str | None:
         """The API bearer token: from the environment, else generated once into the home dir."""

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import bot.models  # noqa: F401  (Slack tables)
+import engine.store.console_models  # (console links, the board index)
 import engine.store.hook_models  # (registers hook_deliveries)
 import engine.store.job_models  # (registers job_fires)
 import engine.store.ops_models  # (registers audit, api_tokens)

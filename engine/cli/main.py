@@ -44,7 +44,7 @@ T = TypeVar("T")
 #: Modules adding subcommands (``add_commands(subparsers)``): triggers, events, retention and
 #: operations (``runs``, ``tasks``, ``start``, ``outbox``, ``tokens``, ``audit``) beside the core.
 COMMAND_MODULES: list[str] = ["engine.cli.jobs", "engine.cli.hooks", "engine.cli.events", "engine.cli.purge",
-                              "engine.cli.ops"]
+                              "engine.cli.ops", "engine.cli.login"]
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:

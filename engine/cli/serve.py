@@ -166,11 +166,29 @@ def announce(app: App) -> None:
     sys.stdout.flush()
 
 
-def _listening(settings: Settings) -> Callable[[int], None]:
+def _listening(settings: Settings, console_token: str | None = None) -> Callable[[int], None]:
     def ready(port: int) -> None:
         print(f"flowbot: listening on http://{settings.host}:{port}", flush=True)
+        if console_token:
+            from engine.people import links
+
+            link = links.url(settings.with_(port=port).base_url(), console_token)
+            print("flowbot: console sign-in link for the local admin (works once; `flowbot login --as EMAIL` "
+                  f"for others):\n    {link}", flush=True)
 
     return ready
+
+
+async def console_token(app: App) -> str | None:
+    """With no other way to sign in to the console (no Slack, email or identity provider), a
+    one-time link for the local admin, printed as Jupyter prints its token."""
+    s = app.settings
+    if s.slack_enabled or s.mail_enabled or s.oidc_enabled:
+        return None
+    from engine.people import links
+    from engine.web.console.acting import local_admin
+
+    return await links.create(app.db, local_admin(), app.store.clock(), role="admin")
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -178,8 +196,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     async with open_app(settings) as app:
         announce(app)
-        parts = [web_part(app, _listening(settings)), worker_part(app), outbox_part(app), retention_part(app),
-                 *metrics_parts(app)]
+        ready = _listening(settings, await console_token(app))
+        parts = [web_part(app, ready), worker_part(app), outbox_part(app), retention_part(app), *metrics_parts(app)]
         parts += [factory(app) for factory in EXTRA_PARTS.values()] + app.background
         await run_parts(app, parts)
     return 0

@@ -101,7 +101,7 @@ async def readyz(request: web.Request) -> web.Response:
 def build_http_app(app: App) -> web.Application:
     """The aiohttp application: API, health, and every route plugins and triggers registered."""
     from engine.triggers.hooks.http import mount_hooks
-    from engine.web import api, metrics
+    from engine.web import api, console, metrics
 
     http = web.Application(middlewares=[errors_middleware], client_max_size=app.settings.max_body_bytes)
     http[APP_KEY] = app
@@ -112,6 +112,7 @@ def build_http_app(app: App) -> web.Application:
     http.add_routes(app.routes)
     mount_hooks(http, app)
     http.add_subapp("/api", api.build(app))
+    http.add_subapp("/console", console.build(app))
     for prefix, sub in app.subapps:
         http.add_subapp(prefix, sub)
     return http

@@ -17,9 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import write_stages
 from sqlalchemy import text
-from support import scalar
+from support import scalar, write_stages
 
 from engine.runtime.app import App
 from engine.runtime.lifecycle import open_app

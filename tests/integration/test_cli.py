@@ -14,8 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import write_stages
-from support import ROOT, cli_env, flowbot, free_port, spawn, stop, wait_listening
+from support import ROOT, cli_env, flowbot, free_port, spawn, stop, wait_listening, write_stages
 
 STAGES = ROOT / "stages"
 

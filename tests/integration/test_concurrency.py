@@ -14,8 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from conftest import write_stages
-from support import cli_env, scalar, spawn, stop
+from support import cli_env, scalar, spawn, stop, write_stages
 
 from engine.context import Send
 from engine.loader import load_workflows

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_stages
-from support import cli_env, events, eventually, scalar, spawn, stop, task_row
+from support import cli_env, events, eventually, scalar, spawn, stop, task_row, write_stages
 
 from engine.loader import load_workflows
 from engine.store.tasks import Store

@@ -12,8 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import write_stages
-from support import cli_env, drain, flowbot, scalar
+from support import cli_env, drain, flowbot, scalar, write_stages
 
 from engine.runtime.app import App
 from engine.runtime.lifecycle import open_app

@@ -8,8 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import write_stages
-from support import cli_env, flowbot, free_port, spawn, stop, wait_listening
+from support import cli_env, flowbot, free_port, spawn, stop, wait_listening, write_stages
 
 from engine.triggers.hooks import sign_hmac
 

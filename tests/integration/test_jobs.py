@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from blockkit import assert_valid_blocks
-from conftest import write_stages
 from fakeslack import FakeSlack
 from sqlalchemy import text
-from support import ROOT, FakeClock, drain, scalar
+from support import ROOT, FakeClock, drain, scalar, write_stages
 
 from engine.errors import WorkflowLoadError
 from engine.loader import load_workflows

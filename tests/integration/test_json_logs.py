@@ -7,8 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from conftest import write_stages
-from support import cli_env, flowbot, spawn, stop
+from support import cli_env, flowbot, spawn, stop, write_stages
 
 STAGES = {
     "logged/workflow.py": """

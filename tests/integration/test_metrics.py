@@ -11,11 +11,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import write_stages
 from fakeslack import FakeSlack
 from prometheus_client.parser import text_string_to_metric_families
 from slack_sdk.errors import SlackApiError
-from support import drain, free_port
+from support import drain, free_port, write_stages
 
 from bot.context import make_client, slack_call_metrics
 from engine.runtime.app import App

@@ -9,9 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import write_stages
 from sqlalchemy import TextClause, text
-from support import FakeClock, cli_env, drain, eventually, flowbot, scalar
+from support import FakeClock, cli_env, drain, eventually, flowbot, scalar, write_stages
 
 from engine.loader import load_workflows
 from engine.runtime.lifecycle import open_app

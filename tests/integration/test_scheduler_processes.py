@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import write_stages
 from sqlalchemy import text
-from support import ROOT, cli_env, eventually, flowbot, spawn, stop
+from support import ROOT, cli_env, eventually, flowbot, spawn, stop, write_stages
 
 from engine.store.db import Database
 from engine.triggers.schedules import parse_schedule

@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 
 import aiohttp
-from conftest import write_stages
-from support import cli_env, drain, flowbot, run_once
+from support import cli_env, drain, flowbot, run_once, write_stages
 
 from engine.loader import load_workflows, package_version
 from engine.runtime import report
