@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.context import Send
 from engine.routing import Arrival, NewTask, new_task, unrouted
-from engine.store import pgcopy
+from engine.store import pgcopy, queries
 from engine.store.db import json_text
 from engine.store.ids import Uuid7Counter
 from engine.workflow import Stage, StageKind
@@ -146,7 +146,7 @@ class FreshRuns:
         return out
 
 
-_RUN_ROW = pgcopy.row_start(8)
-_TASK_ROW = pgcopy.row_start(13)
+_RUN_ROW = pgcopy.row_start(len(queries.COPY_RUNS.columns))
+_TASK_ROW = pgcopy.row_start(len(queries.COPY_TASKS.columns))
 #: Where available_at starts in a task row's tail (after status, max_attempts, lease, assignee).
 _DUE_AT = len(pgcopy.text("pending")) + 2 * len(pgcopy.int4(0)) + len(pgcopy.NULL)
