@@ -35,7 +35,7 @@ async def test_a_payload_containing_a_script_tag_is_shown_as_text(console, page)
     assert await page.evaluate("window.pwned") is None
     await _sign_in(page, console, "admin@example.com", role="admin")
     await page.goto(f"{console.base}/console/runs/{run_id}")
-    await page.get_by_text("Payload").first.click()
+    await page.locator("summary").first.click()
     assert "<script>window.pwned = 1</script>" in await page.locator("pre").nth(0).inner_text()
     assert await page.evaluate("window.pwned") is None
 

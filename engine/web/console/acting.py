@@ -1,8 +1,6 @@
-"""What the console's viewer may see and do, and doing it through the engine's own actions.
-
-Every state change goes through ``engine.people.actions`` (one submission of a task wins,
-whether it comes from the console, Slack or the API); the console adds no rule of its own here.
-"""
+"""What the console's viewer may see and do, through the engine's operations (``engine.ops``):
+the same access rule and audit trail as the CLI, the API and Slack. The console adds no rule of
+its own; a refusal comes back as a ``people.Result`` the pages show."""
 
 from __future__ import annotations
 
@@ -11,10 +9,16 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.errors import Conflict, Forbidden, Invalid, NotFound, Refused
 from engine.forms import Form
+from engine.ops import tasks as ops_tasks
+from engine.ops.access import Action, Resource, decide
+from engine.ops.actor import Actor, Edge, Role
+from engine.ops.base import Ops, ops_of
 from engine.people import actions as people
 from engine.runtime.app import App
 from engine.store.db import Row
+from engine.web.console.session import viewer_of
 from engine.workflow import Stage, StageKind, Workflow
 
 #: The open flowbot, on the console's sub-application.
@@ -30,27 +34,33 @@ def local_admin() -> str:
     return f"local:{user}"
 
 
-class Names:
-    """``people.actions.Directory`` for the console: an assignee entry is the person it names
-    (emails compared without case); teams are Slack's, which the Slack app resolves."""
+def actor(person: str, role: str) -> Actor:
+    """The engine's actor for a console viewer."""
+    return Actor(person, Role.ADMIN if role == "admin" else Role.MEMBER, Edge.WEB)
 
-    def __init__(self, app: App) -> None:
-        self.fallback = app.state.get("people.directory")
 
-    async def identity(self, entry: str) -> str:
-        """The identity of an assignee entry."""
-        return entry.lower() if "@" in entry else entry
+def ops_for(request: web.Request) -> Ops:
+    """The engine's operations for the app serving ``request``."""
+    return ops_of(request.config_dict[APP_KEY])
 
-    async def is_member(self, team: str, actor: str) -> bool:
-        """Whether ``actor`` is in ``team`` (only the Slack app knows teams)."""
-        if self.fallback is not None:
-            return bool(await self.fallback.is_member(team, actor))
-        return False
+
+def actor_of(request: web.Request) -> Actor:
+    """The actor of a signed-in request."""
+    viewer = viewer_of(request)
+    assert viewer.person is not None
+    return actor(viewer.person, viewer.role)
 
 
 async def teams_of(app: App, person: str) -> list[str]:
-    """The teams whose tasks ``person`` may claim (none known without the engine's team list)."""
-    return []
+    """The team handles (as assignees spell them) whose tasks ``person`` may claim, from the
+    teams file beside the workflows."""
+    ops = ops_of(app)
+    names = {n.lower() for n in await ops.people.aliases(person)}
+    found = []
+    for handle, members in ops.people.teams.items():
+        if names & {m.lower() for m in members}:
+            found += [handle, "@" + handle, "#" + handle]
+    return found
 
 
 def names_of(person: str) -> list[str]:
@@ -59,10 +69,10 @@ def names_of(person: str) -> list[str]:
 
 
 async def may_open(app: App, task: Row, person: str, role: str) -> bool:
-    """Whether the viewer may open and submit ``task``: an assignee (or a team member), or an admin."""
-    if role == "admin":
-        return True
-    return await people.may_act(task, person.lower() if "@" in person else person, Names(app))
+    """Whether the viewer may open and submit ``task`` (its assignees, a team member, an admin)."""
+    ops = ops_of(app)
+    resource = Resource(workflow=ops.workflow(task["workflow"]), task=task)
+    return await decide(actor(person, role), Action.SUBMIT, resource, ops.people) is not None
 
 
 def start_stages(app: App) -> list[Stage]:
@@ -73,38 +83,38 @@ def start_stages(app: App) -> list[Stage]:
     return out
 
 
-def may_start(workflow: Workflow, person: str, role: str) -> bool:
-    """Whether the viewer may start ``workflow`` (``starters=`` names them, or names nobody)."""
-    if role == "admin" or workflow.starters is None:
-        return True
-    return any(isinstance(s, str) and s.lower() == person.lower() for s in workflow.starters)
+async def may_start(app: App, workflow: Workflow, person: str, role: str) -> bool:
+    """Whether the viewer may start ``workflow`` (its starters, operators, admins)."""
+    ops = ops_of(app)
+    return await decide(actor(person, role), Action.START, Resource(workflow=workflow), ops.people) is not None
+
+
+def _result(exc: Refused) -> people.Result:
+    if isinstance(exc, Invalid):
+        return people.Result(people.INVALID, errors=dict(exc.errors or {}), message=str(exc))
+    if isinstance(exc, Forbidden):
+        return people.Result(people.FORBIDDEN, message=str(exc))
+    if isinstance(exc, Conflict) and exc.extra.get("by"):
+        return people.Result(people.ALREADY, by=str(exc.extra["by"]), message=str(exc))
+    if isinstance(exc, NotFound):
+        return people.Result(people.GONE, message=str(exc))
+    return people.Result(people.GONE, message=str(exc))
 
 
 async def submit(app: App, task: Row, answers: dict[str, Any], person: str, role: str, form: Form) -> people.Result:
-    """Submit a task's answers as the viewer (an admin acts in the assignee's place)."""
-    actor = person.lower() if "@" in person else person
-    directory: Any = Names(app)
-    if role == "admin" and not await people.may_act(task, actor, directory):
-        directory = _Everyone(actor)
-    return await people.submit(app.store, int(task["id"]), answers, actor, directory,
-                               max_payload_bytes=app.settings.max_payload_bytes, form=form,
-                               effect={"via": "web"})
+    """Submit a task's answers as the viewer (``engine.ops.tasks.submit``: checked, audited)."""
+    try:
+        done = await ops_tasks.submit(ops_of(app), task["id"], answers, actor(person, role))
+    except Refused as exc:
+        return _result(exc)
+    return people.Result(people.COMPLETED, by=person, run_id=done["run_id"])
 
 
-async def start(app: App, stage: Stage, answers: dict[str, Any], person: str, form: Form) -> people.Result:
-    """Start a run from a start form, as the viewer."""
-    return await people.start(app.store, stage, {}, answers, person, max_payload_bytes=app.settings.max_payload_bytes,
-                              trigger={"kind": "form", "user": person, "via": "web"}, form=form)
-
-
-class _Everyone:
-    """The directory of an admin: every task is theirs to act on."""
-
-    def __init__(self, actor: str) -> None:
-        self.actor = actor
-
-    async def identity(self, entry: str) -> str:
-        return self.actor
-
-    async def is_member(self, team: str, actor: str) -> bool:
-        return True
+async def start(app: App, stage: Stage, answers: dict[str, Any], person: str, role: str,
+                form: Form) -> people.Result:
+    """Start a run from a start form as the viewer (``engine.ops.tasks.start``)."""
+    try:
+        done = await ops_tasks.start(ops_of(app), stage.workflow.name, answers, actor(person, role))
+    except Refused as exc:
+        return _result(exc)
+    return people.Result(people.COMPLETED, by=person, run_id=done["run_id"])

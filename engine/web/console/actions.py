@@ -1,20 +1,29 @@
-"""What operators do from the console's pages: start a run with a payload, fire a job now.
+"""What people and operators do from the console's pages: cancel, retry and rerun a run; claim,
+reassign and retry a task; retry or discard an outbox effect (each through the engine operation,
+``engine.ops``, which checks who may do it and writes the audit record with the change); start
+a run with a payload and fire a job now (admins).
 
-Each is a POST carrying the session's CSRF token; a refusal changes nothing and says why.
+Each is a POST carrying the session's CSRF token; a refusal changes nothing and says why (404,
+403, 409, 422).
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aiohttp import web
 
 from engine.context import check_payload
-from engine.errors import FlowbotError, UnknownWorkflow
+from engine.errors import FlowbotError, Invalid, Refused, UnknownWorkflow
+from engine.ops import outbox as ops_outbox
+from engine.ops import runs as ops_runs
+from engine.ops import tasks as ops_tasks
 from engine.triggers.jobs.firing import find_job, fire
+from engine.web.console.acting import actor_of, ops_for
 from engine.web.console.ops_pages import admin_only
 from engine.web.console.people_pages import app_of, signed_in
-from engine.web.console.render import message
+from engine.web.console.render import message, wants_json
 from engine.web.console.session import viewer_of
 
 routes = web.RouteTableDef()
@@ -68,3 +77,105 @@ async def fire_job(request: web.Request) -> web.Response:
     return message(request, "Job fired" if result.status == "fired" else "Job did not fire", text,
                    status=200 if result.status == "fired" else 409,
                    back=f"/console/workflows/{job.stage.workflow.name}")
+
+
+def _done(request: web.Request, to: str, result: dict[str, Any]) -> web.StreamResponse:
+    if wants_json(request):
+        return web.json_response(result)
+    raise web.HTTPSeeOther(to)
+
+
+def _refused(request: web.Request, exc: Refused, back: str) -> web.Response:
+    text = str(exc)
+    if isinstance(exc, Invalid) and exc.errors:
+        text += " " + "; ".join(f"{k}: {v}" for k, v in exc.errors.items())
+    return message(request, "Not done", text, status=exc.status, kind="error", back=back)
+
+
+@routes.post("/runs/{id}/cancel")
+async def cancel(request: web.Request) -> web.StreamResponse:
+    signed_in(request)
+    run = request.match_info["id"]
+    posted = await request.post()
+    try:
+        result = await ops_runs.cancel(ops_for(request), run, actor_of(request),
+                                       str(posted.get("reason") or "").strip() or None)
+    except Refused as exc:
+        return _refused(request, exc, f"/console/runs/{run}")
+    return _done(request, f"/console/runs/{run}", result)
+
+
+@routes.post("/runs/{id}/retry")
+async def retry(request: web.Request) -> web.StreamResponse:
+    signed_in(request)
+    run = request.match_info["id"]
+    try:
+        result = await ops_runs.retry(ops_for(request), run, actor_of(request))
+    except Refused as exc:
+        return _refused(request, exc, f"/console/runs/{run}")
+    return _done(request, f"/console/runs/{run}", result)
+
+
+@routes.post("/runs/{id}/rerun")
+async def rerun(request: web.Request) -> web.StreamResponse:
+    signed_in(request)
+    run = request.match_info["id"]
+    posted = await request.post()
+    raw = str(posted.get("payload") or "").strip()
+    payload = None
+    if raw:
+        try:
+            payload = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            return message(request, "Not done", f"The payload is not JSON: {exc}", status=422, kind="error",
+                           back=f"/console/runs/{run}")
+    try:
+        result = await ops_runs.rerun(ops_for(request), run, actor_of(request), payload)
+    except Refused as exc:
+        return _refused(request, exc, f"/console/runs/{run}")
+    return _done(request, f"/console/runs/{result['run_id']}", result)
+
+
+@routes.post("/tasks/{id:\\d+}/claim")
+async def claim(request: web.Request) -> web.StreamResponse:
+    signed_in(request)
+    task = request.match_info["id"]
+    try:
+        result = await ops_tasks.claim(ops_for(request), task, actor_of(request))
+    except Refused as exc:
+        return _refused(request, exc, "/console/inbox")
+    return _done(request, f"/console/tasks/{task}", result)
+
+
+@routes.post("/tasks/{id:\\d+}/reassign")
+async def reassign(request: web.Request) -> web.StreamResponse:
+    signed_in(request)
+    task = request.match_info["id"]
+    posted = await request.post()
+    try:
+        result = await ops_tasks.reassign(ops_for(request), task, str(posted.get("to") or ""), actor_of(request))
+    except Refused as exc:
+        return _refused(request, exc, f"/console/tasks/{task}")
+    return _done(request, f"/console/runs/{result['run_id']}", result)
+
+
+@routes.post("/tasks/{id:\\d+}/retry")
+async def retry_task(request: web.Request) -> web.StreamResponse:
+    signed_in(request)
+    task = request.match_info["id"]
+    try:
+        result = await ops_tasks.retry(ops_for(request), task, actor_of(request))
+    except Refused as exc:
+        return _refused(request, exc, "/console/tasks")
+    return _done(request, f"/console/runs/{result['run_id']}", result)
+
+
+@routes.post("/outbox/{id:\\d+}/{action:retry|discard}")
+async def outbox_change(request: web.Request) -> web.StreamResponse:
+    signed_in(request)
+    change = ops_outbox.retry if request.match_info["action"] == "retry" else ops_outbox.discard
+    try:
+        result = await change(ops_for(request), request.match_info["id"], actor_of(request))
+    except Refused as exc:
+        return _refused(request, exc, "/console/outbox")
+    return _done(request, "/console/outbox", result)

@@ -18,10 +18,12 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from engine.errors import UnknownWorkflow
+from engine.ops.access import Action, Resource, decide
+from engine.ops.base import ops_of
 from engine.runtime.app import App
 from engine.store import console_queries as q
 from engine.store import queries
-from engine.web.console import board, graphsvg
+from engine.web.console import acting, board, graphsvg
 from engine.web.console.live import CLOSED, Hub
 from engine.web.console.people_pages import app_of, signed_in
 from engine.web.console.render import message, page, wants_json
@@ -145,18 +147,24 @@ async def board_live(request: web.Request) -> web.StreamResponse:
 # --- run ---------------------------------------------------------------------------------------
 
 
-async def _may_read_run(app: App, report: dict[str, Any], person: str, role: str) -> bool:
-    if role == "admin":
-        return True
-    if ((report.get("trigger") or {}).get("user") or "").lower() == person.lower():
-        return True
-    for step in report["steps"]:
-        who = step.get("assignee") or {}
-        if person in (who.get("users") or []) or person.lower() in (who.get("users") or []):
-            return True
-        if step.get("completed_by") in (person, person.lower()):
-            return True
-    return False
+async def _allowed(app: App, report: dict[str, Any], person: str, role: str) -> tuple[bool, list[str]]:
+    """Whether the viewer may read the run, and the actions they may take on it (the engine's
+    access rule, as every edge applies it)."""
+    ops = ops_of(app)
+    who = acting.actor(person, role)
+    run = await app.store.get_run(report["id"])
+    resource = Resource(workflow=ops.workflow(report["workflow"]), run=run,
+                        assignees=[s["assignee"] for s in report["steps"] if s.get("assignee")])
+    if await decide(who, Action.READ_RUN, resource, ops.people) is None:
+        return False, []
+    actions = []
+    if report["status"] in ("running", "waiting") and await decide(who, Action.CANCEL_RUN, resource, ops.people):
+        actions.append("cancel")
+    if report["status"] == "failed" and await decide(who, Action.RETRY_RUN, resource, ops.people):
+        actions.append("retry")
+    if await decide(who, Action.RERUN, resource, ops.people):
+        actions.append("rerun")
+    return True, actions
 
 
 @routes.get("/runs/{id}")
@@ -170,7 +178,8 @@ async def run_page(request: web.Request) -> web.Response:
     report = await app.store.report(run_id)
     if report is None:
         return message(request, "No such run", f"There is no run {run_id}.", status=404, kind="error")
-    if not await _may_read_run(app, report, person, role):
+    may_read, actions = await _allowed(app, report, person, role)
+    if not may_read:
         return message(request, "Not allowed", "You may not see this run.", status=403, kind="error")
     admin = role == "admin"
     steps = []
@@ -191,7 +200,8 @@ async def run_page(request: web.Request) -> web.Response:
         failed = {s["stage"] for s in steps if s["status"] == "failed"}
         graph = await graphsvg.run_graph(wf, visited, current, failed)
     return page(request, "run.html", {"nav": "board", "run": report, "steps": steps, "events": events,
-                                      "graph": graph, "workflow": wf, "admin": admin},
+                                      "graph": graph, "workflow": wf, "admin": admin, "actions": actions,
+                                      "rerun_payload": ""},
                 data={**report, "events": events})
 
 

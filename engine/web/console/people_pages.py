@@ -146,7 +146,7 @@ async def inbox(request: web.Request) -> web.Response:
                                                            "names": names, "limit": 200})
     tasks = [{**dict(r), "title": await _task_title(app, r)} for r in rows]
     starts = [{"workflow": s.workflow.name, "stage": s.name, "title": s.workflow.title or s.workflow.name}
-              for s in acting.start_stages(app) if acting.may_start(s.workflow, person, role)]
+              for s in acting.start_stages(app) if await acting.may_start(app, s.workflow, person, role)]
     return page(request, "inbox.html", {"nav": "inbox", "tasks": tasks, "starts": starts})
 
 
@@ -166,7 +166,7 @@ async def _open_task(request: web.Request) -> tuple[App, Row, Stage, Form, str, 
     if task["kind"] != StageKind.FORM.value:
         raise web.HTTPFound(f"/console/runs/{task['run_id']}")
     if task["status"] != "pending":
-        done = await people.check(app.store, task_id, person, acting.Names(app), task=task)
+        done = await people.check(app.store, task_id, person, acting.ops_of(app).people, task=task)
         text = (f"{done.by} completed it at {done.at:%Y-%m-%d %H:%M} UTC." if done.by and done.at
                 else done.message or f"It is {task['status']}.")
         return message(request, "Nothing left to do", text, status=409, back="/console/inbox", kind="info")
@@ -182,7 +182,8 @@ async def _open_task(request: web.Request) -> tuple[App, Row, Stage, Form, str, 
 
 
 def _form_page(request: web.Request, form: Form, current: Page, payload: dict[str, Any], answers: dict[str, Any],
-               errors: dict[str, str], *, options_url: str, context_line: str, status: int = 200) -> web.Response:
+               errors: dict[str, str], *, options_url: str, context_line: str, status: int = 200,
+               task: Row | None = None) -> web.Response:
     approval = isinstance(form, Approval)
     if approval:
         assert isinstance(form, Approval)
@@ -197,6 +198,8 @@ def _form_page(request: web.Request, form: Form, current: Page, payload: dict[st
         form.next_page(current, answers) is None else form.next_label,
         "approve_label": getattr(form, "approve_label", ""), "decline_label": getattr(form, "decline_label", ""),
         "options_url": options_url, "context_line": context_line,
+        "task_id": task["id"] if task else None,
+        "team": bool(task and (task.get("assignee") or {}).get("team") and not task["assignee"].get("claimed_by")),
     }
     data = {"title": context["title"], "page": current.name, "errors": errors,
             "fields": [{"name": i.name, "kind": i.kind, "label": i.label, "required": i.required, "value": i.value,
@@ -244,7 +247,7 @@ async def task_form(request: web.Request) -> web.Response:
         return opened
     _app, task, _stage, form, _p, _r = opened
     return _form_page(request, form, form.first_page(), task["payload"], {}, {},
-                      options_url=f"/console/tasks/{task['id']}/options", context_line=_context_line(task))
+                      options_url=f"/console/tasks/{task['id']}/options", context_line=_context_line(task), task=task)
 
 
 @routes.post("/tasks/{id:\\d+}")
@@ -313,7 +316,7 @@ def _options(form: Form, name: str, query: str, payload: dict[str, Any]) -> web.
 # --- start forms -------------------------------------------------------------------------------
 
 
-async def _open_start(request: web.Request) -> tuple[App, Stage, Form, str] | web.Response:
+async def _open_start(request: web.Request) -> tuple[App, Stage, Form, str, str] | web.Response:
     app = app_of(request)
     person, role = signed_in(request)
     try:
@@ -324,11 +327,11 @@ async def _open_start(request: web.Request) -> tuple[App, Stage, Form, str] | we
     if stage.kind is not StageKind.FORM or not stage.is_start:
         return message(request, "No such form", f"{wf.name}/{stage.name} is not a start form.", status=404,
                        kind="error")
-    if not acting.may_start(wf, person, role):
+    if not await acting.may_start(app, wf, person, role):
         return message(request, "Not allowed", f"You may not start {wf.title or wf.name}.", status=403, kind="error")
     form = await people.load_form(stage, task_of({"id": None, "type": "start", "payload": {}, "run_id": None,
                                                   "stage": stage.name}))
-    return app, stage, form, person
+    return app, stage, form, person, role
 
 
 @routes.get("/start/{workflow}/{stage}")
@@ -336,7 +339,7 @@ async def start_form(request: web.Request) -> web.Response:
     opened = await _open_start(request)
     if isinstance(opened, web.Response):
         return opened
-    _app, stage, form, _person = opened
+    _app, stage, form, _person, _role = opened
     return _form_page(request, form, form.first_page(), {}, {}, {}, options_url=request.path + "/options",
                       context_line=f"Starts a run of {stage.workflow.title or stage.workflow.name}")
 
@@ -346,12 +349,12 @@ async def start_submit(request: web.Request) -> web.Response:
     opened = await _open_start(request)
     if isinstance(opened, web.Response):
         return opened
-    app, stage, form, person = opened
+    app, stage, form, person, role = opened
     line = f"Starts a run of {stage.workflow.title or stage.workflow.name}"
     answers, response = await _walk(request, form, {}, request.path + "/options", line)
     if response is not None:
         return response
-    result = await acting.start(app, stage, answers, person, form)
+    result = await acting.start(app, stage, answers, person, role, form)
     if result.ok and result.run_id:
         raise web.HTTPSeeOther(f"/console/runs/{result.run_id}")
     return _outcome(request, form, {}, answers, result, line, request.path + "/options")

@@ -104,7 +104,8 @@ def read(request: web.Request, signer: Signer) -> Viewer:
 
 def sign_in(viewer: Viewer, person: str, role: str) -> None:
     """Make ``viewer`` signed in as ``person`` (a new CSRF token: the old one was seen signed out)."""
-    viewer.person, viewer.role = person, role
+    # An email names one person however it is capitalised.
+    viewer.person, viewer.role = (person.lower() if "@" in person else person), role
     viewer.csrf = secrets.token_urlsafe(24)
     viewer.expires = int(time.time()) + SESSION_SECONDS
     viewer.dirty = True
