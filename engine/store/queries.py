@@ -148,7 +148,8 @@ RUN_STEPS = text(
     SELECT t.id AS task_id, t.stage, t.kind, t.type, t.status, t.attempts, t.max_attempts, t.payload,
            t.started_at, t.finished_at, t.created_at, t.available_at, t.error, t.log, t.assignee, t.completed_by,
            t.workflow_version,
-           w.event AS wait_event, w.key AS wait_key, w.deadline AS wait_deadline
+           w.event AS wait_event, w.key AS wait_key, w.deadline AS wait_deadline,
+           EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = t.id) AS ever_moved
     FROM tasks t LEFT JOIN event_waits w ON w.task_id = t.id
     WHERE t.run_id = :id ORDER BY t.id
     """
@@ -410,13 +411,14 @@ GET_TASK = text("SELECT * FROM tasks WHERE id = :id")
 SET_TASK_ASSIGNEE = text("UPDATE tasks SET assignee = :assignee WHERE id = :id")
 
 # -- name: list_tasks -- tasks, newest first, optionally filtered; a timed task not yet due shows as
-# -- "scheduled" (it is pending, and claimable from due_at).
+# -- "scheduled" (pending, never claimed, claimable from due_at; a retry's or a release's wait is not).
 LIST_TASKS = text(
     """
     SELECT * FROM (
         SELECT id, run_id, workflow, stage, kind, type,
-               CASE WHEN status = 'pending' AND kind = 'script' AND attempts = 0
-                         AND available_at > CAST(:now AS timestamptz) THEN 'scheduled' ELSE status END AS status,
+               CASE WHEN status = 'pending' AND kind = 'script' AND available_at > CAST(:now AS timestamptz)
+                         AND NOT EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = tasks.id)
+                    THEN 'scheduled' ELSE status END AS status,
                attempts, max_attempts, assignee, error, created_at, available_at AS due_at, started_at, finished_at
         FROM tasks
     ) t

@@ -58,7 +58,7 @@ def _step(s: Row, now: dt.datetime) -> dict[str, Any]:
     wait says what it waits for."""
     status = s["status"]
     scheduled = status == "pending" and s["kind"] == "script" and s["available_at"] > now
-    if scheduled and s["attempts"] == 0:
+    if scheduled and not s["ever_moved"]:  # never claimed: a timed task (not a retry or a release)
         status = "scheduled"
     step = {
         "stage": s["stage"], "task_id": s["task_id"], "kind": s["kind"], "type": s["type"],

@@ -312,8 +312,8 @@ async def test_an_unknown_status_filter_is_400_listing_the_valid_ones(api) -> No
     assert body["error"] == "unknown run status 'bogus': use one of running, waiting, completed, failed, cancelled"
     status, body = await api.call("GET", "/api/tasks?status=done")
     assert status == 400
-    assert body["error"] == ("unknown task status 'done': use one of pending, locked, completed, failed, "
-                            "cancelled, scheduled")
+    assert body["error"] == ("unknown task status 'done': use one of pending, locked, completed, failed, cancelled, "
+                             "scheduled")
 
 
 async def test_timestamps_in_lists_are_iso_8601(api) -> None:
