@@ -89,7 +89,8 @@ def test_an_unknown_status_is_refused_listing_the_valid_ones(env) -> None:
     line = _one_line(flowbot("runs", "--status", "bogus", env=env))
     assert line == "flowbot: unknown run status 'bogus': use one of running, waiting, completed, failed, cancelled"
     line = _one_line(flowbot("tasks", "--status", "done", env=env))
-    assert line == "flowbot: unknown task status 'done': use one of pending, locked, completed, failed, cancelled"
+    assert line == ("flowbot: unknown task status 'done': use one of pending, locked, completed, failed, cancelled, "
+                    "scheduled")
 
 
 def test_a_stages_directory_that_does_not_exist_is_an_error_naming_it(database_url, tmp_path) -> None:
