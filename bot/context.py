@@ -222,6 +222,10 @@ class SlackDirectory:
         except UserNotFound:
             return entry
 
+    async def aliases(self, person: str) -> set[str]:
+        """The other names of ``person`` this workspace knows: an email's user id, a user id's email."""
+        return await store.aliases(self.resolver.db, person) if self.resolver.db is not None else set()
+
     async def members(self, team: str) -> list[str]:
         """The user ids of a user group or channel (UserGroupNotFound for an unknown handle)."""
         team = team.strip()

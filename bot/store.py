@@ -102,6 +102,15 @@ TOOK_PART_IN_RUN = text(
 # -- name: delete_slack_messages -- forget a task's cards (it was reassigned: new cards follow).
 DELETE_SLACK_MESSAGES = text("DELETE FROM slack_task_messages WHERE task_id = :task_id")
 
+# -- name: person_aliases -- the other names of a person (email <-> Slack user id, as cached).
+PERSON_ALIASES = text(
+    """
+    SELECT user_id AS alias FROM slack_users WHERE email = lower(:who)
+    UNION
+    SELECT email FROM slack_users WHERE user_id = :who
+    """
+)
+
 
 # --- cards ---------------------------------------------------------------------------------------
 
@@ -131,6 +140,11 @@ async def cached_user(db: Database, email: str) -> str | None:
     """The Slack user id cached for ``email`` (lower-cased), if any."""
     row = await db.fetch_one(GET_SLACK_USER, {"email": email})
     return str(row["user_id"]) if row else None
+
+
+async def aliases(db: Database, person: str) -> set[str]:
+    """The other names of ``person`` as cached: the Slack id of an email, the email of a Slack id."""
+    return {str(r["alias"]) for r in await db.fetch_all(PERSON_ALIASES, {"who": person})}
 
 
 async def cache_user(db: Database, email: str, user_id: str) -> None:

@@ -1,8 +1,8 @@
 """People and teams as the engine knows them, with or without Slack.
 
 A person is an email or a Slack user id, and a Slack user is the same person as their email (as
-the Slack app cached it). A team is a Slack user group or channel, or a handle of the teams file
-beside the workflows (``teams.toml``: ``handle = ["ann@example.com", ...]``), which is what
+the Slack app knows them, when it runs). A team is a Slack user group or channel, or a handle of
+the teams file beside the workflows (``teams.toml``: ``handle = ["ann@example.com", ...]``), which is what
 teams are made of when Slack is off.
 """
 
@@ -18,7 +18,6 @@ from engine.assignees import Team
 from engine.errors import ConfigError
 from engine.ops.actor import USER_ID_RE
 from engine.people.actions import Directory
-from engine.store import ops_queries
 from engine.store.db import Database
 
 TEAMS_FILE = "teams.toml"
@@ -57,19 +56,21 @@ def is_team_ref(ref: Any) -> bool:
 
 @dataclass
 class People:
-    """``engine.people.actions.Directory`` for the engine's edges: identities through the cached
-    email <-> Slack id pairs, teams through the teams file, then ``fallback`` (the Slack app's
-    directory, when it runs in this process)."""
+    """``engine.people.actions.Directory`` for the engine's edges: teams through the teams file,
+    then ``fallback`` (the Slack app's directory, when it runs in this process), which also knows
+    which email and Slack id are the same person."""
 
     db: Database
     teams: dict[str, list[str]] = field(default_factory=dict)
     fallback: Directory | None = None
 
     async def aliases(self, person: str) -> set[str]:
-        """Every name of ``person``: itself, and its email or Slack id as cached."""
+        """Every name of ``person``: itself, and the other names the fallback directory knows (the
+        Slack app: an email's Slack id, a Slack id's email)."""
         names = {person, person.lower()} if "@" in person else {person}
-        rows = await self.db.fetch_all(ops_queries.PERSON_ALIASES, {"who": person})
-        names.update(str(r["alias"]) for r in rows)
+        known = getattr(self.fallback, "aliases", None)
+        if known is not None:
+            names.update(await known(person))
         return names
 
     async def same(self, a: str, b: str) -> bool:

@@ -198,15 +198,6 @@ LIST_RUNS_VISIBLE = text(
 # Identities: a Slack user is the same person as their email
 # ---------------------------------------------------------------------------------------------
 
-# -- name: person_aliases -- the other names of a person (email <-> Slack user id, as cached).
-PERSON_ALIASES = text(
-    """
-    SELECT user_id AS alias FROM slack_users WHERE email = lower(:who)
-    UNION
-    SELECT email FROM slack_users WHERE user_id = :who
-    """
-)
-
 # ---------------------------------------------------------------------------------------------
 # The outbox as operators see it
 # ---------------------------------------------------------------------------------------------
