@@ -1082,6 +1082,22 @@ PURGE_HOOK_DELIVERIES = text(
     """
 )
 
+# -- name: purge_events -- one batch: events older than the lookback (a wait that begins now no
+# -- longer matches them), oldest first by id (the primary key), stopping at the first newer one.
+PURGE_EVENTS = text(
+    """
+    WITH old AS (
+        SELECT id FROM events WHERE created_at < CAST(:before AS timestamptz)
+        ORDER BY id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM events e USING old WHERE e.id = old.id RETURNING 1
+    )
+    SELECT count(*) AS n FROM gone
+    """
+)
+
 # -- name: purge_job_fires -- one batch: fire records before :before, except each job's latest
 # -- (the scheduler's catch-up rule asks whether a job has fired before).
 PURGE_JOB_FIRES = text(
@@ -1116,6 +1132,7 @@ COUNT_PURGEABLE = text(
               OR (run_id IS NULL AND task_id IS NULL AND status <> 'pending'
                   AND created_at < CAST(:runs_before AS timestamptz))) AS outbox,
            (SELECT count(*) FROM audit WHERE run_id IN (SELECT id FROM victims)) AS audit,
+           (SELECT count(*) FROM events WHERE created_at < CAST(:events_before AS timestamptz)) AS events,
            (SELECT count(*) FROM hook_deliveries WHERE created_at < CAST(:hooks_before AS timestamptz))
                AS hook_deliveries,
            (SELECT count(*) FROM job_fires f WHERE f.fire_time < CAST(:jobs_before AS timestamptz)

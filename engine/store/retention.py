@@ -8,7 +8,8 @@ A pass deletes, oldest first:
 - outbox rows tied to no run, delivered or failed before the same period;
 - hook delivery records older than their idempotency window (a redelivery after it starts new
   runs);
-- job fire records older than their period, except each job's latest.
+- job fire records older than their period, except each job's latest;
+- events older than the event lookback (no wait that begins can match them any more).
 
 Every batch is its own short transaction that skips (never waits for) rows another transaction
 holds, so workers claiming and committing are not held up, and a pass rests between batches as
@@ -54,6 +55,8 @@ class Policy:
     runs: dt.timedelta | None = dt.timedelta(days=30)
     hook_deliveries: dt.timedelta | None = dt.timedelta(days=7)
     job_fires: dt.timedelta | None = dt.timedelta(days=90)
+    #: Events, kept for waits that begin after them (``FLOWBOT_EVENT_LOOKBACK``).
+    events: dt.timedelta | None = dt.timedelta(days=1)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, runs: dt.timedelta | None = None) -> Policy:
@@ -63,7 +66,8 @@ class Policy:
             return None if days is None else dt.timedelta(days=days)
 
         return cls(runs=runs if runs is not None else keep(settings.retention_days),
-                   hook_deliveries=keep(settings.hook_delivery_days), job_fires=keep(settings.job_fire_days))
+                   hook_deliveries=keep(settings.hook_delivery_days), job_fires=keep(settings.job_fire_days),
+                   events=dt.timedelta(seconds=settings.event_lookback))
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Purged:
     task_events: int = 0
     outbox: int = 0
     audit: int = 0
+    events: int = 0
     hook_deliveries: int = 0
     job_fires: int = 0
 
@@ -111,25 +116,25 @@ class Purger:
         self.pause = pause
         self.clock = clock
 
-    def cutoffs(self) -> tuple[dt.datetime | None, dt.datetime | None, dt.datetime | None]:
-        """(runs, hook deliveries, job fires): records before these instants go."""
+    def cutoffs(self) -> tuple[dt.datetime | None, dt.datetime | None, dt.datetime | None, dt.datetime | None]:
+        """(runs, hook deliveries, job fires, events): records before these instants go."""
         now = self.clock()
         p = self.policy
         return tuple(None if keep is None else now - keep  # type: ignore[return-value]
-                     for keep in (p.runs, p.hook_deliveries, p.job_fires))
+                     for keep in (p.runs, p.hook_deliveries, p.job_fires, p.events))
 
     async def count(self) -> Purged:
         """What a pass would delete now (nothing is deleted)."""
-        runs, hooks, jobs = self.cutoffs()
-        row = await self.db.fetch_one(queries.COUNT_PURGEABLE,
-                                      {"runs_before": runs, "hooks_before": hooks, "jobs_before": jobs})
+        runs, hooks, jobs, events = self.cutoffs()
+        row = await self.db.fetch_one(queries.COUNT_PURGEABLE, {"runs_before": runs, "hooks_before": hooks,
+                                                                "jobs_before": jobs, "events_before": events})
         assert row is not None
         return Purged(**{k: int(v) for k, v in row.items()})
 
     async def purge(self, stop: asyncio.Event | None = None) -> Purged | None:
         """One pass; None when another process is purging (nothing done). ``stop`` ends it between
         batches (what was deleted stays deleted)."""
-        runs, hooks, jobs = self.cutoffs()
+        runs, hooks, jobs, events = self.cutoffs()
         done = Purged()
         async with self.db.session_lock(queries.TRY_LOCK_RETENTION, queries.UNLOCK_RETENTION) as taken:
             if not taken:
@@ -141,6 +146,8 @@ class Purger:
                 await self._batches(queries.PURGE_HOOK_DELIVERIES, hooks, done, stop, counted="hook_deliveries")
             if jobs is not None:
                 await self._batches(queries.PURGE_JOB_FIRES, jobs, done, stop, counted="job_fires")
+            if events is not None:
+                await self._batches(queries.PURGE_EVENTS, events, done, stop, counted="events")
         return done
 
     async def _batches(self, query: TextClause, before: dt.datetime, done: Purged, stop: asyncio.Event | None,

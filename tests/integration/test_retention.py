@@ -44,7 +44,7 @@ STAGES = {
 }
 
 DAY = 86400.0
-TABLES = ("runs", "tasks", "task_events", "outbox", "audit", "hook_deliveries", "job_fires")
+TABLES = ("runs", "tasks", "task_events", "outbox", "audit", "events", "hook_deliveries", "job_fires")
 
 
 async def counts(store: Store) -> dict[str, int]:
@@ -132,6 +132,10 @@ async def test_purge_deletes_old_finished_runs_with_their_rows_and_keeps_open_an
             await tx.execute(_sql("INSERT INTO audit (actor, edge, action, workflow, run_id) "
                                   "VALUES ('ana@example.com', 'cli', 'cancel', 'chain', CAST(:run AS uuid))"),
                              {"run": run_id})
+        # An event past the lookback, and one within it.
+        for name, age in (("paid", dt.timedelta(days=2)), ("paid", dt.timedelta(hours=1))):
+            await tx.execute(_sql("INSERT INTO events (name, key, created_at) VALUES (:name, 'o-1', :at)"),
+                             {"name": name, "at": world.real_now - age})
     before = await counts(store)
     assert before["outbox"] == 6, "each completed run posted once to Slack; the form's assignment"
     expected = await Purger(store.db, Policy()).count()
@@ -140,11 +144,13 @@ async def test_purge_deletes_old_finished_runs_with_their_rows_and_keeps_open_an
 
     assert done is not None
     assert done == expected
-    assert (done.runs, done.tasks, done.outbox, done.audit, done.hook_deliveries, done.job_fires) == (5, 8, 3, 1, 2, 2)
+    assert (done.runs, done.tasks, done.outbox, done.audit, done.events, done.hook_deliveries,
+            done.job_fires) == (5, 8, 3, 1, 1, 2, 2)
     assert await remaining_runs(store) == set(world.kept)
     after = await counts(store)
     assert {t: before[t] - after[t] for t in TABLES} == {
-        "runs": 5, "tasks": 8, "task_events": 15, "outbox": 3, "audit": 1, "hook_deliveries": 2, "job_fires": 2}
+        "runs": 5, "tasks": 8, "task_events": 15, "outbox": 3, "audit": 1, "events": 1, "hook_deliveries": 2,
+        "job_fires": 2}
     # claimed + completed (or failed) for each of the 7 tasks workers ran; the cancelled one has 1
     assert done.task_events == 15
     # Nothing of a purged run is left anywhere.
@@ -171,7 +177,7 @@ def _sql(sql: str) -> TextClause:
 
 async def test_periods_of_none_keep_everything(world: World) -> None:
     before = await counts(world.store)
-    done = await Purger(world.store.db, Policy(runs=None, hook_deliveries=None, job_fires=None)).purge()
+    done = await Purger(world.store.db, Policy(runs=None, hook_deliveries=None, job_fires=None, events=None)).purge()
     assert done == Purged()
     assert await counts(world.store) == before
 
@@ -213,8 +219,8 @@ async def test_flowbot_purge_dry_run_prints_counts_and_changes_nothing_then_purg
     before = await counts(world.store)
     dry = await asyncio.to_thread(flowbot, "purge", "--older-than", "30d", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
-    assert ("would purge 5 runs, 8 tasks, 15 task events, 3 outbox rows, 0 audit records, 2 hook deliveries, "
-            "2 job fires") in dry.stdout
+    assert ("would purge 5 runs, 8 tasks, 15 task events, 3 outbox rows, 0 audit records, 0 events, "
+            "2 hook deliveries, 2 job fires") in dry.stdout
     assert await counts(world.store) == before
 
     # --older-than decides for runs: 3 days purges the 29-day-old run too (not the 1- and 2-day ones).
