@@ -25,6 +25,8 @@ from engine.errors import ConfigError
 TASK: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("flowbot_task", default=None)
 
 FORMATS = ("text", "json")
+#: The format ``configure`` set (what ``say`` writes).
+current_format = "text"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: Attributes every LogRecord has: anything else on a record came from ``extra=``.
@@ -69,10 +71,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
+def say(message: str) -> None:
+    """One line for the person at the terminal, on stderr whatever the level: ``flowbot: ...``,
+    or with JSON logs a JSON object like the log's (so every stderr line stays one object)."""
+    if current_format == "json":
+        record = logging.LogRecord("flowbot", logging.INFO, "", 0, message, (), None)
+        print(JsonFormatter().format(record), file=sys.stderr, flush=True)
+    else:
+        print(f"flowbot: {message}", file=sys.stderr, flush=True)
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     """Log to stderr at ``level`` in ``fmt`` (text or json); quiet the chatty libraries."""
+    global current_format
     if fmt not in FORMATS:
         raise ConfigError(f"FLOWBOT_LOG_FORMAT must be text or json, got {fmt!r}")
+    current_format = fmt
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(TaskFields())

@@ -56,8 +56,11 @@ def tune_for_serving() -> None:
 
 
 def say(message: str) -> None:
-    """One line for the person at the terminal (stderr, so stdout stays the command's output)."""
-    print(f"flowbot: {message}", file=sys.stderr, flush=True)
+    """One line for the person at the terminal (stderr, so stdout stays the command's output; a
+    JSON object with JSON logs)."""
+    from engine import logs
+
+    logs.say(message)
 
 
 def _stop_on_signals(stop: asyncio.Event, grace: float) -> None:

@@ -4,10 +4,11 @@ about a task (the stage's own logging, a failure) names its run, task, stage and
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
-from support import cli_env, flowbot, spawn, stop, write_stages
+from support import FLOWBOT, ROOT, cli_env, flowbot, stop, write_stages
 
 STAGES = {
     "logged/workflow.py": """
@@ -38,14 +39,17 @@ def test_json_log_lines_carry_the_task_fields(raw_url: str, tmp_path: Path) -> N
     stages = write_stages(tmp_path / "stages", STAGES)
     env = cli_env(raw_url, stages, FLOWBOT_LOG_FORMAT="json", FLOWBOT_LOG_LEVEL="INFO",
                   FLOWBOT_HOME=str(tmp_path / "home"))
+    # stderr alone: the log, where even what flowbot says to the person is a JSON object (stdout
+    # is the command's output)
     log = tmp_path / "worker.log"
-    worker = spawn("worker", env=env, log=log)
+    with log.open("wb") as err:
+        worker = subprocess.Popen([*FLOWBOT, "worker"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     try:
         started = flowbot("trigger", "logged", "--payload", '{"topic": "metrics"}', "--wait", "--json", env=env)
         assert started.returncode == 1, started.stderr  # the run fails: sulk raises
         run_id = json.loads(started.stdout)["id"]
         deadline = time.monotonic() + 10
-        while "failed for good" not in log.read_text() and time.monotonic() < deadline:
+        while "its run have failed" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         stop(worker)
@@ -59,7 +63,7 @@ def test_json_log_lines_carry_the_task_fields(raw_url: str, tmp_path: Path) -> N
     assert isinstance(talk["task_id"], int)
     sulk = next(r for r in records if r["message"] == "about to sulk")
     assert (sulk["run_id"], sulk["stage"]) == (run_id, "sulk") and sulk["task_id"] != talk["task_id"]
-    failed = next(r for r in records if r.get("action") == "task_failed")
+    failed = next(r for r in records if r.get("action") == "stage_gave_up")
     assert (failed["run_id"], failed["task_id"], failed["workflow"], failed["stage"]) == (
         run_id, sulk["task_id"], "logged", "sulk")
     assert "RuntimeError: not today" in failed["message"]
