@@ -451,7 +451,10 @@ async def test_a_failed_attempt_is_logged_as_a_warning_with_its_traceback_and_th
         finally:
             stop.set()
             await running
-    [warning, *_] = [r for r in caplog.records if r.levelno == logging.WARNING and r.stage == "life/flaky"]
+    [warning, *_] = [r for r in caplog.records
+                     if r.levelno == logging.WARNING and (getattr(r, "workflow", None), getattr(r, "stage", None))
+                     == ("life", "flaky")]
+    assert (warning.task_id, warning.run_id) == (flaky_id, str(flaky_run))  # type: ignore[attr-defined]
     text = warning.getMessage()
     assert f"stage life/flaky failed (attempt 1 of 4; task {flaky_id}, run {flaky_run}), retrying in 2 s" in text
     assert "Traceback (most recent call last)" in text and "RuntimeError: boom on attempt 1" in text
