@@ -5,6 +5,8 @@ from __future__ import annotations
 from browsing import screenshot
 from test_browser_forms import _sign_in
 
+from engine.web.console.live import CHANGED, Hub
+
 EXPENSE = {"employee": "ann@example.com", "amount": 12, "currency": "EUR", "description": "Taxi",
            "manager_email": "max@example.com"}
 
@@ -51,3 +53,16 @@ async def test_the_run_page_draws_the_graph_with_the_run_path(console, page) -> 
     assert await page.locator("#n_done :is(path, polygon)").first.evaluate("e => getComputedStyle(e).fill") != \
         "rgb(231, 245, 236)"
     await screenshot(page, "run")
+
+
+async def test_a_run_started_between_drawing_the_board_and_opening_its_stream_is_told_at_once(console) -> None:
+    """The board page carries the mark it was drawn at; a change in the gap before the stream
+    opens is announced as the stream's first notice, not lost."""
+    hub = Hub(console.app.db, interval=3600)  # the poll never comes round again in this test
+    drawn_at = await hub.mark()
+    await console.trigger("expense", {**EXPENSE, "description": "In the gap"}, stage="review")
+    async with hub.subscribe(since=drawn_at) as queue:
+        assert queue.get_nowait() == CHANGED
+    async with hub.subscribe(since=await hub.mark()) as queue:
+        assert queue.empty()  # nothing moved since this board was drawn
+    await hub.close()

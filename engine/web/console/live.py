@@ -4,6 +4,10 @@ Each open board holds a Server-Sent Events stream and waits on its own queue, co
 while nothing happens. One task per process reads a change mark (the newest task id and the
 newest status change: two index lookups) every ``interval`` seconds, and only while at least one
 board is open; when the mark moves, each board is told once and fetches its columns again.
+
+A board page carries the mark it was drawn at and hands it back when it subscribes: if the runs
+moved between drawing the page and opening the stream, the board is told at once, so no change
+falls into the gap between the two.
 """
 
 from __future__ import annotations
@@ -35,13 +39,26 @@ class Hub:
         self._mark: Any = None
         self.polls = 0
 
+    async def mark(self) -> str:
+        """The change mark now, as a board page carries it (``"<newest task>.<newest event>"``)."""
+        return _text(await self._read())
+
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[str]]:
-        """A queue that receives CHANGED when runs move (and CLOSED when the server stops)."""
+    async def subscribe(self, since: str | None = None) -> AsyncIterator[asyncio.Queue[str]]:
+        """A queue that receives CHANGED when runs move (and CLOSED when the server stops).
+
+        ``since`` is the mark the board was drawn at: when the runs have moved since, the queue
+        holds CHANGED from the start.
+        """
         queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
         self._queues.add(queue)
+        if self._mark is None:  # the baseline the poll compares against, read before anyone listens
+            with contextlib.suppress(DatabaseError):
+                self._mark = await self._read()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll())
+        if since is not None and self._mark is not None and since != _text(self._mark):
+            queue.put_nowait(CHANGED)
         try:
             yield queue
         finally:
@@ -55,9 +72,8 @@ class Hub:
     async def _poll(self) -> None:
         while self._queues:
             try:
-                row = await self.db.fetch_one(q.CHANGE_MARK)
+                mark = await self._read()
                 self.polls += 1
-                mark = (row["tasks"], row["events"]) if row else None
                 if self._mark is not None and mark != self._mark:
                     self._tell(CHANGED)
                 self._mark = mark
@@ -65,6 +81,10 @@ class Hub:
                 log.warning("live board: %s", exc, extra={"action": "console_live_error"})
             await asyncio.sleep(self.interval)
         self._mark = None
+
+    async def _read(self) -> tuple[int, int]:
+        row = await self.db.fetch_one(q.CHANGE_MARK)
+        return (row["tasks"], row["events"]) if row else (0, 0)
 
     def _tell(self, what: str) -> None:
         for queue in list(self._queues):
@@ -81,3 +101,7 @@ class Hub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _text(mark: tuple[int, int]) -> str:
+    return f"{mark[0]}.{mark[1]}"

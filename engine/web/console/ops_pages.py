@@ -76,6 +76,7 @@ def _columns_json(columns: list[board.Column]) -> list[dict[str, Any]]:
 @routes.get("/board")
 async def board_page(request: web.Request) -> web.Response:
     app = app_of(request)
+    mark = await request.app[HUB_KEY].mark()  # read before the columns: a change after it is told
     try:
         form, columns = await _board_data(request)
     except board.BadFilter as exc:
@@ -84,7 +85,7 @@ async def board_page(request: web.Request) -> web.Response:
     return page(request, "board.html", {
         "nav": "board", "form": form, "columns": columns, "workflows": workflows, "statuses": board.STATUSES,
         "qs": _qs(form), "fragment": "/console/board/columns?" + _qs(form),
-        "live": "/console/board/live",
+        "live": "/console/board/live?" + urlencode({"since": mark}),
     }, data={"filters": form, "columns": _columns_json(columns)})
 
 
@@ -124,7 +125,7 @@ async def board_more(request: web.Request) -> web.Response:
 async def board_live(request: web.Request) -> web.StreamResponse:
     signed_in(request)
     hub = request.app[HUB_KEY]
-    async with hub.subscribe() as queue, sse_response(request) as stream:
+    async with hub.subscribe(since=request.query.get("since")) as queue, sse_response(request) as stream:
         await stream.send("live", event="hello")
         closed = asyncio.ensure_future(stream.wait())
         try:
