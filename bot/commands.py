@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from bot import messages, store
 from bot.blocks import chunks, context, escape, header, section
-from bot.context import USER_ID_RE, BotContext, UserNotFound
-from engine.assignees import Team
+from bot.context import BotContext, slack_actor
 from engine.context import check_payload
 from engine.errors import DatabaseUnavailable, FlowbotError, Refused, UnknownWorkflow
 from engine.forms import FormError
 from engine.ops import runs as run_ops
-from engine.ops.actor import Actor, Edge, Role
+from engine.ops.access import Action, Resource, decide
 from engine.ops.base import ops_of
 from engine.people import actions as people
 from engine.workflow import StageKind, Workflow
@@ -167,31 +166,21 @@ def startable(wf: Workflow) -> bool:
 
 
 async def may_start(ctx: BotContext, wf: Workflow, user_id: str) -> bool:
-    """Whether ``user_id`` is one of the workflow's ``starters`` (everyone when it has none)."""
-    if wf.starters is None:
-        return True
-    for ref in wf.starters:
-        value = (ref.ref if isinstance(ref, Team) else str(ref)).strip()
-        if value == user_id:
-            return True
-        if "@" in value and not value.startswith("@"):
-            try:
-                if await ctx.resolver.user_id(value) == user_id:
-                    return True
-            except UserNotFound:
-                continue
-        elif not USER_ID_RE.match(value) and await ctx.directory.is_member(value, user_id):
-            return True
-    return False
+    """Whether ``user_id`` may start ``wf``: the engine's access rule (its ``starters``, or
+    everyone when it names none; its operators)."""
+    return await ops_of(ctx.app).require_or_none(slack_actor(user_id), Action.START, workflow=wf.name) is not None
 
 
 async def may_see_run(ctx: BotContext, report: dict[str, Any], user_id: str) -> bool:
-    """Whether ``user_id`` may see a run's report in Slack: they took part in it (started it,
-    answered one of its forms or were asked to), or may start its workflow."""
-    if await store.took_part(ctx.app.db, report["id"], user_id):
+    """Whether ``user_id`` may see a run's report in Slack: the engine's access rule (they started
+    it or are asked in it; its workflow's operators and viewers), or they answered one of its forms."""
+    ops = ops_of(ctx.app)
+    run = await ctx.store.get_run(report["id"])
+    resource = Resource(workflow=ops.workflow(report["workflow"]), run=run,
+                        assignees=[s["assignee"] for s in report["steps"] if s.get("assignee")])
+    if await decide(slack_actor(user_id), Action.READ_RUN, resource, ops.people) is not None:
         return True
-    wf = ctx.app.registry.workflows.get(report["workflow"])
-    return wf is not None and await may_start(ctx, wf, user_id)
+    return await store.took_part(ctx.app.db, report["id"], user_id)
 
 
 # --- subcommands -----------------------------------------------------------------------------------
@@ -230,9 +219,13 @@ async def start(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
     if len(starts) != 1:
         reason = "it has no start stage" if not starts else "it has several start stages"
         return Reply(messages.not_startable(escape(wf.title), reason))
-    run_id, _task = await ctx.store.start_run(
-        starts[0], payload, trigger={"kind": "slack", "user": cmd.user_id, "command": COMMAND},
-        context={STARTED_BY: cmd.user_id})
+    try:
+        started = await run_ops.trigger(ops_of(ctx.app), wf.name, payload, slack_actor(cmd.user_id),
+                                        stage=starts[0].name, trigger={"command": COMMAND},
+                                        context={STARTED_BY: cmd.user_id})
+    except FlowbotError as exc:
+        return Reply(messages.start_failed(escape(wf.title), escape(str(exc))))
+    run_id = started["run_id"]
     from bot.home import refresh_quietly
 
     await refresh_quietly(ctx, cmd.user_id)
@@ -333,11 +326,6 @@ async def retry(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
     except Refused as exc:
         return Reply(messages.refused(escape(str(exc))))
     return Reply(messages.run_retried(done["run_id"], done["retried"]))
-
-
-def slack_actor(user_id: str) -> Actor:
-    """A Slack user acting through the slash command (their rights come from the workflows)."""
-    return Actor(user_id, Role.MEMBER, Edge.SLACK)
 
 
 Handler = Callable[[BotContext, Command, list[str]], Awaitable[Reply]]

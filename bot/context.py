@@ -21,8 +21,14 @@ from bot import store
 from bot.acks import FollowUps, Priority
 from bot.identity import BotIdentity
 from engine import metrics
+from engine.ops import tasks as task_ops
+from engine.ops.access import Action
+from engine.ops.actor import Actor, Edge, Role
+from engine.ops.base import ops_of
+from engine.people import actions as people
 from engine.settings import Settings
-from engine.store.db import Database
+from engine.store.audit import Entry as AuditEntry
+from engine.store.db import Database, Row
 
 if TYPE_CHECKING:
     from engine.runtime.app import App
@@ -167,6 +173,19 @@ class BotContext:
     def store(self) -> Store:
         """The engine's task store (shortcut)."""
         return self.app.store
+
+
+def slack_actor(user_id: str) -> Actor:
+    """A Slack user as the engine's operations see them: a member, whose rights come from the
+    workflows (starters, operators, viewers) and their tasks."""
+    return Actor(user_id, Role.MEMBER, Edge.SLACK)
+
+
+async def authorize(ctx: BotContext, task_id: int, user_id: str, action: Action, *,
+                    task: Row | None = None) -> tuple[people.Result, AuditEntry | None]:
+    """The engine's access rule for a Slack user's action on a form task (``engine.ops.tasks``):
+    COMPLETED (with the audit record to write) or why not."""
+    return await task_ops.authorize(ops_of(ctx.app), task_id, slack_actor(user_id), action, task=task)
 
 
 def make_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:

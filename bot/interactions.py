@@ -10,6 +10,7 @@ way to requests awaiting their ack (``bot.acks.Priority``): acks first.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -19,13 +20,14 @@ from bot import messages, modals
 from bot.answers import or_try_again, refusal, tell, try_again_answer
 from bot.blocks import escape
 from bot.cards import ACTION_APPROVE, ACTION_DECLINE, ACTION_OPEN, ACTION_REASSIGN
-from bot.context import BotContext
+from bot.context import BotContext, authorize
 from bot.delivery import ACTION_CLAIM
 from bot.home import OPEN_ACTION_RE
 from bot.submissions import PURPOSE_DECLINE, PURPOSE_FORM, PURPOSE_START, completions, notice, session_form, submission
 from bot.views import errors_response, suggest_options
 from engine.errors import DatabaseUnavailable
 from engine.forms import APPROVED, DECLINED, Approval, Form, FormError
+from engine.ops.access import Action
 from engine.people import actions as people
 from engine.people import sessions
 from engine.runtime.runner import task_of
@@ -121,10 +123,11 @@ async def decide(ctx: BotContext, body: dict[str, Any], task_id: int, decision: 
     user = body["user"]["id"]
     # The task and its run's context in one read; the completion below is guarded on 'pending'.
     task, run_context = await people.get_task_in_run(ctx.app.db, task_id)
+    record = None
     if task is None:
         allowed = people.Result(people.GONE, message="the task no longer exists")
     else:
-        allowed = await people.check(ctx.store, task_id, user, ctx.directory, task=task)
+        allowed, record = await authorize(ctx, task_id, user, Action.SUBMIT, task=task)
     if not allowed.ok:
         await tell(ctx, body, await refusal(ctx, allowed, body["user"]["id"]))
         return
@@ -142,7 +145,8 @@ async def decide(ctx: BotContext, body: dict[str, Any], task_id: int, decision: 
         return
     result = await people.submit(ctx.store, task_id, form.answers(decision), user, ctx.directory,
                                  max_payload_bytes=ctx.settings.max_payload_bytes, task=allowed.task,
-                                 run_context=run_context, form=form, commit=completions(ctx).committer(user))
+                                 run_context=run_context, form=form, commit=completions(ctx).committer(user),
+                                 authorized=True, audit=record)
     if not result.ok:
         await tell(ctx, body, await refusal(ctx, result, body["user"]["id"]))
 
@@ -150,7 +154,15 @@ async def decide(ctx: BotContext, body: dict[str, Any], task_id: int, decision: 
 async def claim(ctx: BotContext, body: dict[str, Any], task_id: int) -> None:
     """A team member takes a team task (first claim wins; the cards follow through the outbox)."""
     user = body["user"]["id"]
-    result = await people.claim(ctx.store, task_id, user, ctx.directory)
+    allowed, record = await authorize(ctx, task_id, user, Action.CLAIM)
+    claimed_by = ((allowed.task or {}).get("assignee") or {}).get("claimed_by")
+    if allowed.status == people.FORBIDDEN and claimed_by:  # say who was first, not "not yours"
+        result = people.Result(people.ALREADY, task=allowed.task, by=claimed_by, message="claimed")
+    elif not allowed.ok:
+        result = allowed
+    else:
+        result = await people.claim(ctx.store, task_id, user, ctx.directory, authorized=True,
+                                    audit=record and dataclasses.replace(record, action="claim"))
     if not result.ok:
         await tell(ctx, body, await refusal(ctx, result, body["user"]["id"]))
 
@@ -163,7 +175,7 @@ async def open_task_form(ctx: BotContext, trigger_id: str, user_id: str, task_id
     """
     body = where or {"user": {"id": user_id}, "trigger_id": trigger_id}
     body = {**body, "trigger_id": trigger_id}
-    allowed = await people.check(ctx.store, task_id, user_id, ctx.directory)
+    allowed, _ = await authorize(ctx, task_id, user_id, Action.SUBMIT)
     if not allowed.ok:
         await tell(ctx, body, await refusal(ctx, allowed, body["user"]["id"]))
         return allowed
@@ -215,7 +227,7 @@ async def offer_reassign(ctx: BotContext, body: dict[str, Any], task_id: int) ->
     """A card's Reassign button: a person picker for someone who may act on the task."""
     from bot.home import task_title
 
-    allowed = await people.check(ctx.store, task_id, body["user"]["id"], ctx.directory)
+    allowed, _ = await authorize(ctx, task_id, body["user"]["id"], Action.REASSIGN)
     if not allowed.ok:
         await tell(ctx, body, await refusal(ctx, allowed, body["user"]["id"]))
         return

@@ -230,8 +230,8 @@ def start_failed(title: str, error: str) -> str:
 def unknown_run(ref: str) -> str:
     """Answer to ``/flowbot status`` with a run id that does not exist, or a run the person may
     not see (the same words: the answer does not tell which runs exist)."""
-    return (f":warning: There is no run `{ref}` you can see. You can see the runs you took part in "
-            "and those of the workflows you may start.")
+    return (f":warning: There is no run `{ref}` you can see. You can see the runs you took part in, "
+            "and those of the workflows you operate or view.")
 
 
 def run_line(title: str, run_id: str, status: str, at: dt.datetime) -> str:

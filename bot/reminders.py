@@ -7,6 +7,7 @@ Which tasks are due a reminder or an escalation is the engine's business
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from bot import messages, store
 from bot.blocks import button, section
 from bot.cards import ACTION_OPEN, ACTIONS_BLOCK
-from bot.context import USER_ID_RE, BotContext, UserNotFound
+from bot.context import USER_ID_RE, BotContext, UserNotFound, authorize
 from engine.errors import TaskNotFound
+from engine.ops.access import Action
 from engine.people import actions as people
 from engine.people.followups import ESCALATED, REMINDER, Reminders, ReminderSettings
 from engine.runtime import outbox
@@ -43,22 +45,12 @@ async def reassign(bctx: BotContext, task_id: int, target: str, actor: str) -> p
     """``actor`` (an assignee, a member of the task's team, or whoever the engine's access rule
     lets reassign it: its workflow's operators) hands a pending form task to ``target`` (an email,
     user id or ``<@U…>``). FORBIDDEN / ALREADY / GONE change nothing."""
-    from engine.ops.access import Action, Resource, decide
-    from engine.ops.actor import Actor, Edge, Role
-    from engine.ops.base import ops_of
 
-    allowed = await people.check(bctx.store, task_id, actor, bctx.directory)
-    record = None
-    if allowed.status == people.FORBIDDEN and allowed.task is not None:
-        ops = ops_of(bctx.app)
-        who = Actor(actor, Role.MEMBER, Edge.SLACK)
-        grant = await decide(who, Action.REASSIGN, Resource(workflow=ops.workflow(allowed.task["workflow"]),
-                                                            task=allowed.task), ops.people)
-        if grant is None:
-            return allowed
-        record = who.record("reassign", grant.relation, grant.on_behalf_of)
-    elif not allowed.ok:
+    allowed, record = await authorize(bctx, task_id, actor, Action.REASSIGN)
+    if not allowed.ok:
         return allowed
+    assert record is not None
+    record = dataclasses.replace(record, action="reassign")
     if not (USER_ID_RE.match(target) or "@" in target.lstrip("@") or target.startswith("<@")):
         # "@sam" typed where Slack did not escape it into a mention: nothing to look up.
         return people.Result(people.INVALID, message=f"{target} is not a Slack user: mention them or give their email")

@@ -19,10 +19,13 @@ from typing import Any, cast
 
 from bot import messages, modals
 from bot.answers import refusal
-from bot.context import BotContext
+from bot.blocks import escape
+from bot.context import BotContext, authorize, slack_actor
 from bot.views import errors_response, parse_submission
 from engine.errors import DatabaseUnavailable, FlowbotError
 from engine.forms import DECLINED, Approval, Form, FormError
+from engine.ops.access import Action
+from engine.ops.base import ops_of
 from engine.people import actions as people
 from engine.people import sessions
 from engine.runtime.runner import task_of
@@ -194,13 +197,21 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
         assert isinstance(own_form, Approval)
         answers = own_form.answers(DECLINED, answers.get("comment"))
     limit = ctx.settings.max_payload_bytes
+    actor = slack_actor(user_id)
     if task is None:
+        grant = await ops_of(ctx.app).require_or_none(actor, Action.START, workflow=stage.workflow.name)
+        if grant is None:
+            return notice(messages.not_a_starter(escape(stage.workflow.title)))
         work = people.start(ctx.store, stage, payload, answers, user_id, max_payload_bytes=limit,
-                            trigger={"kind": "slack", "user": user_id, "stage": stage.name}, form=own_form)
+                            trigger={"kind": "slack", "user": user_id, "stage": stage.name}, form=own_form,
+                            audit=actor.record("start", grant.relation))
     else:
+        allowed, record = await authorize(ctx, int(task["id"]), user_id, Action.SUBMIT, task=task)
+        if not allowed.ok:
+            return notice(await refusal(ctx, allowed, user_id))
         work = people.submit(ctx.store, int(task["id"]), answers, user_id, ctx.directory, max_payload_bytes=limit,
                              task=task, run_context=run_context, form=own_form,
-                             commit=completions(ctx).committer(user_id, session=sid))
+                             commit=completions(ctx).committer(user_id, session=sid), authorized=True, audit=record)
     running = asyncio.ensure_future(work)
     # Slack drops an ack later than 3 s: a slow stage finishes after the ack, and the person
     # hears of a failure by DM instead of in the modal. (``asyncio.wait`` leaves the work running

@@ -30,7 +30,7 @@ from engine.cli.serve import (  # noqa: F401  (re-exported: benchmarks and tests
     worker_part,
 )
 from engine.errors import FlowbotError, UnknownWorkflow, WorkflowLoadError
-from engine.loader import Registry, check_triggerable, find_stage, load_workflows
+from engine.loader import Registry, load_workflows
 from engine.runtime import report
 from engine.runtime.lifecycle import database_url, open_app
 from engine.runtime.plugins import load_plugins
@@ -108,20 +108,14 @@ async def cmd_trigger(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     payload = check_payload(payload, limit=settings.max_payload_bytes, where="--payload")
     async with open_app(settings, load_plugins_=False, pool_size=2) as app:
-        stage = find_stage(app.registry, args.workflow, args.stage)
-        check_triggerable(stage)
+        from engine.ops import runs
         from engine.ops.actor import local_admin
-        from engine.store.audit import write as write_audit
+        from engine.ops.base import ops_of
 
-        actor = local_admin()
-
-        async def record(tx: Any, run_id: str) -> None:
-            # A run started by hand is an action of the local admin, in the audit trail.
-            await write_audit(tx, [actor.record("start", "admin").on(workflow=stage.workflow.name, run_id=run_id,
-                                                                     stage=stage.name)], app.store.clock())
-
-        run_id, _ = await app.store.start_run(stage, payload, trigger={"kind": "cli", "stage": stage.name},
-                                              within=record)
+        app.registry.get(args.workflow)  # an unknown one names the directory searched
+        # A run started by hand is an action of the local admin, in the audit trail.
+        started = await runs.trigger(ops_of(app), args.workflow, payload, local_admin(), stage=args.stage)
+        run_id = started["run_id"]
         if not args.wait:
             print(json.dumps({"run_id": run_id}) if args.json else run_id)
             return 0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import Conflict, FlowbotError, Invalid, NotFound, Refused
-from engine.ops.access import Action, Grant, Resource, require
+from engine.ops.access import Action, Grant, Resource, decide, require
 from engine.ops.actor import Actor
 from engine.ops.directory import People, load_teams
 from engine.people import actions as people
@@ -44,6 +44,12 @@ class Ops:
         resource = Resource(workflow=self.workflow(workflow) if workflow else None, run=run, task=task,
                             assignees=assignees or [])
         return await require(actor, action, resource, self.people)
+
+    async def require_or_none(self, actor: Actor, action: Action, *, workflow: str | None = None,
+                              task: Row | None = None) -> Grant | None:
+        """``require`` answering None instead of raising (for edges that explain a refusal their way)."""
+        resource = Resource(workflow=self.workflow(workflow) if workflow else None, task=task)
+        return await decide(actor, action, resource, self.people)
 
 
 async def find_run(ops: Ops, ref: str) -> Row:

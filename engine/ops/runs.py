@@ -1,13 +1,15 @@
-"""Operations on runs: read, list, cancel, retry, rerun."""
+"""Operations on runs: start (trigger), read, list, cancel, retry, rerun."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from engine.errors import Conflict, Invalid
+from engine.context import check_payload
+from engine.errors import Conflict, Invalid, NotFound, UnknownStage, UnknownWorkflow
+from engine.loader import check_triggerable, find_stage
 from engine.ops.access import Action, Resource, decide
-from engine.ops.actor import Actor
+from engine.ops.actor import Actor, is_person
 from engine.ops.base import Ops, find_run, payload_or_invalid, refuse
 from engine.people import actions as people
 from engine.store import ops_queries, queries
@@ -19,6 +21,34 @@ from engine.workflow import StageKind
 CANCELLED = "form.cancelled"
 
 OPEN = ("running", "waiting")
+
+
+async def trigger(ops: Ops, workflow: str, payload: Any, actor: Actor, *, stage: str | None = None,
+                  trigger: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start a run of ``workflow`` with ``payload`` at ``stage`` (or its only start stage) as
+    ``actor`` (its starters, operators and admins may), the way ``flowbot trigger``,
+    ``POST /api/workflows/<name>/runs`` and a Slack command start one: the run, its first task
+    and the audit record in one transaction. ``trigger`` adds to what the run records of how it
+    began; ``context`` is its first run context. Returns the run and first task ids."""
+    try:
+        first = find_stage(ops.store.registry, workflow, stage)
+    except (UnknownWorkflow, UnknownStage) as exc:
+        raise NotFound(str(exc)) from None
+    check_triggerable(first)
+    name = first.workflow.name
+    grant = await ops.require(actor, Action.START, workflow=name)
+    payload = check_payload(payload, limit=ops.max_payload_bytes, where="payload")  # 400, or 413 when too large
+    began: dict[str, Any] = {"kind": actor.edge.value, "stage": first.name}
+    if is_person(actor.person):  # not the API's admin token nor the local admin
+        began["user"] = actor.person
+    began.update(trigger or {})
+
+    async def record(tx: Tx, run_id: str) -> None:
+        await write_audit(tx, [actor.record("start", grant.relation).on(workflow=name, run_id=run_id,
+                                                                        stage=first.name)], ops.store.clock())
+
+    run_id, task_id = await ops.store.start_run(first, payload, trigger=began, context=context, within=record)
+    return {"run_id": run_id, "task_id": task_id, "workflow": name}
 
 
 async def report(ops: Ops, ref: str, actor: Actor) -> dict[str, Any]:

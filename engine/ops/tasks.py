@@ -16,6 +16,7 @@ from engine.ops.directory import is_team_ref
 from engine.people import actions as people
 from engine.runtime.runner import task_of
 from engine.store import queries
+from engine.store.audit import Entry as AuditEntry
 from engine.store.db import Row
 from engine.workflow import StageKind
 
@@ -53,6 +54,21 @@ async def _open_form_task(ops: Ops, ref: Any, actor: Actor, action: Action) -> t
         refuse(await people.check(ops.store, task["id"], actor.person, ops.people, task=task, authorized=True),
                task["id"])
     return task, context, grant
+
+
+async def authorize(ops: Ops, task_id: int, actor: Actor, action: Action, *,
+                    task: Row | None = None) -> tuple[people.Result, AuditEntry | None]:
+    """Whether ``actor`` may do ``action`` on form task ``task_id`` now, for an edge that acts
+    through ``engine.people`` itself (the Slack app's buttons and modals): the task's state first
+    (a completed task names who won, whoever asks), then the one access rule. COMPLETED means yes:
+    the task is attached, with the audit record of the grant to write with the action."""
+    state = await people.check(ops.store, task_id, actor.person, ops.people, task=task, authorized=True)
+    if not state.ok or state.task is None:
+        return state, None
+    grant = await ops.require_or_none(actor, action, workflow=state.task["workflow"], task=state.task)
+    if grant is None:
+        return people.Result(people.FORBIDDEN, task=state.task), None
+    return state, actor.record("", grant.relation, grant.on_behalf_of)
 
 
 async def submit(ops: Ops, ref: Any, answers: Any, actor: Actor, *, decision: str | None = None,

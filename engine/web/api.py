@@ -15,20 +15,16 @@ from typing import Any
 from aiohttp import web
 
 from engine import graph
-from engine.context import check_event, check_payload
-from engine.errors import PayloadError, UnknownStage, UnknownWorkflow
-from engine.loader import check_triggerable, find_stage
+from engine.context import check_event
+from engine.errors import PayloadError, UnknownWorkflow
 from engine.ops import runs as run_ops
 from engine.ops import tasks as task_ops
-from engine.ops.access import Action
 from engine.ops.actor import Actor, Edge, Role, is_person
 from engine.ops.base import ops_of
 from engine.ops.tokens import authenticate
 from engine.runtime.app import App
 from engine.runtime.report import json_default
 from engine.store import waits
-from engine.store.audit import write as write_audit
-from engine.store.db import Tx
 from engine.store.models import LISTED_TASK_STATUSES, RUN_STATUSES
 from engine.web import api_ops
 from engine.web.requests import ACTOR
@@ -134,25 +130,8 @@ def build(app: App) -> web.Application:
         if unknown:
             raise PayloadError(f"unknown key(s) {', '.join(map(repr, unknown))} in the body: "
                                f"it may have {' and '.join(map(repr, START_KEYS))}")
-        payload = body.get("payload", {})
-        limit = app.settings.max_payload_bytes
-        payload = check_payload(payload, limit=limit, where="payload")
-        try:
-            stage = find_stage(app.registry, name, body.get("stage"))
-        except UnknownStage as exc:
-            return _not_found(str(exc))
-        check_triggerable(stage)
-        actor = request[ACTOR]
-        grant = await ops.require(actor, Action.START, workflow=name)
-
-        async def record(tx: Tx, run_id: str) -> None:
-            await write_audit(tx, [actor.record("start", grant.relation).on(workflow=name, run_id=run_id,
-                                                                            stage=stage.name)], app.store.clock())
-
-        trigger: dict[str, Any] = {"kind": "api", "stage": stage.name}
-        if not actor.is_admin or actor.person != ADMIN_TOKEN_PERSON:
-            trigger["user"] = actor.person
-        run_id, task_id = await app.store.start_run(stage, payload, trigger=trigger, within=record)
+        started = await run_ops.trigger(ops, name, body.get("payload", {}), request[ACTOR], stage=body.get("stage"))
+        run_id, task_id = started["run_id"], started["task_id"]
         return web.json_response({"run_id": run_id, "task_id": task_id}, status=201)
 
     @r.get("/runs")

@@ -158,3 +158,35 @@ async def test_an_operator_reassigns_someone_elses_task_from_slack(slack_app: St
     assert row == {"users": ["U0ANN"]}
     entry = await scalar(h.app.store, "SELECT to_jsonb(a) FROM audit a WHERE action = 'reassign'")
     assert (entry["actor"], entry["edge"], entry["acting_as"]) == ("U0OPS", "slack", "operator")
+
+
+async def test_slack_buttons_apply_the_engines_access_rule_and_audit_who_acted_as_what(
+        slack_app: StartSlack, people: FakeSlack) -> None:
+    """Cards' buttons go through the engine's one access rule: Eve (nothing to the task) is
+    refused and nothing changes; the workflow's operator may open the Reassign picker on Bob's
+    card (reassign is theirs by the rule); Bob's approval is audited as the assignee's."""
+    h = await slack_app(STAGES)
+    _, task_id, ts = await waiting_run(h)
+    await h.click("U0EVE", "flowbot_approve", str(task_id), channel="DU0BOB", message_ts=ts)
+    await h.settle()
+    assert await scalar(h.app.store, "SELECT status FROM tasks WHERE id = :t", t=task_id) == "pending"
+
+    async def refused() -> Any:
+        return [c for c in people.calls("chat.postEphemeral") if c.params.get("user") == "U0EVE"]
+
+    await eventually(refused, what="Eve told she may not act")
+    assert await scalar(h.app.store, "SELECT count(*) FROM audit WHERE task_id = :t", t=task_id) == 0
+
+    opened = len(people.calls("views.open"))
+    await h.click("U0OPS", "flowbot_reassign", str(task_id), channel="DU0BOB", message_ts=ts)
+    await eventually(lambda: _more(people, "views.open", opened), what="the operator's reassign picker")
+
+    await h.click("U0BOB", "flowbot_approve", str(task_id), channel="DU0BOB", message_ts=ts)
+    await h.settle()
+    entry = await scalar(h.app.store, "SELECT to_jsonb(a) FROM audit a WHERE task_id = :t", t=task_id)
+    assert (entry["actor"], entry["action"], entry["edge"], entry["acting_as"]) == (
+        "U0BOB", "approve", "slack", "assignee")
+
+
+async def _more(fake: FakeSlack, method: str, than: int) -> bool:
+    return len(fake.calls(method)) > than

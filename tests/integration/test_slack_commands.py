@@ -117,7 +117,11 @@ async def test_start_without_form_acks_at_once_then_starts_the_run(slack_app: St
     assert "Started *Ticket*" in text
     run_id = text.split("run `")[1].split("`")[0]
     report = await h.app.store.report(run_id)
-    assert report is not None and report["trigger"] == {"kind": "slack", "user": "U0ANN", "command": "/flowbot"}
+    assert report is not None
+    assert report["trigger"] == {"kind": "slack", "user": "U0ANN", "command": "/flowbot", "stage": "open"}
+    # A run started from Slack is an action of a person, in the audit trail like every edge's.
+    assert [(a["actor"], a["action"], a["edge"], a["acting_as"]) for a in report["audit"]] == [
+        ("U0ANN", "start", "slack", "starter")]
     first = report["steps"][0]
     assert first["stage"] == "open"
     payload = await scalar(h.app.store, "SELECT payload FROM tasks WHERE id = :id", id=first["task_id"])
@@ -207,29 +211,36 @@ async def test_status_shows_a_run_report_or_my_recent_runs(slack_app: StartSlack
     assert "There is no run" in (await answer(people, 5))["text"]
 
 
-async def test_status_of_a_run_is_for_who_took_part_or_may_start_its_workflow(
+async def test_status_of_a_run_is_for_who_took_part_and_its_operators_and_viewers(
         slack_app: StartSlack, people: FakeSlack) -> None:
+    """The engine's one access rule (READ_RUN): being allowed to start a workflow is not being
+    allowed to read everyone's runs of it."""
     h = await slack_app(STAGES)
     ask = h.app.registry.get("leave").stage("ask")
     run_id, _ = await h.app.store.start_run(ask, {"days": 2}, trigger={"kind": "slack", "user": "U0ANN"})
     n = 0
 
-    async def status_of(user: str) -> str:
+    async def status_of(user: str, run: str) -> str:
         nonlocal n
-        await command(h, user, f"status {run_id}")
+        await command(h, user, f"status {run}")
         n += 1
         return str((await answer(people, n))["text"])
 
-    assert (await status_of("U0ANN")).startswith("leave:")  # started it
-    assert (await status_of("U0SAM")).startswith("leave:")  # @staff may start leave requests
-    # Eve neither took part nor may start one: told the same as for a run that does not exist.
-    assert "There is no run" in await status_of("U0EVE")
-    # A run of a workflow everyone may start is everyone's to see.
+    assert (await status_of("U0ANN", run_id)).startswith("leave:")  # started it
+    # Sam is in @staff, who may start leave requests, but took no part in Ann's: no such run for him.
+    assert "There is no run" in await status_of("U0SAM", run_id)
+    assert "There is no run" in await status_of("U0EVE", run_id)
+    # The owner a ticket is assigned to sees it; someone else does not, though everyone may start one.
     open_stage = h.app.registry.get("ticket").stage("open")
     ticket_run, _ = await h.app.store.start_run(open_stage, {"owner": "U0BOB", "title": "x"})
-    await command(h, "U0EVE", f"status {ticket_run}")
-    n += 1
-    assert (await answer(people, n))["text"].startswith("ticket:")
+
+    async def waiting() -> bool:
+        report = await h.app.store.report(ticket_run)
+        return report is not None and report["status"] == "waiting"
+
+    await eventually(waiting, what="the ticket waits on its owner")
+    assert (await status_of("U0BOB", ticket_run)).startswith("ticket:")
+    assert "There is no run" in await status_of("U0EVE", ticket_run)
 
 
 async def test_tasks_lists_mine_with_open_buttons_that_open_the_form(slack_app: StartSlack, people: FakeSlack) -> None:
