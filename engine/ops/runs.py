@@ -79,11 +79,12 @@ async def list_runs(ops: Ops, actor: Actor, *, workflow: str | None = None, stat
 
 
 async def cancel(ops: Ops, ref: str, actor: Actor, reason: str | None = None) -> dict[str, Any]:
-    """Cancel a running or waiting run: its open tasks are cancelled, its waiting joins dropped,
-    and the Slack cards of its form tasks say who cancelled it (an outbox effect each). A run
-    that finished is a Conflict. Serialised with completions by the run's lock: a task that
-    completes first routes its sends, which are then cancelled; one that completes after finds
-    its task cancelled and sends nothing."""
+    """Cancel a running or waiting run and the open runs it started (``ctx.start``, down the
+    tree): their open tasks are cancelled, their waiting joins and waits dropped, and the Slack
+    cards of their form tasks say who cancelled them (an outbox effect each); each run's audit
+    trail has the cancel. A run that finished is a Conflict. Serialised with completions by the
+    runs' locks: a task that completes first routes its sends, which are then cancelled; one
+    that completes after finds its task cancelled and sends nothing."""
     run = await find_run(ops, ref)
     grant = await ops.require(actor, Action.CANCEL_RUN, workflow=run["workflow"], run=run)
     reason = (reason or "").strip() or None
@@ -91,21 +92,29 @@ async def cancel(ops: Ops, ref: str, actor: Actor, reason: str | None = None) ->
     now = ops.store.clock()
     why = f"cancelled by {actor.person}" + (f": {reason}" if reason else "")
     async with ops.store.db.transaction() as tx:
-        locked = await tx.fetch_one(ops_queries.LOCK_RUN, {"id": run["id"]})
-        assert locked is not None
-        if locked["status"] not in OPEN:
-            raise Conflict(f"run {run_id} is already {locked['status']}: nothing to cancel", state=locked["status"])
+        tree = await tx.fetch_all(ops_queries.LOCK_RUN_TREE, {"id": run["id"]})
+        status = next(r["status"] for r in tree if r["id"] == run["id"])
+        if status not in OPEN:
+            raise Conflict(f"run {run_id} is already {status}: nothing to cancel", state=status)
         forms = await tx.fetch_all(ops_queries.OPEN_FORM_TASKS, {"id": run["id"]})
-        counts = await tx.fetch_one(ops_queries.CANCEL_RUN_TASKS,
-                                    {"id": run["id"], "actor": actor.person, "reason": why, "now": now})
+        counts = await tx.fetch_one(ops_queries.CANCEL_RUN_TASKS, {
+            "id": run["id"], "actor": actor.person, "reason": why, "now": now,
+            "child_reason": f"{why} (its parent run {run_id} was cancelled)"})
         assert counts is not None
+        children = counts["children"]
         await ops.store.add_effects(tx, [
-            (CANCELLED, {"task_id": f["id"], "by": actor.person, "reason": reason}, f["id"], run_id) for f in forms
+            (CANCELLED, {"task_id": f["id"], "by": actor.person, "reason": reason}, f["id"], str(f["run_id"]))
+            for f in forms
         ], now)
-        await write_audit(tx, [actor.record("cancel", grant.relation).on(
-            workflow=run["workflow"], run_id=run_id, reason=reason, tasks_cancelled=counts["tasks"])], now)
+        record = actor.record("cancel", grant.relation)
+        await write_audit(tx, [
+            record.on(workflow=run["workflow"], run_id=run_id, reason=reason, tasks_cancelled=counts["tasks"],
+                      children_cancelled=[c["id"] for c in children]),
+            *(record.on(workflow=c["workflow"], run_id=c["id"], reason=reason, parent_run_id=run_id)
+              for c in children),
+        ], now)
     return {"run_id": run_id, "status": "cancelled", "tasks_cancelled": counts["tasks"], "by": actor.person,
-            "reason": reason}
+            "reason": reason, "children_cancelled": [c["id"] for c in children]}
 
 
 async def _retry(ops: Ops, tx: Tx, run: Row, tasks: list[Row], actor: Actor) -> list[int]:

@@ -96,34 +96,57 @@ GET_API_TOKEN = text("SELECT id, person, role, prefix, revoked_at FROM api_token
 # -- name: lock_run -- one run, locked for an operation (completions lock it too: they serialise).
 LOCK_RUN = text("SELECT * FROM runs WHERE id = :id FOR UPDATE")
 
-# -- name: open_form_tasks -- the form tasks of a run still waiting on a person.
-OPEN_FORM_TASKS = text(
-    "SELECT id, assignee FROM tasks WHERE run_id = :id AND kind = 'form' AND status IN ('pending', 'locked')"
+#: The run :id and every run it started, and they started, down the tree (ctx.start).
+_RUN_TREE = """
+    WITH RECURSIVE tree AS (
+        SELECT CAST(:id AS uuid) AS id
+        UNION
+        SELECT c.id FROM runs c JOIN tree ON c.parent_run_id = tree.id
+    )"""
+
+# -- name: lock_run_tree -- lock a run and every run it started (in id order, as completions lock runs).
+LOCK_RUN_TREE = text(
+    _RUN_TREE + """
+    SELECT r.id, r.status FROM runs r WHERE r.id IN (SELECT id FROM tree) ORDER BY r.id FOR UPDATE
+    """
 )
 
-# -- name: cancel_run_tasks -- a run cancelled by a person: its open tasks (timed ones too) are cancelled,
-# -- saying by whom and why; its waiting joins and waits are dropped.
-CANCEL_RUN_TASKS = text(
+# -- name: open_form_tasks -- the form tasks still waiting on a person of a run and the runs it started.
+OPEN_FORM_TASKS = text(
+    _RUN_TREE + """
+    SELECT t.id, t.run_id, t.assignee FROM tasks t
+    WHERE t.run_id IN (SELECT id FROM tree) AND t.kind = 'form' AND t.status IN ('pending', 'locked')
     """
-    WITH r AS (
-        UPDATE runs SET status = 'cancelled', error = :reason,
+)
+
+# -- name: cancel_run_tasks -- a run cancelled by a person, with the open runs it started (down the
+# -- tree): their open tasks (timed ones too) are cancelled, saying by whom and why; their waiting
+# -- joins and waits are dropped.
+CANCEL_RUN_TASKS = text(
+    _RUN_TREE + """, r AS (
+        UPDATE runs SET status = 'cancelled',
+                        error = CASE WHEN id = CAST(:id AS uuid) THEN :reason ELSE :child_reason END,
                         updated_at = CAST(:now AS timestamptz), finished_at = CAST(:now AS timestamptz)
-        WHERE id = :id AND status IN ('running', 'waiting') RETURNING id
+        WHERE id IN (SELECT id FROM tree) AND status IN ('running', 'waiting') RETURNING id, workflow
     ), t AS (
         UPDATE tasks SET status = 'cancelled', locked_by = NULL, locked_until = NULL,
                          finished_at = CAST(:now AS timestamptz), completed_by = :actor
         WHERE run_id IN (SELECT id FROM r) AND status IN ('pending', 'locked')
-        RETURNING id, status
+        RETURNING id, run_id
     ), e AS (
         INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT id, NULL, 'cancelled', :actor, :reason, CAST(:now AS timestamptz) FROM t
+        SELECT id, NULL, 'cancelled', :actor,
+               CASE WHEN run_id = CAST(:id AS uuid) THEN :reason ELSE :child_reason END, CAST(:now AS timestamptz)
+        FROM t
     ), j AS (
         DELETE FROM join_arrivals WHERE run_id IN (SELECT id FROM r)
     ), w AS (
         -- Its waits stop waiting (their deadlines with them).
         DELETE FROM event_waits WHERE run_id IN (SELECT id FROM r)
     )
-    SELECT (SELECT count(*) FROM r) AS runs, (SELECT count(*) FROM t) AS tasks
+    SELECT (SELECT count(*) FROM t) AS tasks,
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('id', id, 'workflow', workflow)), '[]')
+            FROM r WHERE id <> CAST(:id AS uuid)) AS children
     """
 )
 

@@ -103,43 +103,8 @@ FAIL_RUNS = text(
     """
 )
 
-# -- name: cancel_run -- cancel a run and every task of it still open (timed tasks and waits too).
-CANCEL_RUN = text(
-    """
-    WITH r AS (
-        UPDATE runs SET status = 'cancelled',
-                        updated_at = CAST(:now AS timestamptz), finished_at = CAST(:now AS timestamptz)
-        WHERE id = :id AND status IN ('running', 'waiting') RETURNING id
-    ), t AS (
-        UPDATE tasks SET status = 'cancelled', locked_by = NULL, locked_until = NULL,
-                         finished_at = CAST(:now AS timestamptz)
-        WHERE run_id IN (SELECT id FROM r) AND status IN ('pending', 'locked')
-        RETURNING id
-    ), e AS (
-        INSERT INTO task_events (task_id, from_status, to_status, actor, reason, at)
-        SELECT id, NULL, 'cancelled', :actor, 'run cancelled', CAST(:now AS timestamptz) FROM t
-    ), w AS (
-        -- Its waits stop waiting (their deadlines with them).
-        DELETE FROM event_waits WHERE run_id IN (SELECT id FROM r)
-    )
-    SELECT count(*) AS n FROM r
-    """
-)
-
 # -- name: get_run -- one run.
 GET_RUN = text("SELECT * FROM runs WHERE id = :id")
-
-# -- name: list_runs -- runs, newest first, optionally filtered.
-LIST_RUNS = text(
-    """
-    SELECT id, workflow, workflow_version, status, trigger, error, parent_run_id, created_at, updated_at, finished_at
-    FROM runs
-    WHERE (CAST(:workflow AS text) IS NULL OR workflow = :workflow)
-      AND (CAST(:status AS text) IS NULL OR status = :status)
-    ORDER BY created_at DESC, id
-    LIMIT :limit
-    """
-)
 
 # -- name: run_steps -- the tasks of a run in the order they were created (the report's steps), with
 # -- what each open wait waits for.

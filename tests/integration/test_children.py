@@ -164,3 +164,30 @@ async def test_a_job_fans_children_out_through_the_fan_out_path(store, monkeypat
     trigger = await scalar(store, "SELECT trigger FROM runs WHERE workflow = 'invoice' LIMIT 1")
     assert trigger["kind"] == "job" and trigger["job"] == "batch/nightly"
     assert await scalar(store, "SELECT count(DISTINCT (payload->>'n')::int) FROM tasks") == 12000
+
+
+async def test_cancelling_a_parent_cancels_its_open_children_each_in_its_audit_trail(store) -> None:
+    from engine.ops import runs as run_ops
+    from engine.ops.actor import local_admin
+    from engine.ops.base import Ops
+    from engine.ops.directory import People
+
+    parent = await split(store, [1, 2, 3])
+    await run_once(store)  # the split: three children, each with its script waiting
+    children = [c["id"] for c in (await store.report(parent))["children"]]
+    assert len(children) == 3
+    await run_once(store, limit=1)  # one child finishes before the cancel
+    finished = [c for c in children if (await store.get_run(c))["status"] == "completed"]
+    ops = Ops(store, People(store.db), max_payload_bytes=256 * 1024)
+    done = await run_ops.cancel(ops, parent, local_admin(), "wrong batch")
+    assert sorted(done["children_cancelled"]) == sorted(set(children) - set(finished))
+    assert await drain(store) == []  # nothing of the tree runs any more
+    for child in children:
+        report = await store.report(child)
+        if child in finished:
+            assert report["status"] == "completed" and report["audit"] == []
+            continue
+        assert report["status"] == "cancelled" and f"its parent run {parent} was cancelled" in report["error"]
+        assert [(a["action"], a["detail"]["parent_run_id"]) for a in report["audit"]] == [("cancel", parent)]
+    audit = (await store.report(parent))["audit"]
+    assert [a["action"] for a in audit] == ["cancel"] and len(audit[0]["detail"]["children_cancelled"]) == 2

@@ -25,7 +25,7 @@ from engine.runtime.lifecycle import open_app
 from engine.runtime.outbox import OutboxDispatcher
 from engine.runtime.runner import run_script
 from engine.settings import Settings
-from engine.store import queries
+from engine.store.ops_queries import LIST_RUNS_VISIBLE
 from engine.store.tasks import Failed, Finished, Store
 from engine.triggers.jobs.firing import UnknownJob, find_job, fire, jobs_of
 from engine.triggers.jobs.scheduler import Scheduler
@@ -82,6 +82,10 @@ STAGES = {
 # Monday 16 November 2026 09:00 in Sao Paulo (UTC-3, no DST since 2019) is 12:00 UTC.
 MONDAY_FIRE = dt.datetime(2026, 11, 16, 12, 0, tzinfo=UTC)
 
+#: Every run, newest first (the engine's listing, as an admin sees it).
+ALL_RUNS = LIST_RUNS_VISIBLE
+ADMIN = {"all": True, "workflows": [], "people": []}
+
 
 @pytest.fixture
 def registry(make_stages: Any) -> Any:
@@ -131,7 +135,7 @@ async def test_the_scheduler_sleeps_until_each_fire_time_and_fires_it_once(regis
     assert {r["status"] for r in rows} == {"fired"} and {r["runs_created"] for r in rows} == {3}
     assert rows[0]["log"][0]["message"] == f"weekly for {MONDAY_FIRE.isoformat()}"
     # Each send started its own run, with the job's ctx.run as its context and the fire as trigger.
-    runs = await store.db.fetch_all(queries.LIST_RUNS, {"workflow": "digest", "status": None, "limit": 10})
+    runs = await store.db.fetch_all(ALL_RUNS, {"workflow": "digest", "status": None, "limit": 10, **ADMIN})
     assert len(runs) == 6
     assert {r["trigger"]["fire_time"] for r in runs} == {r["fire_time"].isoformat() for r in rows}
     run = await store.get_run(str(runs[0]["id"]))
@@ -285,7 +289,7 @@ async def test_a_manual_fire_takes_the_same_path_and_is_marked_manual(registry: 
     assert (result.status, result.runs_created) == ("fired", 3)
     [row] = await fires(store, "digest/weekly")
     assert row["manual"] is True and row["fire_time"] == clock()
-    runs = await store.db.fetch_all(queries.LIST_RUNS, {"workflow": "digest", "status": None, "limit": 10})
+    runs = await store.db.fetch_all(ALL_RUNS, {"workflow": "digest", "status": None, "limit": 10, **ADMIN})
     assert {r["trigger"]["manual"] for r in runs} == {True}
 
 

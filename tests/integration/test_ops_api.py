@@ -120,7 +120,7 @@ async def test_cancel_cancels_open_tasks_updates_cards_through_the_outbox_and_is
     assert await snapshot(app.store) == before
     status, body = await api.as_person(FIN).call("POST", f"/api/runs/{run_id[:8]}/cancel", {"reason": "duplicate"})
     assert status == 200 and body == {"run_id": run_id, "status": "cancelled", "tasks_cancelled": 1, "by": FIN,
-                                      "reason": "duplicate"}
+                                      "reason": "duplicate", "children_cancelled": []}
     _, report = await api.call("GET", f"/api/runs/{run_id}")
     assert report["status"] == "cancelled" and report["steps"][1]["status"] == "cancelled"
     assert report["audit"][-1]["action"] == "cancel" and report["audit"][-1]["acting_as"] == "operator"

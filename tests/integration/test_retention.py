@@ -16,7 +16,7 @@ from engine.loader import load_workflows
 from engine.runtime.lifecycle import open_app
 from engine.runtime.retention import retention_part
 from engine.settings import Settings
-from engine.store import queries
+from engine.store import ops_queries, queries
 from engine.store.db import Database
 from engine.store.retention import Policy, Purged, Purger
 from engine.store.tasks import Store
@@ -81,7 +81,9 @@ class World:
         self.at(days_ago)
         run_id, _ = await self.store.start_run(self.wf.stage("one"), {})
         async with self.store.db.transaction() as tx:
-            await tx.execute(queries.CANCEL_RUN, {"id": uuid.UUID(run_id), "actor": "test", "now": self.clock()})
+            await tx.execute(ops_queries.CANCEL_RUN_TASKS, {"id": uuid.UUID(run_id), "actor": "test",
+                                                            "now": self.clock(), "reason": "cancelled",
+                                                            "child_reason": None})
         return run_id
 
     async def waiting(self, days_ago: float) -> str:
@@ -120,9 +122,14 @@ async def world(db: Database, tmp_path: Path) -> World:
     return w
 
 
+#: Every run, newest first (the engine's listing, as an admin sees it).
+ALL_RUNS = ops_queries.LIST_RUNS_VISIBLE
+ADMIN = {"all": True, "workflows": [], "people": []}
+
+
 async def remaining_runs(store: Store) -> set[str]:
-    return {str(r["id"]) for r in await store.db.fetch_all(queries.LIST_RUNS,
-                                                           {"workflow": None, "status": None, "limit": 100})}
+    rows = await store.db.fetch_all(ALL_RUNS, {"workflow": None, "status": None, "limit": 100, **ADMIN})
+    return {str(r["id"]) for r in rows}
 
 
 async def test_purge_deletes_old_finished_runs_with_their_rows_and_keeps_open_and_recent_ones(world: World) -> None:

@@ -14,7 +14,7 @@ from support import FakeClock, drain, scalar
 
 from engine.runtime.report import render
 from engine.runtime.worker import Worker, WorkerOptions
-from engine.store import queries
+from engine.store import ops_queries, queries
 from engine.store.db import Database
 from engine.store.tasks import Store
 
@@ -112,8 +112,9 @@ async def test_business_days_count_in_the_workflows_timezone(store) -> None:
 async def test_a_timed_task_is_cancelled_with_its_run(store) -> None:
     run_id = await start(store, {"delay": "1h"})
     await drain(store)
-    cancelled = await store.db.fetch_one(queries.CANCEL_RUN, {"id": run_id, "now": store.clock(), "actor": "op"})
-    assert cancelled["n"] == 1
+    cancelled = await store.db.fetch_one(ops_queries.CANCEL_RUN_TASKS, {
+        "id": run_id, "now": store.clock(), "actor": "op", "reason": "cancelled by op", "child_reason": None})
+    assert cancelled["tasks"] == 1
     store.clock.advance(7200)
     assert await drain(store) == []
     assert await later_status(store, run_id) == "cancelled"
