@@ -251,36 +251,35 @@ def _age(seconds: float) -> str:
 
 
 async def cmd_tokens(args: argparse.Namespace) -> int:
-    """``flowbot tokens create|list|revoke`` on the local database."""
-    if os.environ.get("FLOWBOT_URL"):
-        raise FlowbotError("tokens are managed on the server's database: run `flowbot tokens` there "
-                           "(without FLOWBOT_URL)")
-    actor = actor_of(args)
-    async with local_ops(args) as ops:
-        if args.action == "create":
-            if not args.user:
-                return usage("flowbot tokens create --user EMAIL [--role admin|member] [--expires 90d]")
-            made = await token_ops.create(ops, actor, args.user, role=args.role, expires=args.expires)
-            if args.json:
-                print(json.dumps(made, indent=2))
-            else:
-                print(made["token"])
-                until = f", expires {made['expires_at']}" if made.get("expires_at") else ""
-                print(f"flowbot: token {made['id']} for {made['user']} ({made['role']}{until}); "
-                      "it is shown only this once", file=sys.stderr)
-            return 0
-        if args.action == "list":
-            rows = await token_ops.list_tokens(ops, actor)
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            else:
-                print(report.table(rows, ["id", "user", "role", "prefix", "created_at", "expires_at", "revoked_at"]))
-            return 0
-        if args.id is None:
-            return usage("flowbot tokens revoke ID")
-        done = await token_ops.revoke(ops, actor, args.id)
-        show(args, done, f"token {done['id']} of {done['user']} revoked")
+    """``flowbot tokens create|list|revoke``: on the local database, or on the server
+    ``FLOWBOT_URL`` names (``/api/tokens``, with an admin's token)."""
+    if args.action == "create":
+        if not args.user:
+            return usage("flowbot tokens create --user EMAIL [--role admin|member] [--expires 90d]")
+        body = {"user": args.user, "role": args.role, **({"expires": args.expires} if args.expires else {})}
+        made = await perform(args, lambda ops, a: token_ops.create(ops, a, args.user, role=args.role,
+                                                                   expires=args.expires),
+                             "POST", "/tokens", body)
+        if args.json:
+            print(json.dumps(made, indent=2))
+        else:
+            print(made["token"])
+            until = f", expires {made['expires_at']}" if made.get("expires_at") else ""
+            print(f"flowbot: token {made['id']} for {made['user']} ({made['role']}{until}); "
+                  "it is shown only this once", file=sys.stderr)
         return 0
+    if args.action == "list":
+        rows = await perform(args, token_ops.list_tokens, "GET", "/tokens")
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(report.table(rows, ["id", "user", "role", "prefix", "created_at", "expires_at", "revoked_at"]))
+        return 0
+    if args.id is None:
+        return usage("flowbot tokens revoke ID")
+    done = await perform(args, lambda ops, a: token_ops.revoke(ops, a, args.id), "DELETE", f"/tokens/{args.id}")
+    show(args, done, f"token {done['id']} of {done['user']} revoked")
+    return 0
 
 
 async def cmd_audit(args: argparse.Namespace) -> int:

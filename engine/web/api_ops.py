@@ -1,5 +1,5 @@
 """Operations under ``/api``: on runs (cancel, retry, rerun), on tasks (submit, claim, reassign,
-retry), start forms, the outbox and the audit trail; each calls its ``engine.ops`` function as
+retry), start forms, the outbox, API tokens and the audit trail; each calls its ``engine.ops`` function as
 the request's actor. A refusal is its status with ``{"error": ...}`` (422 adds ``"errors"``:
 per-field messages), raised as ``engine.errors.Refused`` and answered by the server's errors
 middleware."""
@@ -16,6 +16,7 @@ from engine.ops import audit as audit_ops
 from engine.ops import outbox as outbox_ops
 from engine.ops import runs as run_ops
 from engine.ops import tasks as task_ops
+from engine.ops import tokens as token_ops
 from engine.ops.base import ops_of
 from engine.runtime.app import App
 from engine.web.openapi import document
@@ -116,6 +117,21 @@ def add_routes(r: web.RouteTableDef, app: App) -> None:
     async def outbox_discard(request: web.Request) -> web.Response:
         await body_of(request)
         return ok(await outbox_ops.discard(ops, request.match_info["id"], request[ACTOR]))
+
+    @r.get("/tokens")
+    async def tokens(request: web.Request) -> web.Response:
+        return ok(await token_ops.list_tokens(ops, request[ACTOR]))
+
+    @r.post("/tokens")
+    async def token_create(request: web.Request) -> web.Response:
+        body = await body_of(request, "user", "role", "expires")
+        made = await token_ops.create(ops, request[ACTOR], _text(body, "user") or "",
+                                      role=_text(body, "role") or "member", expires=_text(body, "expires"))
+        return ok(made, 201)
+
+    @r.delete("/tokens/{id}")
+    async def token_revoke(request: web.Request) -> web.Response:
+        return ok(await token_ops.revoke(ops, request[ACTOR], request.match_info["id"]))
 
     @r.get("/audit")
     async def audit(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ import pytest
 from support import cli_env, flowbot, scalar
 
 from engine.ops import tokens
-from tests.opsworld import ADMIN, ANN, BOB, CLAIM, EVE, OPS, STAGES, served, settings_for, write_stages
+from tests.opsworld import ADMIN, ANN, BOB, CLAIM, EVE, OPS, STAGES, VIC, served, settings_for, write_stages
 
 
 @pytest.fixture
@@ -155,6 +155,25 @@ async def test_the_cli_against_a_remote_server_acts_through_a_persons_token(data
         trail = await scalar(app.store, "SELECT jsonb_agg(jsonb_build_array(actor, action, edge) ORDER BY id) "
                                         "FROM audit WHERE action IN ('start', 'approve')")
         assert trail == [[ANN, "start", "api"], [BOB, "approve", "api"]]  # the remote CLI acts through the API
+
+        # Tokens are managed remotely too, by an admin's token; Bob's may not.
+        out = await cli("tokens", "list")
+        assert out.returncode == 1 and "may not manage API tokens" in out.stderr
+        ann = await tokens.create(ops, ADMIN, ANN, role="admin")
+        admin = {**remote, "FLOWBOT_TOKEN": ann["token"]}
+        made = await asyncio.to_thread(flowbot, "tokens", "create", "--user", VIC, "--expires", "7d", "--json",
+                                       env=admin)
+        assert made.returncode == 0, made.stderr
+        vic = json.loads(made.stdout)
+        assert vic["user"] == VIC and vic["token"].startswith("fbt_")
+        listed = await asyncio.to_thread(flowbot, "tokens", "list", "--json", env=admin)
+        assert VIC in [t["user"] for t in json.loads(listed.stdout)] and vic["token"] not in listed.stdout
+        out = await asyncio.to_thread(flowbot, "tokens", "revoke", str(vic["id"]), env=admin)
+        assert out.returncode == 0 and f"token {vic['id']} of {VIC} revoked" in out.stdout
+        assert (await api.with_token(vic["token"]).call("GET", "/api/me"))[0] == 401
+        trail = await scalar(app.store, "SELECT jsonb_agg(jsonb_build_array(actor, action, edge) ORDER BY id) "
+                                        "FROM audit WHERE action LIKE 'token.%' AND actor = :a", a=ANN)
+        assert trail == [[ANN, "token.create", "api"], [ANN, "token.revoke", "api"]]
 
         down = cli_env(None, None, FLOWBOT_URL="http://127.0.0.1:9", FLOWBOT_TOKEN="x")
         out = await asyncio.to_thread(flowbot, "runs", env=down)
