@@ -20,6 +20,9 @@ from engine.store.audit import Entry as AuditEntry
 from engine.store.db import Row
 from engine.workflow import StageKind
 
+#: A member's task listing reads at most MEMBER_PAGES pages of MEMBER_PAGE tasks, newest first.
+MEMBER_PAGE, MEMBER_PAGES = 500, 20
+
 #: The error of an answer that names no field of the form.
 NOT_A_FIELD = "This form has no such field."
 
@@ -144,14 +147,27 @@ async def list_tasks(ops: Ops, actor: Actor, *, stage: str | None = None, status
     run_id = None
     if run:
         run_id = (await runs.report(ops, run, actor))["id"]
-    rows = await ops.store.db.fetch_all(queries.LIST_TASKS, {"stage": stage, "status": status, "run": run_id,
-                                                             "workflow": workflow, "limit": limit,
-                                                             "now": ops.store.clock()})
+    query = {"stage": stage, "status": status, "run": run_id, "workflow": workflow, "now": ops.store.clock(),
+             "before": None}
     if actor.is_admin or run_id:
-        return rows
+        return await ops.store.db.fetch_all(queries.LIST_TASKS, {**query, "limit": limit})
     visible = {wf.name for wf in ops.store.registry.workflows.values()
                if await ops.people.is_one_of(actor.person, (*wf.operators, *wf.viewers))}
-    return [r for r in rows if r["workflow"] in visible or await ops.people.is_assignee(r["assignee"], actor.person)]
+    # Whether a task is someone's takes the people directory (teams), so rows are filtered here,
+    # a page at a time (newest first, keyset on the id), until ``limit`` of them are found.
+    found: list[Row] = []
+    before = None
+    for _ in range(MEMBER_PAGES):
+        rows = await ops.store.db.fetch_all(queries.LIST_TASKS, {**query, "limit": MEMBER_PAGE, "before": before})
+        for r in rows:
+            if r["workflow"] in visible or await ops.people.is_assignee(r["assignee"], actor.person):
+                found.append(r)
+                if len(found) == limit:
+                    return found
+        if len(rows) < MEMBER_PAGE:
+            break
+        before = rows[-1]["id"]
+    return found
 
 
 async def start(ops: Ops, workflow: str, answers: Any, actor: Actor,

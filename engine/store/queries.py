@@ -391,6 +391,7 @@ LIST_TASKS = text(
       AND (CAST(:status AS text) IS NULL OR status = :status)
       AND (CAST(:run AS uuid) IS NULL OR run_id = CAST(:run AS uuid))
       AND (CAST(:workflow AS text) IS NULL OR workflow = :workflow)
+      AND (CAST(:before AS bigint) IS NULL OR id < CAST(:before AS bigint))
     ORDER BY id DESC
     LIMIT :limit
     """

@@ -317,3 +317,14 @@ async def test_members_see_the_runs_of_workflows_they_operate_or_view_and_those_
     _, trail = await api.as_person(ANN).call("GET", f"/api/audit?run={mine}")
     assert [a["action"] for a in trail] == ["start"]
 
+
+
+async def test_a_members_task_list_fills_its_limit_past_newer_tasks_they_may_not_see(world) -> None:
+    _app, _, api = world
+    _, review = await started(api, who=ANN)  # Bob approves it
+    for _ in range(3):
+        await api.call("POST", "/api/workflows/desk/runs", {"payload": {}})
+    status, rows = await api.as_person(BOB).call("GET", "/api/tasks?limit=1")
+    assert status == 200 and [r["id"] for r in rows] == [review]
+    _, everything = await api.call("GET", "/api/tasks?limit=1")
+    assert everything[0]["id"] > review  # an admin's newest task is one Bob may not see

@@ -93,7 +93,8 @@ async def test_a_timed_task_shows_as_scheduled_with_its_due_time(store) -> None:
     assert (step["status"], step["due_at"]) == ("scheduled", due.isoformat())
     assert "scheduled" in render(report) and f"due: {due.isoformat()}" in render(report)
     listed = await store.db.fetch_all(queries.LIST_TASKS, {"stage": None, "status": "scheduled", "run": None,
-                                                           "workflow": None, "limit": 10, "now": store.clock()})
+                                                           "workflow": None, "limit": 10, "now": store.clock(),
+                                                           "before": None})
     assert [(r["stage"], r["due_at"]) for r in listed] == [("later", due)]
     store.clock.advance(5 * 86400)
     report = await store.report(run_id)
