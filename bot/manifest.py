@@ -31,7 +31,10 @@ METHODS: dict[str, tuple[str, ...]] = {
 #: The slash command and what it does.
 COMMAND = "/flowbot"
 COMMAND_DESCRIPTION = "Start workflows, see their status and your pending tasks"
-COMMAND_USAGE = "start <workflow> [key=value ...] | status [run-id] | tasks | help"
+COMMAND_USAGE = (
+    "start <workflow> [key=value ...] | status [run-id] | tasks | reassign <task-id> <@someone> | "
+    "cancel <run-id> [reason] | retry <run-id> | help"
+)
 BOT_EVENTS = ["app_home_opened"]
 
 
