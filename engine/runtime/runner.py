@@ -19,9 +19,6 @@ from engine.store.db import Row
 from engine.store.tasks import Failed, Finished, plan
 from engine.workflow import Stage
 
-#: The task whose stage the current code runs for (set by the worker; read by ``StageThreads``).
-CURRENT_TASK: contextvars.ContextVar[int | None] = contextvars.ContextVar("flowbot_current_task", default=None)
-
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 600.0
 
@@ -63,9 +60,10 @@ class StageThreads(ThreadPoolExecutor):
             return set(self._busy)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        """Run ``fn`` in a thread, counted against the current task (``CURRENT_TASK``)."""
+        """Run ``fn`` in a thread, counted against the task whose stage runs (``logs.TASK``)."""
         future = super().submit(fn, *args, **kwargs)
-        task_id = CURRENT_TASK.get()
+        row = logs.TASK.get()
+        task_id = row.get("id") if row is not None else None
         if task_id is not None:
             with self._lock:
                 self._busy[task_id] = self._busy.get(task_id, 0) + 1

@@ -32,7 +32,7 @@ from typing import Any
 
 from engine import logs
 from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError
-from engine.runtime.runner import CURRENT_TASK, StageThreads, failure, run_script
+from engine.runtime.runner import StageThreads, failure, run_script
 from engine.store import waits
 from engine.store.db import NOTIFY_CHANNEL, Row, outage_backoff
 from engine.store.tasks import Failed, Finished, Store
@@ -254,7 +254,6 @@ class Worker:
             # or another deployment's): fail it with retries rather than hold its lease forever.
             result = failure(row, exc)
         else:
-            CURRENT_TASK.set(row["id"])  # this asyncio task's own context: its sync stage's thread
             result = await run_script(stage, row, max_payload_bytes=self.options.max_payload_bytes,
                                       executor=self._executor)
         self._running.pop(row["id"], None)
