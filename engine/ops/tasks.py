@@ -92,8 +92,12 @@ async def submit(ops: Ops, ref: Any, answers: Any, actor: Actor, *, decision: st
                                  max_payload_bytes=ops.max_payload_bytes, task=task, run_context=context,
                                  form=form, authorized=True, audit=record)
     refuse(result, task["id"])
-    return {"task_id": task["id"], "run_id": str(task["run_id"]), "status": "completed", "by": actor.person,
+    done = {"task_id": task["id"], "run_id": str(task["run_id"]), "status": result.status, "by": actor.person,
             "action": people.action_of(form, cleaned)}
+    if result.progress is not None:
+        # An approval needing several people: who has decided so far, and how many approvals it needs.
+        done.update(result.progress)
+    return done
 
 
 async def claim(ops: Ops, ref: Any, actor: Actor) -> dict[str, Any]:

@@ -722,6 +722,38 @@ FORM_TASKS_WAITING_SINCE = text(
     """
 )
 
+# -- name: move_deadline -- a form task escalated on timeout: its next deadline (the next step).
+MOVE_DEADLINE = text(
+    "UPDATE event_waits SET key = :key, deadline = CAST(:deadline AS timestamptz) WHERE task_id = :id"
+)
+
+# -- name: task_deadlines -- the open deadlines of form tasks (what a card or a page shows).
+TASK_DEADLINES = text(
+    """
+    SELECT task_id, deadline FROM event_waits
+    WHERE task_id = ANY(CAST(:ids AS bigint[])) AND event = :event AND deadline IS NOT NULL
+    """
+)
+
+# -- name: insert_decision -- one person's decision on an approval that needs several (counted
+# -- once per person: a second decision of the same person changes nothing).
+INSERT_DECISION = text(
+    """
+    INSERT INTO task_decisions (task_id, person, decision, comment, decided_at)
+    VALUES (:id, :person, :decision, :comment, CAST(:now AS timestamptz))
+    ON CONFLICT (task_id, person) DO NOTHING
+    RETURNING person
+    """
+)
+
+# -- name: task_decisions -- the decisions on a task so far, in the order they were made.
+TASK_DECISIONS = text(
+    """
+    SELECT task_id, person, decision, comment, decided_at FROM task_decisions
+    WHERE task_id = ANY(CAST(:ids AS bigint[])) ORDER BY decided_at, person
+    """
+)
+
 # -- name: lock_follow_ups -- one process at a time looks for due reminders and escalations
 # -- (released at commit).
 LOCK_FOLLOW_UPS = text("SELECT pg_advisory_xact_lock(hashtext('flowbot.reminders'))")

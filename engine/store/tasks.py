@@ -18,7 +18,7 @@ from engine.context import Outcome, Send
 from engine.errors import RunNotFound
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, resolve_children, route
-from engine.store import children, ops_queries, queries, reports, waits
+from engine.store import children, deadlines, ops_queries, queries, reports, waits
 from engine.store.audit import write as write_audit
 from engine.store.db import NOTIFY_CHANNEL, OUTBOX_CHANNEL, Database, Row, Tx, jsonb_array
 from engine.store.fanout import FreshRuns
@@ -223,6 +223,8 @@ class Store:
         )
         if any(t.stage.kind is StageKind.WAIT for t in tasks):
             await waits.begin(self, tx, tasks, created, now)
+        if any(t.stage.kind is StageKind.FORM and t.stage.options.get("deadlines") for t in tasks):
+            await deadlines.begin(tx, tasks, created, now)
         return created
 
     async def add_effects(self, tx: Tx, effects: Iterable[tuple[str, dict[str, Any], int | None, str | None]],
