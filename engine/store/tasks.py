@@ -355,6 +355,10 @@ class Store:
                 result.lost = [f.task["id"] for f in finished if f.task["id"] not in ok]
                 await write_audit(tx, [f.audit for f in finished if f.audit is not None and f.task["id"] in ok],
                                   now)
+                if from_status == "pending" and ok:
+                    # A person answered: a form deadline has nothing left to do (the timer pass
+                    # would forget it anyway, after waking a worker for nothing).
+                    await tx.execute(queries.END_WAITS, {"ids": sorted(ok)})
                 await self.apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
             # A run that just got a new due script task is running (the insert saw to it): deriving its
             # status again would change nothing (and is most of the work of a big batch).

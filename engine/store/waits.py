@@ -274,7 +274,7 @@ async def timer_pass(store: StoreView, *, limit: int = 100) -> tuple[int, dt.dat
                     and not await tx.fetch_value(queries.OPEN_CHILDREN, {"id": r["run_id"]})]
             items = [await _children_done(tx, r) for r in rows if _live(r)]
             ended += len(await complete(store, tx, items, now))
-            await tx.execute(queries.END_WAITS, {"ids": [r["task_id"] for r in rows if not _live(r)]})
+            await tx.execute(queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
     if ended:  # the waits that ended (and what they sent) move the next timer
         upcoming = await next_timer(store)
     return ended, upcoming
@@ -287,7 +287,7 @@ async def _form_timeouts(store: StoreView, tx: Tx, rows: Sequence[Row], now: dt.
     if not rows:
         return 0
     live = [r for r in rows if _live(r) and r["workflow"] in store.registry.workflows]
-    await tx.execute(queries.END_WAITS, {"ids": [r["task_id"] for r in rows if not _live(r)]})
+    await tx.execute(queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
     found = await deadlines.decisions_of(tx, [r["id"] for r in live])
     items, handovers = deadlines.plan(store, live, found)
     ended = len(await complete(store, tx, items, now))
@@ -322,5 +322,5 @@ async def _finish(store: StoreView, tx: Tx, rows: Sequence[Row], now: dt.datetim
         except FlowbotError as exc:  # its workflow or stage is gone from this deployment
             items.append(Completion(row, None, "timeout", f"wait cannot end: {exc}"))
     ended = await complete(store, tx, items, now)
-    await tx.execute(queries.END_WAITS, {"ids": [r["task_id"] for r in rows if not _live(r)]})
+    await tx.execute(queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
     return len(ended)
