@@ -253,7 +253,7 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
 #: Effects after which the Home tabs of the people concerned are published again: a task was
 #: assigned to them, completed or claimed (delivered by ``bot.delivery``); a handover refreshes
 #: the Homes of the old and new assignees itself (``bot.reminders.deliver_handover``).
-REFRESHING_KINDS = ("form.assigned", "form.completed", "form.claimed")
+REFRESHING_KINDS = ("form.assigned", "form.completed", "form.claimed", "form.timed_out")
 
 
 def _slack_user(ref: str) -> str | None:
