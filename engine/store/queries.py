@@ -375,7 +375,8 @@ GET_TASK = text("SELECT * FROM tasks WHERE id = :id")
 # -- name: set_task_assignee -- record who a form task is assigned to (claim, reassignment).
 SET_TASK_ASSIGNEE = text("UPDATE tasks SET assignee = :assignee WHERE id = :id")
 
-# -- name: list_tasks -- tasks, newest first, optionally filtered; a timed task not yet due shows as
+# -- name: list_tasks -- tasks, newest first, optionally filtered (a form task's timeout as its
+# -- deadline: engine.store.deadlines); a timed task not yet due shows as
 # -- "scheduled" (pending, never claimed, claimable from due_at; a retry's or a release's wait is not).
 LIST_TASKS = text(
     """
@@ -384,7 +385,9 @@ LIST_TASKS = text(
                CASE WHEN status = 'pending' AND kind = 'script' AND available_at > CAST(:now AS timestamptz)
                          AND NOT EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = tasks.id)
                     THEN 'scheduled' ELSE status END AS status,
-               attempts, max_attempts, assignee, error, created_at, available_at AS due_at, started_at, finished_at
+               attempts, max_attempts, assignee, error, created_at, available_at AS due_at, started_at, finished_at,
+               (SELECT w.deadline FROM event_waits w
+                WHERE w.task_id = tasks.id AND w.event = 'flowbot.form.timeout') AS deadline
         FROM tasks
     ) t
     WHERE (CAST(:stage AS text) IS NULL OR stage = :stage)
