@@ -58,6 +58,8 @@ async def begin(tx: Tx, tasks: Sequence[NewTask], created: Sequence[Row], now: d
         "events": [FORM_TIMEOUT_EVENT] * len(rows), "keys": [deadline_key(r["id"], 0) for r, _ in rows],
         "deadlines": [d for _, d in rows], "now": now,
     })
+    # Idle workers sleep until the next deadline they know of: this one may come sooner.
+    await tx.notify()
 
 
 async def deadlines_of(db: Any, task_ids: Sequence[int]) -> dict[int, dt.datetime]:

@@ -17,7 +17,7 @@ from tests.slack import SlackHarness, StartSlack
 
 STAGES = {
     "buy/workflow.py": """
-        from engine import Team, Workflow
+        from engine import Escalate, Team, Workflow
         workflow = Workflow("buy", title="Purchase")
         ask = workflow.script("ask")
         one = workflow.form("one", assignee="bob@example.com", module="review", timeout="48h",
@@ -25,8 +25,10 @@ STAGES = {
         two = workflow.form("two", assignee=["bob@example.com", "carol@example.com"], module="review_two")
         team = workflow.form("team", assignee=Team("@buyers"), module="review_two")
         own = workflow.form("own", assignee=["bob@example.com", "carol@example.com"], module="review_own")
+        up = workflow.form("up", assignee="bob@example.com", module="review", timeout="1s",
+                           on_timeout=Escalate(to="carol@example.com"))
         done = workflow.script("done")
-        for form in (one, two, team, own):
+        for form in (one, two, team, own, up):
             workflow.transition(ask, form, on=form.name)
             workflow.transition(form, done)
     """,
@@ -180,3 +182,23 @@ async def test_the_person_who_started_the_run_is_refused(slack_app: StartSlack, 
     await h.click("U0BOB", "flowbot_approve", task_of_card(card))
     assert "You started this run" in await ephemeral(fake_slack, "U0BOB")
     assert await scalar(h.app.store, "SELECT count(*) FROM tasks WHERE status = 'completed' AND kind = 'form'") == 0
+
+
+async def test_a_timeout_escalation_hands_the_card_over_without_anyone_calling_the_timer(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    fake_slack.add_user("bob@example.com", "U0BOB")
+    fake_slack.add_user("carol@example.com", "U0CAROL")
+    h = await slack_app(STAGES)  # the real clock: the worker wakes up for the deadline itself
+    await start(h, "up")
+    [bob_card] = await cards_in(fake_slack, "DU0BOB")
+    [update] = await updates_of(fake_slack, "DU0BOB")
+    assert "No answer in time: handed to carol@example.com" in update["text"]
+    [carol_card] = await cards_in(fake_slack, "DU0CAROL")
+    assert task_of_card(carol_card) == task_of_card(bob_card)
+    await h.click("U0CAROL", "flowbot_approve", task_of_card(carol_card))
+
+    async def approved() -> Any:
+        return await scalar(h.app.store, "SELECT completed_by FROM tasks WHERE id = :t",
+                            t=int(task_of_card(carol_card))) == "U0CAROL" or None
+
+    await eventually(approved, what="carol's approval")
