@@ -73,9 +73,7 @@ def check_form_timeout(name: str, timeout: Any, on_timeout: Any) -> tuple[list[S
             problems.append(f"{where}: timeout= {exc}")
             return steps, problems
         if isinstance(on_timeout, Escalate):
-            from engine.workflow import check_assignee_rule
-
-            problems += [f"{where}: on_timeout=Escalate(to=...): {p}" for p in check_assignee_rule(on_timeout.to)]
+            pass  # its ``to`` is checked by ``Workflow.form`` (an assignee rule)
         elif on_timeout is not None and (not isinstance(on_timeout, str) or not on_timeout.strip()):
             problems.append(f"{where}: on_timeout= must be a task type (a string), an Escalate(to=...) or "
                             f"None (the run fails), got {on_timeout!r}")

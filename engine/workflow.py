@@ -215,9 +215,11 @@ class Workflow:
         ``timeout`` (``"48h"``, ``"2 business days"``) with ``on_timeout``: what happens when
         nobody answers in time: a task type to send (``"declined"``), an ``Escalate(to=...)``, or
         None (the default) to fail the run (``engine.deadlines``)."""
-        from engine.deadlines import check_form_timeout
+        from engine.deadlines import Escalate, check_form_timeout
 
         steps, problems = check_form_timeout(name, timeout, on_timeout)
+        problems += [f'form "{name}": on_timeout=Escalate(to=...): {p}' for s in steps
+                     if isinstance(s.outcome, Escalate) for p in check_assignee_rule(s.outcome.to)]
         if steps:
             options["deadlines"] = steps
         stage = self._add(
