@@ -29,7 +29,11 @@ STAGES = {
             workflow.transition(ask, form, on=form.name)
             workflow.transition(form, done)
     """,
-    "buy/ask.py": "def run(task, ctx):\n    ctx.run['started_by'] = 'ann@example.com'\n    ctx.send(task['to'], task.payload)\n",
+    "buy/ask.py": """
+        def run(task, ctx):
+            ctx.run["started_by"] = "ann@example.com"
+            ctx.send(task["to"], task.payload)
+    """,
     "buy/review_two.py": """
         from engine.forms import Approval
         form = Approval("Laptop", {"Amount": "{amount} EUR"}, approvers=2, allow_self_approval=False)

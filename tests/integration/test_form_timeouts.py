@@ -98,7 +98,8 @@ async def later(work: Awaitable[T], delay: float) -> T:
 
 
 async def audit(store: Store, task_id: int) -> list[tuple[str, str]]:
-    rows = await store.db.fetch_all(_sql("SELECT actor, action FROM audit WHERE task_id = :t ORDER BY id"), {"t": task_id})
+    rows = await store.db.fetch_all(_sql("SELECT actor, action FROM audit WHERE task_id = :t ORDER BY id"),
+                                    {"t": task_id})
     return [(r["actor"], r["action"]) for r in rows]
 
 

@@ -143,7 +143,7 @@ async def test_with_decline_all_it_is_declined_only_once_enough_approvals_are_im
 
 
 async def test_the_same_person_deciding_twice_is_counted_once(store) -> None:
-    run_id, task_id = await start(store, "two")
+    _run_id, task_id = await start(store, "two")
     assert (await decide(store, task_id, "a@x.io")).ok
     again = await decide(store, task_id, "a@x.io")
     assert (again.status, again.message) == (people.ALREADY, people.DECIDED)
@@ -151,7 +151,7 @@ async def test_the_same_person_deciding_twice_is_counted_once(store) -> None:
 
 
 async def test_the_runs_starter_is_refused_when_self_approval_is_off(store) -> None:
-    run_id, task_id = await start(store, "own", started_by="s@x.io")
+    _run_id, task_id = await start(store, "own", started_by="s@x.io")
     refused = await decide(store, task_id, "s@x.io")
     assert (refused.status, refused.message) == (people.FORBIDDEN, people.SELF_APPROVAL)
     assert await scalar(store, "SELECT count(*) FROM audit WHERE task_id = :t", t=task_id) == 0

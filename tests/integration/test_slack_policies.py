@@ -124,7 +124,7 @@ async def test_two_approvers_see_who_decided_so_far_and_the_last_completes_it(
     h = await slack_app(STAGES)
     run_id = await start(h, "two")
     [bob_card] = await cards_in(fake_slack, "DU0BOB")
-    [carol_card] = await cards_in(fake_slack, "DU0CAROL")
+    [_carol_card] = await cards_in(fake_slack, "DU0CAROL")
     assert "Needs 2 approvals (0 so far)" in str(bob_card["blocks"])
     task_id = task_of_card(bob_card)
 
@@ -159,7 +159,7 @@ async def test_a_team_approval_needing_two_goes_to_every_member_without_a_claim(
     h = await slack_app(STAGES)
     run_id = await start(h, "team")
     [bob_card] = await cards_in(fake_slack, "DU0BOB")
-    [carol_card] = await cards_in(fake_slack, "DU0CAROL")
+    [_carol_card] = await cards_in(fake_slack, "DU0CAROL")
     task_id = task_of_card(bob_card)
     assert "flowbot_approve" in str(bob_card["blocks"]) and "flowbot_claim" not in str(bob_card["blocks"])
     await asyncio.gather(h.click("U0BOB", "flowbot_approve", task_id),
