@@ -106,6 +106,10 @@ async def claim(ops: Ops, ref: Any, actor: Actor) -> dict[str, Any]:
     assignee = task.get("assignee") or {}
     if not assignee.get("team"):
         raise Conflict(f"task {task['id']} is assigned to {describe(assignee)}, not to a team: nothing to claim")
+    form = await people.load_form(ops.stage(task["workflow"], task["stage"]), task_of(task))
+    if isinstance(form, Approval) and form.quorum:
+        raise Conflict(f"task {task['id']} needs {form.approvers} approvals from {describe(assignee)}: nobody claims "
+                       "it, each member decides")
     result = await people.claim(ops.store, task["id"], actor.person, ops.people, authorized=True,
                                 audit=actor.record("claim", grant.relation, grant.on_behalf_of))
     refuse(result, task["id"])

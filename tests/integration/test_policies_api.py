@@ -17,15 +17,18 @@ from tests.opsworld import TOKEN, Client, served
 
 STAGES = {
     "buy/workflow.py": """
-        from engine import Workflow
+        from engine import Team, Workflow
         workflow = Workflow("buy")
         ask = workflow.script("ask")
         two = workflow.form("two", assignee=["max@example.com", "ann@example.com", "sam@example.com"],
                             module="review", timeout="1s", on_timeout="declined")
+        crew = workflow.form("crew", assignee=Team("@crew"), module="review")
         done = workflow.script("done")
         workflow.transition(ask, two)
         workflow.transition(two, done)
+        workflow.transition(crew, done)
     """,
+    "teams.toml": 'crew = ["max@example.com", "sam@example.com", "tom@example.com"]\n',
     "buy/ask.py": "def run(task, ctx):\n    ctx.send('two', task.payload)\n",
     "buy/review.py": """
         from engine.forms import Approval
@@ -48,7 +51,8 @@ async def world(database_url: str, tmp_path: Path):
 
 
 async def start(app: Any, api: Client) -> tuple[str, int]:
-    status, body = await api.as_person("ann@example.com").call("POST", "/api/workflows/buy/runs", {"payload": {}})
+    status, body = await api.as_person("ann@example.com").call("POST", "/api/workflows/buy/runs",
+                                                                {"payload": {}, "stage": "ask"})
     assert status == 201, body
     await drain(app.store)
     _, tasks = await api.call("GET", f"/api/tasks?run={body['run_id']}&stage=two")
@@ -90,3 +94,15 @@ async def test_an_answer_after_the_timeout_is_a_conflict_that_says_so(world) -> 
     assert status == 409 and body["reason"] == "timed out" and body["by"] == "flowbot (timeout)"
     _, report = await api.call("GET", f"/api/runs/{run_id}")
     assert [a["actor"] for a in report["audit"]][-1:] == ["flowbot (timeout)"]
+
+
+async def test_a_team_approval_needing_several_is_decided_by_members_without_a_claim(world) -> None:
+    _, _, api = world
+    status, body = await api.call("POST", "/api/workflows/buy/runs", {"payload": {}, "stage": "crew"})
+    assert status == 201, body
+    _, tasks = await api.call("GET", f"/api/tasks?run={body['run_id']}&stage=crew")
+    task_id = tasks[0]["id"]
+    status, refused = await api.as_person("max@example.com").call("POST", f"/api/tasks/{task_id}/claim", {})
+    assert status == 409 and "nobody claims it" in refused["error"]
+    assert (await approve(api, "max@example.com", task_id))[1]["status"] == "recorded"
+    assert (await approve(api, "tom@example.com", task_id))[1]["status"] == "completed"
