@@ -54,7 +54,7 @@ def verdict(form: Approval, decisions: list[dict[str, Any]], eligible: int | Non
         return APPROVED
     if form.decline != "all":
         return DECLINED if declines else None
-    if eligible is not None and eligible - declines < form.approvers:
+    if declines and eligible is not None and eligible - declines < form.approvers:
         return DECLINED
     return None
 

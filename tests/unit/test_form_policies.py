@@ -80,6 +80,7 @@ def d(decision: str) -> dict[str, str]:
     ("all", ["declined", "declined"], 3, "declined"),  # one left: two approvals impossible
     ("all", ["declined", "approved"], 3, None),
     ("all", ["declined", "declined", "declined"], None, None),  # a team: declines alone never end it
+    ("all", ["approved"], 1, None),            # too few people listed: only a decline declines it
 ])
 def test_the_quorum_rule(decline, decisions, eligible, expected) -> None:
     form = Approval("R", approvers=2, decline=decline)
