@@ -45,6 +45,14 @@ class _Changed(Exception):
     """Raised inside a decision's transaction when other decisions landed since it was weighed."""
 
 
+class _Lost(Exception):
+    """Raised inside a decision's transaction when the task is no longer pending."""
+
+
+class _Again(Exception):
+    """Raised inside a decision's transaction when this person's decision is already recorded."""
+
+
 def verdict(form: Approval, decisions: list[dict[str, Any]], eligible: int | None) -> str | None:
     """The outcome these decisions settle ("approved", "declined"), or None: more are needed.
     ``eligible``: how many people may decide at all (None: unknown, a team)."""
@@ -137,9 +145,9 @@ async def decide(store: Store, task: Row, form: Approval, answers: dict[str, Any
                 await _record(store, task, mine, before, audit, form, weighed, now)
                 return "recorded", progress(form, weighed)
             final = {"decision": outcome, "comment": answers.get("comment"), "decisions": weighed}
-            ctx = Context(stage_key=store.stage_of(task).key, run_context=run_context, attempt=1,
-                          max_payload_bytes=max_payload_bytes, task_id=task_id, run_id=str(task["run_id"]))
             stage = store.stage_of(task)
+            ctx = Context(stage_key=stage.key, run_context=run_context, attempt=1,
+                          max_payload_bytes=max_payload_bytes, task_id=task_id, run_id=str(task["run_id"]))
             try:
                 await call(stage.entry("run"), task_of(task), dict(final), ctx)
                 result = ctx.finish()
@@ -158,14 +166,6 @@ async def decide(store: Store, task: Row, form: Approval, answers: dict[str, Any
         except _Again:
             return "already", {}
     return "failed", {"message": "too many decisions at once: try again"}
-
-
-class _Lost(Exception):
-    """Raised inside a decision's transaction when the task is no longer pending."""
-
-
-class _Again(Exception):
-    """Raised inside a decision's transaction when this person's decision is already recorded."""
 
 
 async def _guard(tx: Any, task: Row, before: list[dict[str, Any]], mine: dict[str, Any]) -> None:
