@@ -180,11 +180,13 @@ async def test_an_answer_in_time_leaves_nothing_for_the_timeout(store) -> None:
 
 
 async def test_a_cancelled_run_forgets_its_deadlines(store) -> None:
-    from engine.store import queries
+    from engine.ops import runs as run_ops
+    from engine.ops.actor import local_admin
+    from engine.ops.base import Ops
+    from engine.ops.directory import People
 
     run_id, task_id = await start(store)
-    async with store.db.transaction() as tx:
-        await tx.execute(queries.CANCEL_RUN, {"id": _uuid(run_id), "actor": "ops", "now": store.clock()})
+    await run_ops.cancel(Ops(store, People(store.db), 1 << 16), run_id, local_admin())
     assert await scalar(store, "SELECT count(*) FROM event_waits") == 0
     store.clock.advance(48 * 3600)
     assert await waits.expire(store) == 0
