@@ -49,10 +49,16 @@ async def refusal(ctx: BotContext, result: people.Result, user: str) -> str:
     if result.status == people.ALREADY:
         if result.message == "claimed":
             return messages.claimed_by_you() if result.by == user else messages.already_claimed(result.by)
+        if result.message == people.TIMED_OUT:
+            return messages.timed_out_before_you(result.at)
+        if result.message == people.DECIDED:
+            return messages.already_decided()
         if result.by == user:
             # Their own earlier answer (a click delivered twice, a double click) completed it.
             return messages.already_yours(result.at)
         return messages.already_done(result.by, result.at)
+    if result.status == people.FORBIDDEN and result.message == people.SELF_APPROVAL:
+        return messages.self_approval()
     if result.status == people.FORBIDDEN:
         assignee = (result.task or {}).get("assignee") or {}
         if assignee.get("team") and not assignee.get("claimed_by"):

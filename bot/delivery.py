@@ -28,13 +28,14 @@ from bot.cards import (
     form_text,
     resolved_message_blocks,
 )
-from bot.context import BotContext, UserGroupNotFound, UserNotFound, is_channel
+from bot.context import USER_ID_RE, BotContext, UserGroupNotFound, UserNotFound, is_channel
 from engine.errors import TaskNotFound
 from engine.forms import Approval, Form
 from engine.people import actions as people
-from engine.people import links, mail
+from engine.people import links, mail, quorum
 from engine.runtime.outbox import OutboxHandler, PermanentFailure, RetryLater
 from engine.runtime.runner import task_of
+from engine.store import deadlines
 from engine.store.db import Row
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,14 @@ def handlers(bctx: BotContext) -> dict[str, OutboxHandler]:
         return await update_cards(bctx, int(p["task_id"]), messages.claimed_by(p["by"], _at(row)),
                                   kinds={"claim"})
 
+    async def decided(row: dict[str, Any]) -> dict[str, Any]:
+        return await refresh_decisions(bctx, int(row["payload"]["task_id"]))
+
+    async def timed_out(row: dict[str, Any]) -> dict[str, Any]:
+        p = row["payload"]
+        return await update_cards(bctx, int(p["task_id"]),
+                                  messages.timed_out(str(p.get("after")), str(p.get("outcome")), _at(row)))
+
     async def cancelled(row: dict[str, Any]) -> dict[str, Any]:
         p = row["payload"]
         return await update_cards(bctx, int(p["task_id"]), messages.cancelled_by(p["by"], p.get("reason"), _at(row)))
@@ -133,6 +142,8 @@ def handlers(bctx: BotContext) -> dict[str, OutboxHandler]:
         "form.completed": completed,
         "form.claimed": claimed,
         "form.cancelled": cancelled,
+        quorum.DECIDED: decided,
+        deadlines.TIMED_OUT: timed_out,
     }
 
 
@@ -156,7 +167,7 @@ async def task_card(bctx: BotContext, task: Row, form: Form, *,
     """(fallback text, blocks) of the card about ``task``: Approve/Decline for an Approval,
     Open for another form, Claim for a team card."""
     wf = bctx.app.registry.get(task["workflow"])
-    note = messages.from_workflow(wf.title)
+    note = await _note(bctx, task, form, messages.from_workflow(wf.title))
     ref = str(task["id"])
     payload = task["payload"]
     title = form.title
@@ -176,6 +187,18 @@ async def task_card(bctx: BotContext, task: Row, form: Form, *,
         return messages.approval_fallback(title), blocks
     return messages.assignment_fallback(title), assignment_message_blocks(
         title, task_ref=ref, facts=_payload_facts(payload), note=note)
+
+
+async def _note(bctx: BotContext, task: Row, form: Form, first: str) -> str:
+    """A card's context line: where it comes from, when it times out, who has decided so far."""
+    parts = [first]
+    deadline = (await deadlines.deadlines_of(bctx.app.db, [task["id"]])).get(task["id"])
+    if deadline is not None:
+        parts.append(messages.answer_by(deadline))
+    if isinstance(form, Approval) and form.quorum:
+        decided = (await deadlines.decisions_of(bctx.app.db, [task["id"]])).get(task["id"], [])
+        parts.append(messages.quorum_note(form.approvers, decided))
+    return " · ".join(parts)
 
 
 def _payload_facts(payload: dict[str, Any]) -> list[tuple[str, str]]:
@@ -202,6 +225,9 @@ async def deliver_assignment(bctx: BotContext, task_id: int) -> dict[str, Any]:
     sent = {r["recipient"] for r in await store.cards(db, task_id)}
     posted: list[dict[str, Any]] = []
     team = assignee.get("team")
+    if team and not assignee.get("claimed_by") and isinstance(form, Approval) and form.quorum:
+        # Several members must decide: nobody claims it, each member gets the approval card.
+        return await _deliver_to_team(bctx, task, form, str(team), sent)
     if team and not assignee.get("claimed_by"):
         text, blocks = await task_card(bctx, task, form, claim_for=team)
         if is_channel(team):
@@ -232,6 +258,75 @@ async def deliver_assignment(bctx: BotContext, task_id: int) -> dict[str, Any]:
         await store.record_card(bctx.app.db, task_id, recipient, str(resp["channel"]), str(resp["ts"]), kind)
         posted.append({"user": user, "channel": resp["channel"], "ts": resp["ts"]})
     return {"posted": posted}
+
+
+async def _deliver_to_team(bctx: BotContext, task: Row, form: Form, team: str, sent: set[str]) -> dict[str, Any]:
+    """An approval needing several members of a team: its card in the team's channel, or in the DM
+    of each member of the user group."""
+    text, blocks = await task_card(bctx, task, form)
+    posted: list[dict[str, Any]] = []
+    if is_channel(team):
+        channel = team.strip().lstrip("#")
+        if f"channel:{channel}" not in sent:
+            async with slack_errors(f"approval card to {team}"):
+                resp = await bctx.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+            await store.record_card(bctx.app.db, task["id"], f"channel:{channel}", str(resp["channel"]),
+                                    str(resp["ts"]), "approval")
+            posted.append({"channel": resp["channel"], "ts": resp["ts"]})
+        return {"posted": posted}
+    async with slack_errors(f"members of {team}"):
+        users = await bctx.directory.members(team)
+    for user in users:
+        if user in sent:
+            continue
+        async with slack_errors(f"DM to {user}"):
+            channel = await open_dm(bctx, user)
+            resp = await bctx.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+        await store.record_card(bctx.app.db, task["id"], user, str(resp["channel"]), str(resp["ts"]), "approval")
+        posted.append({"user": user, "channel": resp["channel"], "ts": resp["ts"]})
+    return {"posted": posted}
+
+
+async def refresh_decisions(bctx: BotContext, task_id: int) -> dict[str, Any]:
+    """A decision on an approval needing several people was kept: the cards of those who decided
+    say so; the others show who has decided so far, buttons kept."""
+    db = bctx.app.db
+    try:
+        task = await people.get_task(db, task_id)
+    except TaskNotFound:
+        return {"skipped": "task not found"}
+    if task["status"] != "pending":
+        return {"skipped": task["status"]}  # its completion updates the cards
+    stage = bctx.app.store.stage_of(task)
+    try:
+        form = await people.load_form(stage, task_of(task))
+    except Exception as exc:
+        raise PermanentFailure(f"form of {stage.key}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(form, Approval):
+        return {"skipped": "not an approval"}
+    decided = (await deadlines.decisions_of(db, [task_id])).get(task_id, [])
+    mine: dict[str, str] = {}
+    for d in decided:
+        who = str(d["by"])
+        try:
+            async with slack_errors(f"looking up {who}"):
+                who = who if USER_ID_RE.match(who) else await bctx.resolver.user_id(who)
+        except PermanentFailure:
+            pass  # an email outside Slack has no card here
+        mine[who] = str(d["decision"])
+    text, blocks = await task_card(bctx, task, form)
+    facts = form_facts(form.facts, task["payload"])
+    updated = 0
+    for card in await store.cards(db, task_id):
+        card_text, card_blocks = text, blocks
+        if card["recipient"] in mine:
+            card_text = messages.you_decided(mine[card["recipient"]], form.approvers, decided)
+            card_blocks = resolved_message_blocks(form.title, card_text, text=form_text(form.text, task["payload"]),
+                                                  facts=facts)
+        async with slack_errors(f"updating card in {card['channel']}"):
+            await bctx.client.chat_update(channel=card["channel"], ts=card["ts"], text=card_text, blocks=card_blocks)
+        updated += 1
+    return {"updated": updated}
 
 
 async def _mail_outsiders(bctx: BotContext, task_id: int, entries: list[str]) -> list[str]:

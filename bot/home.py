@@ -251,9 +251,9 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
 
 
 #: Effects after which the Home tabs of the people concerned are published again: a task was
-#: assigned to them, completed or claimed (delivered by ``bot.delivery``); a handover refreshes
-#: the Homes of the old and new assignees itself (``bot.reminders.deliver_handover``).
-REFRESHING_KINDS = ("form.assigned", "form.completed", "form.claimed")
+#: assigned to them, completed, claimed, timed out or decided on (delivered by ``bot.delivery``);
+#: a handover refreshes the Homes of the old and new assignees itself (``bot.reminders``).
+REFRESHING_KINDS = ("form.assigned", "form.completed", "form.claimed", "form.timed_out", "form.decided")
 
 
 def _slack_user(ref: str) -> str | None:

@@ -110,6 +110,48 @@ def already_yours(at: dt.datetime | None) -> str:
     return f"Your answer was already recorded{when}: this task is done. Nothing else was changed."
 
 
+def timed_out_before_you(at: dt.datetime | None) -> str:
+    """Answer to a person whose answer came after the task's timeout closed it."""
+    when = f" {slack_date(at)}" if at else ""
+    return f"Too late: this task timed out{when} and flowbot closed it. Your answer was not recorded."
+
+
+def already_decided() -> str:
+    """Answer to a person deciding again on an approval that needs several people."""
+    return "You already decided on this approval: a person's decision counts once. Nothing else was changed."
+
+
+def self_approval() -> str:
+    """Answer to the person who started a run, on an approval that refuses them."""
+    return "You started this run, so you cannot decide on its approval: someone else must. Nothing was changed."
+
+
+def timed_out(after: str, outcome: str, at: dt.datetime) -> str:
+    """Outcome line of a card whose task nobody answered in time."""
+    then = {"failed": "the run stopped"}.get(outcome, f"sent on as {outcome}")
+    return f":alarm_clock: No answer within {after}: timed out {slack_date(at)} ({then})"
+
+
+def answer_by(deadline: dt.datetime) -> str:
+    """Context line of a card whose task has a timeout."""
+    return f":alarm_clock: Answer by {slack_date(deadline)}"
+
+
+def quorum_note(needed: int, decisions: list[dict[str, object]]) -> str:
+    """Context line of an approval needing several people: how many, and who decided so far."""
+    approvals = sum(1 for d in decisions if d.get("decision") == "approved")
+    line = f"Needs {needed} approvals ({approvals} so far)"
+    if decisions:
+        line += ": " + ", ".join(f"{people([str(d.get('by'))])} {d.get('decision')}" for d in decisions)
+    return line
+
+
+def you_decided(decision: str, needed: int, decisions: list[dict[str, object]]) -> str:
+    """Outcome line of the card of a person whose decision is kept while others still decide."""
+    icon = ":white_check_mark:" if decision == "approved" else ":x:"
+    return f"{icon} You {decision}. {quorum_note(needed, decisions)}"
+
+
 def claimed_by_you() -> str:
     """Answer to a person who claims a team task they already took."""
     return "You already took this task."
@@ -141,8 +183,16 @@ def session_expired() -> str:
 
 
 def outcome_line(answers: dict[str, object], by: str, at: dt.datetime) -> str:
-    """The line replacing a resolved card's buttons, from the submitted answers."""
+    """The line replacing a resolved card's buttons, from the submitted answers (an approval
+    needing several people names everyone who decided it that way)."""
     decision = answers.get("decision")
+    decisions = answers.get("decisions")
+    if isinstance(decisions, list) and decision in ("approved", "declined"):
+        names = people([str(d.get("by")) for d in decisions if isinstance(d, dict) and d.get("decision") == decision])
+        icon, verb = (":white_check_mark:", "Approved") if decision == "approved" else (":x:", "Declined")
+        comment = answers.get("comment")
+        line = f"{icon} {verb} by {names} {slack_date(at)}"
+        return f"{line}\n>{comment}" if decision == "declined" and isinstance(comment, str) and comment else line
     if decision == "approved":
         return approved_by(by, at)
     if decision == "declined":

@@ -44,7 +44,8 @@ PUT_SLACK_USER = text(
 
 
 # -- name: my_pending_form_tasks -- form tasks waiting on one Slack user: assigned to their id or
-# -- to an email cached for it, or a team task not claimed yet whose claim card was sent to them.
+# -- to an email cached for it, or a team task not claimed yet whose claim card was sent to them;
+# -- not one they have decided on already (an approval needing several people).
 MY_PENDING_FORM_TASKS = text(
     """
     SELECT t.id, t.run_id, t.workflow, t.stage, t.type, t.payload, t.assignee, t.created_at
@@ -60,6 +61,8 @@ MY_PENDING_FORM_TASKS = text(
                    AND (m.recipient = :user
                         OR (m.recipient = 'claim:' || :user AND t.assignee ->> 'claimed_by' IS NULL)))
       )
+      -- An approval needing several people that this person has decided on waits for others.
+      AND NOT EXISTS (SELECT 1 FROM task_decisions d WHERE d.task_id = t.id AND d.person = :user)
     ORDER BY t.created_at, t.id
     LIMIT :limit
     """

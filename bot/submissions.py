@@ -227,7 +227,7 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
         return _field_error(form, page.name, messages.stage_failed(result.message))
     if not result.ok:
         return notice(await refusal(ctx, result, user_id))
-    if task is None:  # a task's completion closed its session in the same batch
+    if task is None or result.status == people.RECORDED:  # (a completion closed its session with it)
         await sessions.close_session(ctx.app.db, sid)
     return {}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from engine.assignees import Team
 from engine.context import Context, Task
+from engine.deadlines import Escalate
 from engine.errors import FlowbotError, PayloadError, WorkflowError
 from engine.triggers.hooks import BearerAuth, GitHubAuth, HmacAuth, HookRequest, HookResponse, SlackAuth, StripeAuth
 from engine.workflow import Stage, StageKind, Workflow
@@ -14,6 +15,7 @@ from engine.workflow import Stage, StageKind, Workflow
 __all__ = [
     "BearerAuth",
     "Context",
+    "Escalate",
     "FlowbotError",
     "GitHubAuth",
     "HmacAuth",

@@ -205,10 +205,23 @@ class Workflow:
         module: str | None = None,
         join: str | None = None,
         max_attempts: int = 3,
+        timeout: Any = None,
+        on_timeout: Any = None,
         **options: Any,
     ) -> Stage:
         """A stage a person completes: ``form(task)`` builds the Form, ``run(task, answers, ctx)``
-        handles the answers. Without ``assignee`` it is a start form (nothing flows into it)."""
+        handles the answers. Without ``assignee`` it is a start form (nothing flows into it).
+
+        ``timeout`` (``"48h"``, ``"2 business days"``) with ``on_timeout``: what happens when
+        nobody answers in time: a task type to send (``"declined"``), an ``Escalate(to=...)``, or
+        None (the default) to fail the run (``engine.deadlines``)."""
+        from engine.deadlines import Escalate, check_form_timeout
+
+        steps, problems = check_form_timeout(name, timeout, on_timeout)
+        problems += [f'form "{name}": on_timeout=Escalate(to=...): {p}' for s in steps
+                     if isinstance(s.outcome, Escalate) for p in check_assignee_rule(s.outcome.to)]
+        if steps:
+            options["deadlines"] = steps
         stage = self._add(
             name,
             StageKind.FORM,
@@ -219,6 +232,7 @@ class Workflow:
             options=options,
         )
         self.declaration_errors += [(msg, stage.where) for msg in check_follow_up(name, options)]
+        self.declaration_errors += [(msg, stage.where) for msg in problems]
         return stage
 
     def hook(
@@ -376,6 +390,18 @@ def check_people_refs(what: str, refs: Sequence[Any] | None) -> list[str]:
                 "a channel (C… or #name) or a Team"
             )
     return problems
+
+
+def check_assignee_rule(rule: Any) -> list[str]:
+    """Problems of an assignee rule given where the task is not yet known (``Escalate(to=)``)."""
+    from engine.assignees import Team
+
+    if rule is None:
+        return ["an assignee rule is needed"]
+    if callable(rule) and not isinstance(rule, Team):
+        return []
+    refs = [rule] if isinstance(rule, str | Team) or not isinstance(rule, list | tuple) else list(rule)
+    return check_people_refs("assignee", refs)
 
 
 def check_follow_up(name: str, options: dict[str, Any]) -> list[str]:

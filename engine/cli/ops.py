@@ -168,7 +168,10 @@ async def cmd_tasks(args: argparse.Namespace) -> int:
         if args.json:
             print(dumps(rows))
         else:
-            print(report.table(rows, ["id", "workflow", "stage", "type", "status", "attempts", "assignee", "run_id"]))
+            columns = ["id", "workflow", "stage", "type", "status", "attempts", "assignee", "run_id"]
+            if any(r.get("deadline") for r in rows):  # form tasks that time out: when
+                columns.insert(7, "deadline")
+            print(report.table(rows, columns))
         return 0
     wanted = 2 if action == "reassign" else 1
     if len(rest) != wanted:
@@ -206,7 +209,10 @@ def _task_line(action: str, done: dict[str, Any]) -> str:
         return f"{task} reassigned to {to}"
     if action == "retry":
         return f"{task} retried: run {done['run_id']} is running again"
-    return f"{task} {done.get('action', 'submit').rstrip('e')}ed by {done['by']} (run {done['run_id']})"
+    line = f"{task} {done.get('action', 'submit').rstrip('e')}ed by {done['by']} (run {done['run_id']})"
+    if done.get("status") == "recorded":  # an approval needing several people waits for more
+        line += f": {done['approvals']} of {done['needed']} approvals so far, the task stays open"
+    return line
 
 
 # --- start, outbox, tokens, audit ------------------------------------------------------------

@@ -3,6 +3,13 @@
 Its answers are always ``{"decision": "approved" | "declined", "comment": str | None}``. As a
 ``Form`` it renders as a modal too (a decision radio and a comment), which is what the web
 console and the DM's "Open" button show.
+
+``approvers=N`` (with a list or team assignee) asks N distinct people to approve: each decision
+is kept, and ``run`` is called once, when the outcome is known, with ``answers["decisions"]``
+(``[{"by", "decision", "comment", "at"}]``, in order). The task is approved when N approved; it
+is declined at the first decline (``decline="any"``, the default) or, with ``decline="all"``,
+only once so many have declined that N approvals are no longer possible (``engine.people.quorum``).
+``allow_self_approval=False`` refuses any decision by the person who started the run.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from engine.forms.validation import Rule
 APPROVED = "approved"
 DECLINED = "declined"
 DECISIONS = (APPROVED, DECLINED)
+#: ``Approval(decline=...)``: the first decline declines, or only once N approvals are impossible.
+DECLINE_RULES = ("any", "all")
 
 
 def _comment_given(answers: dict[str, Any]) -> bool:
@@ -50,8 +59,15 @@ class Approval(Form):
         decline_label: str = "Decline",
         comment_label: str = "Comment",
         name: str | None = None,
+        approvers: int = 1,
+        decline: str = "any",
+        allow_self_approval: bool = True,
     ) -> None:
         self.facts = Facts(facts or {})
+        #: How many distinct people must approve; how declines count ("any" or "all").
+        self.approvers = approvers
+        self.decline = decline
+        self.allow_self_approval = allow_self_approval
         self.text = text
         self.comment_on_decline = comment_on_decline
         self.approve_label = approve_label
@@ -83,6 +99,11 @@ class Approval(Form):
             items.append(self.facts)
         return items
 
+    @property
+    def quorum(self) -> bool:
+        """Whether it needs more than one person's approval (decisions are kept one by one)."""
+        return isinstance(self.approvers, int) and self.approvers > 1
+
     def decline_form(self) -> Form:
         """The modal a decline opens when ``comment_on_decline``: the facts and a required
         comment. Its answers are ``{"comment": ...}``; pass them to ``answers()``."""
@@ -109,6 +130,12 @@ class Approval(Form):
     def check(self) -> list[str]:
         """As ``Form.check``, plus the approve and decline button labels."""
         problems = super().check()
+        if isinstance(self.approvers, bool) or not isinstance(self.approvers, int) or self.approvers < 1:
+            problems.append(f"form {self.name!r}: approvers must be a whole number of people, at least 1, "
+                            f"got {self.approvers!r}")
+        if self.decline not in DECLINE_RULES:
+            problems.append(f"form {self.name!r}: decline must be \"any\" (the first decline declines) or "
+                            f"\"all\" (declined once N approvals are impossible), got {self.decline!r}")
         for what in ("approve_label", "decline_label"):
             label = getattr(self, what)
             if not label or len(label) > limits.BUTTON_TEXT:

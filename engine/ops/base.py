@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import Conflict, FlowbotError, Invalid, NotFound, Refused
+from engine.errors import Conflict, FlowbotError, Forbidden, Invalid, NotFound, Refused
 from engine.ops.access import Action, Grant, Resource, decide, require
 from engine.ops.actor import Actor
 from engine.ops.directory import People, load_teams
@@ -97,11 +97,20 @@ def refuse(result: people.Result, task_id: int | None = None) -> None:
     if result.status == people.ALREADY:
         if result.message == "claimed":
             raise Conflict(f"{what} was already claimed by {result.by}", by=result.by)
+        if result.message == people.DECIDED:
+            raise Conflict(f"{result.by} already decided on {what}: a person's decision counts once", by=result.by,
+                           reason=people.DECIDED)
+        if result.message == people.TIMED_OUT:
+            at = result.at.isoformat() if result.at else None
+            raise Conflict(f"{what} timed out" + (f" at {at}" if at else "") + ": it was closed by its timeout",
+                           by=result.by, at=at, reason=people.TIMED_OUT)
         at = result.at.isoformat() if result.at else None
         raise Conflict(f"{what} was already completed by {result.by}" + (f" at {at}" if at else ""),
                        by=result.by, at=at)
     if result.status == people.INVALID:
         raise Invalid(result.message or "invalid answers", result.errors)
+    if result.status == people.FORBIDDEN and result.message == people.SELF_APPROVAL:
+        raise Forbidden(f"{what}: {result.message}", reason=people.SELF_APPROVAL)
     if result.status == people.FORBIDDEN:
         from engine.ops.access import describe
 

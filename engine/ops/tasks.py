@@ -95,8 +95,12 @@ async def submit(ops: Ops, ref: Any, answers: Any, actor: Actor, *, decision: st
                                  max_payload_bytes=ops.max_payload_bytes, task=task, run_context=context,
                                  form=form, authorized=True, audit=record)
     refuse(result, task["id"])
-    return {"task_id": task["id"], "run_id": str(task["run_id"]), "status": "completed", "by": actor.person,
+    done = {"task_id": task["id"], "run_id": str(task["run_id"]), "status": result.status, "by": actor.person,
             "action": people.action_of(form, cleaned)}
+    if result.progress is not None:
+        # An approval needing several people: who has decided so far, and how many approvals it needs.
+        done.update(result.progress)
+    return done
 
 
 async def claim(ops: Ops, ref: Any, actor: Actor) -> dict[str, Any]:
@@ -105,6 +109,10 @@ async def claim(ops: Ops, ref: Any, actor: Actor) -> dict[str, Any]:
     assignee = task.get("assignee") or {}
     if not assignee.get("team"):
         raise Conflict(f"task {task['id']} is assigned to {describe(assignee)}, not to a team: nothing to claim")
+    form = await people.load_form(ops.stage(task["workflow"], task["stage"]), task_of(task))
+    if isinstance(form, Approval) and form.quorum:
+        raise Conflict(f"task {task['id']} needs {form.approvers} approvals from {describe(assignee)}: nobody claims "
+                       "it, each member decides")
     result = await people.claim(ops.store, task["id"], actor.person, ops.people, authorized=True,
                                 audit=actor.record("claim", grant.relation, grant.on_behalf_of))
     refuse(result, task["id"])

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from engine.context import Context, Effect, Outcome
+from engine.deadlines import TIMEOUT_ACTOR
 from engine.errors import FlowbotError, TaskNotFound
 from engine.forms import Approval, Form
+from engine.people import quorum
 from engine.runtime.runner import call, task_of
 from engine.store import queries
 from engine.store.audit import Entry as AuditEntry
@@ -31,6 +33,8 @@ from engine.workflow import Stage, StageKind
 HANDOVER = "form.handover"
 
 COMPLETED = "completed"
+#: A decision on an approval that needs several people, kept; the task waits for more.
+RECORDED = "recorded"
 ALREADY = "already"
 FORBIDDEN = "forbidden"
 INVALID = "invalid"
@@ -66,10 +70,14 @@ class Result:
     message: str | None = None
     run_id: str | None = None
 
+    #: Where an approval needing several people stands (``engine.people.quorum.progress``).
+    progress: dict[str, Any] | None = None
+
     @property
     def ok(self) -> bool:
-        """Whether the action took effect."""
-        return self.status == COMPLETED
+        """Whether the action took effect (for an approval needing several people: the decision
+        was kept, whether or not it completed the task)."""
+        return self.status in (COMPLETED, RECORDED)
 
 
 async def load_form(stage: Stage, task: Any) -> Form:
@@ -120,12 +128,22 @@ async def _winner(db: Database, task_id: int) -> Result:
     row = await db.fetch_one(queries.TASK_COMPLETER, {"id": task_id})
     if row is None:
         return Result(GONE, message="the task no longer exists")
+    if row["completed_by"] == TIMEOUT_ACTOR:
+        return Result(ALREADY, by=TIMEOUT_ACTOR, at=row["finished_at"], message=TIMED_OUT)
     if row["status"] == "completed":
         return Result(ALREADY, by=row["completed_by"], at=row["finished_at"])
     if row["status"] == "cancelled" and row["completed_by"]:
         return Result(GONE, by=row["completed_by"], at=row["finished_at"],
                       message=f"the task was cancelled by {row['completed_by']}")
     return Result(GONE, message=f"the task is {row['status']}")
+
+
+#: ``Result.message`` of ALREADY when the task's timeout closed it, and when the person had
+#: decided already (an approval needing several people).
+TIMED_OUT = "timed out"
+DECIDED = "decided"
+#: ``Result.message`` of FORBIDDEN when the person started the run and the approval refuses them.
+SELF_APPROVAL = "you started this run, so you cannot decide on its approval: someone else must"
 
 
 def action_of(form: Form, answers: dict[str, Any]) -> str:
@@ -190,9 +208,15 @@ async def submit(store: Store, task_id: int, answers: dict[str, Any], actor: str
     t = task_of(task)
     if form is None:
         form = await load_form(stage, t)
+    if isinstance(form, Approval) and not form.allow_self_approval and await quorum.is_starter(
+            store, task, run_context or {}, actor, directory):
+        return Result(FORBIDDEN, task=task, message=SELF_APPROVAL)
     errors = form.validate(answers)
     if errors:
         return Result(INVALID, task=task, errors=errors)
+    if isinstance(form, Approval) and form.quorum:
+        return await _decide(store, task, form, answers, actor, directory, run_context=run_context or {},
+                             max_payload_bytes=max_payload_bytes, audit=audit, effect=effect)
     ctx = Context(stage_key=stage.key, run_context=run_context or {}, attempt=1,
                   max_payload_bytes=max_payload_bytes, task_id=task["id"], run_id=str(task["run_id"]))
     try:
@@ -215,6 +239,23 @@ async def submit(store: Store, task_id: int, answers: dict[str, Any], actor: str
     if not won:
         return await _winner(store.db, task_id)
     return Result(COMPLETED, task=task, by=actor, at=store.clock(), run_id=str(task["run_id"]))
+
+
+async def _decide(store: Store, task: Row, form: Approval, answers: dict[str, Any], actor: str, directory: Directory,
+                  *, run_context: dict[str, Any], max_payload_bytes: int, audit: AuditEntry | None,
+                  effect: dict[str, Any] | None) -> Result:
+    """A decision on an approval that needs several people (``engine.people.quorum``)."""
+    record = audit or AuditEntry(actor=actor, action="", edge="slack", acting_as="assignee")
+    what, detail = await quorum.decide(store, task, form, answers, actor, directory, run_context=run_context,
+                                       max_payload_bytes=max_payload_bytes, record=record, effect=effect)
+    if what == "already":
+        return Result(ALREADY, task=task, by=actor, message=DECIDED)
+    if what == "lost":
+        return await _winner(store.db, task["id"])
+    if what == "failed":
+        return Result(FAILED, task=task, message=detail.get("message"))
+    status = RECORDED if what == "recorded" else COMPLETED
+    return Result(status, task=task, by=actor, at=store.clock(), run_id=str(task["run_id"]), progress=detail)
 
 
 async def start(store: Store, stage: Stage, payload: dict[str, Any], answers: dict[str, Any], actor: str,
@@ -358,7 +399,17 @@ def check_form_stage(stage: Stage) -> list[str]:
     spec = getattr(stage.module, "form", None)
     if not isinstance(spec, Form):
         return []
-    return [f'form "{stage.name}": {problem}' for problem in spec.check()]
+    problems = [f'form "{stage.name}": {problem}' for problem in spec.check()]
+    if isinstance(spec, Approval) and spec.quorum and isinstance(spec.approvers, int):
+        rule = stage.assignee
+        if isinstance(rule, str) and "{" not in rule:
+            problems.append(f'form "{stage.name}": approvers={spec.approvers} needs a list or team assignee, '
+                            f"not the one person {rule!r}")
+        elif isinstance(rule, list | tuple) and all(isinstance(r, str) and "{" not in r for r in rule) \
+                and len(rule) < spec.approvers:
+            problems.append(f'form "{stage.name}": approvers={spec.approvers} but the assignee lists only '
+                            f"{len(rule)} people")
+    return problems
 
 
 def register_checks() -> None:

@@ -23,8 +23,9 @@ from engine import assignees
 from engine.context import Task
 from engine.errors import DatabaseError, DatabaseUnavailable, FlowbotError
 from engine.loader import Registry
-from engine.store import queries
+from engine.store import deadlines, queries
 from engine.store.db import Row
+from engine.store.deadlines import ESCALATED
 from engine.store.tasks import Clock
 from engine.workflow import Stage, StageKind
 
@@ -34,9 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Outbox kinds: a reminder under a task's cards; an escalation; a reassignment by a person.
+#: Outbox kinds: a reminder under a task's cards; an escalation (``engine.store.deadlines``).
 REMINDER = "form.reminder"
-ESCALATED = "form.escalated"
 #: The actor recorded on task events of an escalation.
 ESCALATION_ACTOR = "flowbot:escalation"
 #: Due tasks handled per stage and kind in one pass (the rest wait for the next pass).
@@ -110,7 +110,8 @@ class Reminders:
             for f in self.follow_ups:
                 if f.escalate_after:
                     for row in await self._due(tx, f, f.escalate_after, ESCALATED, now):
-                        effects.append(await self._escalate(tx, f, row, now))
+                        if (effect := await self._escalate(tx, f, row, now)) is not None:
+                            effects.append(effect)
                         done.escalated.append(row["id"])
                 if f.remind_after:
                     for row in await self._due(tx, f, f.remind_after, REMINDER, now):
@@ -119,8 +120,9 @@ class Reminders:
                             done.reminded.append(row["id"])
             if effects:
                 await self.app.store.add_effects(tx, effects, now)
+            if effects or done.escalated:
                 await tx.notify()
-        if effects:
+        if effects or done.escalated:
             log.info("reminders: %d reminded, %d escalated", len(done.reminded), len(done.escalated),
                      extra={"action": "reminders_pass", "reminded": done.reminded, "escalated": done.escalated})
         return done
@@ -132,24 +134,21 @@ class Reminders:
         })
 
     async def _escalate(self, tx: Any, f: FollowUp, row: Row, now: dt.datetime
-                        ) -> tuple[str, dict[str, Any], int | None, str | None]:
-        old = row["assignee"] or {}
-        payload: dict[str, Any] = {"task_id": row["id"], "from": old, "after": f.escalate_after}
+                        ) -> tuple[str, dict[str, Any], int | None, str | None] | None:
+        """Hand ``row`` to the escalation assignee (``engine.store.deadlines.escalate``, as a timeout
+        does, which writes its effect); a rule that cannot apply is recorded once, as an effect."""
         try:
             new = assignees.evaluate(f.escalate_to, Task(row["id"], "", row["payload"], row["run_id"], row["stage"]))
         except FlowbotError as exc:
             # Recorded once (the effect marks the task as handled) rather than retried every pass.
-            payload["error"] = str(exc)
             await tx.execute(queries.APPEND_TASK_LOG, {"id": row["id"], "lines": [
                 {"at": now.isoformat(), "message": f"escalation failed: {exc}"}]})
+            payload = {"task_id": row["id"], "from": row["assignee"] or {}, "after": f.escalate_after,
+                       "error": str(exc)}
             return ESCALATED, payload, row["id"], str(row["run_id"])
-        await tx.execute(queries.SET_TASK_ASSIGNEE, {"id": row["id"], "assignee": new})
-        await tx.execute(queries.ADD_TASK_EVENT, {
-            "id": row["id"], "status": "pending", "actor": ESCALATION_ACTOR, "now": now,
-            "reason": f"escalated to {describe(new)} after {f.escalate_after:g} s without an answer",
-        })
-        payload["to"] = new
-        return ESCALATED, payload, row["id"], str(row["run_id"])
+        await deadlines.escalate(self.app.store, tx, row, new, now, actor=ESCALATION_ACTOR, after=f.escalate_after,
+                                 reason=f"escalated to {describe(new)} after {f.escalate_after:g} s without an answer")
+        return None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass every ``interval`` seconds until ``stop`` is set."""

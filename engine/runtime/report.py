@@ -78,7 +78,8 @@ def render(data: Mapping[str, Any]) -> str:
         if s.get("error") and s["status"] != "completed":
             lines.append(f"        error: {s['error'].splitlines()[0]}")
         if s["kind"] == "form" and s["status"] == "pending":
-            lines.append(f"        waiting on: {_assignee(s.get('assignee'))}")
+            lines.append(f"        waiting on: {_assignee(s.get('assignee'))}"
+                         + (f" (times out {s['deadline']})" if s.get("deadline") else ""))
             lines.append(f"        payload: {json.dumps(s.get('payload') or {}, default=json_default)}")
         for entry in s.get("log") or []:
             lines.append(f"        log: {entry.get('message')}")

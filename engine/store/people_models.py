@@ -42,3 +42,18 @@ class FormSession(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
     __table_args__ = (Index(None, "task_id"), Index(None, "expires_at"))
+
+
+class TaskDecision(Base):
+    """One person's decision on an approval that needs several (``Approval(approvers=N)``): kept
+    whether or not it completed the task; one per person and task."""
+
+    __tablename__ = "task_decisions"
+
+    task_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    #: Who decided, as they acted (a Slack user id, an email).
+    person: Mapped[str] = mapped_column(Text, primary_key=True)
+    #: "approved" or "declined".
+    decision: Mapped[str] = mapped_column(Text, nullable=False)
+    comment: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.loader import Registry
 from engine.store.db import Database, Row, Tx
@@ -46,6 +46,11 @@ class StoreView(Protocol):
 
     async def refresh_runs(self, tx: Tx, run_ids: Sequence[str], now: dt.datetime) -> None:
         """Derive runs' statuses from their tasks."""
+        ...
+
+    async def add_effects(self, tx: Tx, effects: Sequence[tuple[str, dict[str, Any], int | None, str | None]],
+                          now: dt.datetime) -> None:
+        """Write outbox rows (kind, payload, task id, run id) in ``tx``."""
         ...
 
     async def write_fresh(self, tx: Tx, batch: FreshRuns) -> Started:

@@ -375,7 +375,8 @@ GET_TASK = text("SELECT * FROM tasks WHERE id = :id")
 # -- name: set_task_assignee -- record who a form task is assigned to (claim, reassignment).
 SET_TASK_ASSIGNEE = text("UPDATE tasks SET assignee = :assignee WHERE id = :id")
 
-# -- name: list_tasks -- tasks, newest first, optionally filtered; a timed task not yet due shows as
+# -- name: list_tasks -- tasks, newest first, optionally filtered (a form task's timeout as its
+# -- deadline: engine.store.deadlines); a timed task not yet due shows as
 # -- "scheduled" (pending, never claimed, claimable from due_at; a retry's or a release's wait is not).
 LIST_TASKS = text(
     """
@@ -384,7 +385,9 @@ LIST_TASKS = text(
                CASE WHEN status = 'pending' AND kind = 'script' AND available_at > CAST(:now AS timestamptz)
                          AND NOT EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = tasks.id)
                     THEN 'scheduled' ELSE status END AS status,
-               attempts, max_attempts, assignee, error, created_at, available_at AS due_at, started_at, finished_at
+               attempts, max_attempts, assignee, error, created_at, available_at AS due_at, started_at, finished_at,
+               (SELECT w.deadline FROM event_waits w
+                WHERE w.task_id = tasks.id AND w.event = 'flowbot.form.timeout') AS deadline
         FROM tasks
     ) t
     WHERE (CAST(:stage AS text) IS NULL OR stage = :stage)
@@ -720,6 +723,38 @@ FORM_TASKS_WAITING_SINCE = text(
       AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.task_id = t.id AND o.kind = :kind)
     ORDER BY t.created_at, t.id
     LIMIT :limit
+    """
+)
+
+# -- name: move_deadline -- a form task escalated on timeout: its next deadline (the next step).
+MOVE_DEADLINE = text(
+    "UPDATE event_waits SET key = :key, deadline = CAST(:deadline AS timestamptz) WHERE task_id = :id"
+)
+
+# -- name: task_deadlines -- the open deadlines of form tasks (what a card or a page shows).
+TASK_DEADLINES = text(
+    """
+    SELECT task_id, deadline FROM event_waits
+    WHERE task_id = ANY(CAST(:ids AS bigint[])) AND event = :event AND deadline IS NOT NULL
+    """
+)
+
+# -- name: insert_decision -- one person's decision on an approval that needs several (counted
+# -- once per person: a second decision of the same person changes nothing).
+INSERT_DECISION = text(
+    """
+    INSERT INTO task_decisions (task_id, person, decision, comment, decided_at)
+    VALUES (:id, :person, :decision, :comment, CAST(:now AS timestamptz))
+    ON CONFLICT (task_id, person) DO NOTHING
+    RETURNING person
+    """
+)
+
+# -- name: task_decisions -- the decisions on a task so far, in the order they were made.
+TASK_DECISIONS = text(
+    """
+    SELECT task_id, person, decision, comment, decided_at FROM task_decisions
+    WHERE task_id = ANY(CAST(:ids AS bigint[])) ORDER BY decided_at, person
     """
 )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from engine.deadlines import FORM_TIMEOUT_EVENT
 from engine.store import ops_queries, queries
 from engine.store.db import Row
 from engine.store.ports import StoreView
@@ -68,7 +69,11 @@ def _step(s: Row, now: dt.datetime) -> dict[str, Any]:
         "completed_by": s["completed_by"], "workflow_version": s["workflow_version"],
         "due_at": _iso(s["available_at"]) if scheduled else None,
     }
-    if s["wait_event"] is not None:
+    if s["wait_event"] == FORM_TIMEOUT_EVENT:
+        # A form task's timeout (engine.store.deadlines), not an event: shown as its deadline.
+        if status == "pending":
+            step["deadline"] = _iso(s["wait_deadline"])
+    elif s["wait_event"] is not None:
         step["waiting_for"] = {"event": s["wait_event"], "key": s["wait_key"], "deadline": _iso(s["wait_deadline"])}
     return step
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.context import Outcome
+from engine.context import Effect, Outcome, Send
 from engine.routing import Routes
 from engine.store.audit import Entry as AuditEntry
 from engine.store.db import Row
@@ -62,3 +62,17 @@ class CommitResult:
     #: Failed tasks going back to pending after their backoff, and those out of attempts.
     retried: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Completion:
+    """A pending task ended by the engine (a wait's event or deadline, a form's timeout): with a
+    task to send (``send``), or failed (``send`` None); ``effects`` and ``audit`` commit with it
+    when it wins its race."""
+
+    task: Row
+    send: Send | None
+    actor: str
+    message: str
+    effects: list[Effect] = field(default_factory=list)
+    audit: AuditEntry | None = None

@@ -18,7 +18,7 @@ from engine.context import Outcome, Send
 from engine.errors import RunNotFound
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, resolve_children, route
-from engine.store import children, ops_queries, queries, reports, waits
+from engine.store import children, deadlines, ops_queries, queries, reports, waits
 from engine.store.audit import write as write_audit
 from engine.store.db import NOTIFY_CHANNEL, OUTBOX_CHANNEL, Database, Row, Tx, jsonb_array
 from engine.store.fanout import FreshRuns
@@ -223,6 +223,8 @@ class Store:
         )
         if any(t.stage.kind is StageKind.WAIT for t in tasks):
             await waits.begin(self, tx, tasks, created, now)
+        if any(t.stage.kind is StageKind.FORM and t.stage.options.get("deadlines") for t in tasks):
+            await deadlines.begin(tx, tasks, created, now)
         return created
 
     async def add_effects(self, tx: Tx, effects: Iterable[tuple[str, dict[str, Any], int | None, str | None]],
@@ -353,6 +355,10 @@ class Store:
                 result.lost = [f.task["id"] for f in finished if f.task["id"] not in ok]
                 await write_audit(tx, [f.audit for f in finished if f.audit is not None and f.task["id"] in ok],
                                   now)
+                if from_status == "pending" and ok:
+                    # A person answered: a form deadline has nothing left to do (the timer pass
+                    # would forget it anyway, after waking a worker for nothing).
+                    await tx.execute(queries.END_WAITS, {"ids": sorted(ok)})
                 await self.apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
             # A run that just got a new due script task is running (the insert saw to it): deriving its
             # status again would change nothing (and is most of the work of a big batch).

@@ -30,12 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.context import EventSend, Outcome, Send
+from engine.deadlines import FORM_TIMEOUT_EVENT
 from engine.errors import FlowbotError
 from engine.routing import NewTask, route
-from engine.store import queries
+from engine.store import deadlines, queries
+from engine.store.audit import write as write_audit
 from engine.store.db import Row, Tx
 from engine.store.ports import StoreView
-from engine.store.results import CommitResult, Finished
+from engine.store.results import CommitResult, Completion, Finished
 from engine.waiting import CHILDREN_EVENT, CHILDREN_FINISHED
 from engine.workflow import StageKind
 
@@ -66,16 +68,6 @@ async def lock(tx: Tx, keys: Sequence[str]) -> None:
     """Hold the locks of these (event, key) pairs until the transaction ends."""
     if keys:
         await tx.fetch_value(queries.LOCK_EVENT_KEYS, {"keys": list(keys)})
-
-
-@dataclass
-class Completion:
-    """A wait task ending: with a task to send (``send``), or failed (``send`` None)."""
-
-    task: Row
-    send: Send | None
-    actor: str
-    message: str
 
 
 # -- beginning ------------------------------------------------------------------------------------
@@ -156,13 +148,15 @@ async def complete(store: StoreView, tx: Tx, items: Sequence[Completion], now: d
             failing.append(Completion(item.task, None, item.actor, f"{item.message}, but: {exc}"))
             continue
         line = {"at": now.isoformat(), "message": item.message}
-        finished.append(Finished(item.task, Outcome(sends=[item.send], log=[line]), routes))
+        finished.append(Finished(item.task, Outcome(sends=[item.send], log=[line], effects=list(item.effects)),
+                                 routes, audit=item.audit))
     ended: set[int] = set()
     if finished:
         done = await store.complete_rows(tx, finished, worker=None, from_status="pending", now=now,
                                          actors=[_actor(items, f.task["id"]) for f in finished])
         ok = {r["id"] for r in done}
         ended |= ok
+        await write_audit(tx, [f.audit for f in finished if f.audit is not None and f.task["id"] in ok], now)
         await store.apply(tx, [f for f in finished if f.task["id"] in ok], now, CommitResult())
     if failing:
         for actor in sorted({i.actor for i in failing}):
@@ -170,7 +164,12 @@ async def complete(store: StoreView, tx: Tx, items: Sequence[Completion], now: d
             moved = await tx.fetch_all(queries.FAIL_WAITS, {
                 "ids": [i.task["id"] for i in group], "errors": [i.message for i in group], "actor": actor,
                 "now": now})
-            ended |= {r["id"] for r in moved}
+            failed_ids = {r["id"] for r in moved}
+            ended |= failed_ids
+            kept = [i for i in group if i.task["id"] in failed_ids]
+            await write_audit(tx, [i.audit for i in kept if i.audit is not None], now)
+            await store.add_effects(tx, [(e.kind, e.payload, i.task["id"], str(i.task["run_id"]))
+                                         for i in kept for e in i.effects], now)
             await store.fail_runs(tx, moved, now)
     await tx.execute(queries.END_WAITS, {"ids": [i.task["id"] for i in items]})
     await store.refresh_runs(tx, run_ids, now)
@@ -264,7 +263,9 @@ async def timer_pass(store: StoreView, *, limit: int = 100) -> tuple[int, dt.dat
         async with store.db.transaction() as tx:
             await lock(tx, [lock_key(r["event"], r["key"]) for r in due])
             rows = await tx.fetch_all(queries.LOCK_DUE_WAITS, {"ids": [r["task_id"] for r in due], "now": now})
-            ended += await _finish(store, tx, rows, now, _timed_out)
+            forms = [r for r in rows if r["event"] == FORM_TIMEOUT_EVENT]
+            ended += await _finish(store, tx, [r for r in rows if r["event"] != FORM_TIMEOUT_EVENT], now, _timed_out)
+            ended += await _form_timeouts(store, tx, forms, now)
     if children:
         async with store.db.transaction() as tx:
             await lock(tx, [lock_key(r["event"], r["key"]) for r in children])
@@ -273,10 +274,24 @@ async def timer_pass(store: StoreView, *, limit: int = 100) -> tuple[int, dt.dat
                     and not await tx.fetch_value(queries.OPEN_CHILDREN, {"id": r["run_id"]})]
             items = [await _children_done(tx, r) for r in rows if _live(r)]
             ended += len(await complete(store, tx, items, now))
-            await tx.execute(queries.END_WAITS, {"ids": [r["task_id"] for r in rows if not _live(r)]})
+            await tx.execute(queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
     if ended:  # the waits that ended (and what they sent) move the next timer
         upcoming = await next_timer(store)
     return ended, upcoming
+
+
+async def _form_timeouts(store: StoreView, tx: Tx, rows: Sequence[Row], now: dt.datetime) -> int:
+    """Fire the deadlines of form tasks (``engine.store.deadlines``): completions first, then
+    handovers, so this transaction takes run locks before task row locks, as a person's answer
+    does."""
+    if not rows:
+        return 0
+    live = [r for r in rows if _live(r) and r["workflow"] in store.registry.workflows]
+    await tx.execute(queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
+    found = await deadlines.decisions_of(tx, [r["id"] for r in live])
+    items, handovers = deadlines.plan(store, live, found)
+    ended = len(await complete(store, tx, items, now))
+    return ended + await deadlines.hand_over(store, tx, handovers, now)
 
 
 def _live(row: Row) -> bool:
@@ -307,5 +322,5 @@ async def _finish(store: StoreView, tx: Tx, rows: Sequence[Row], now: dt.datetim
         except FlowbotError as exc:  # its workflow or stage is gone from this deployment
             items.append(Completion(row, None, "timeout", f"wait cannot end: {exc}"))
     ended = await complete(store, tx, items, now)
-    await tx.execute(queries.END_WAITS, {"ids": [r["task_id"] for r in rows if not _live(r)]})
+    await tx.execute(queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
     return len(ended)

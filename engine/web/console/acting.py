@@ -4,6 +4,7 @@ its own; a refusal comes back as a ``people.Result`` the pages show."""
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 from typing import Any
 
@@ -90,6 +91,13 @@ async def may_start(app: App, workflow: Workflow, person: str, role: str) -> boo
 
 
 def _result(exc: Refused) -> people.Result:
+    reason = exc.extra.get("reason")  # a refusal a timeout or an approval's rules explain
+    if isinstance(exc, Forbidden) and reason == people.SELF_APPROVAL:
+        return people.Result(people.FORBIDDEN, message=people.SELF_APPROVAL)
+    if isinstance(exc, Conflict) and reason in (people.TIMED_OUT, people.DECIDED):
+        at = exc.extra.get("at")
+        return people.Result(people.ALREADY, by=str(exc.extra.get("by")), message=str(reason),
+                             at=dt.datetime.fromisoformat(str(at)) if at else None)
     if isinstance(exc, Invalid):
         return people.Result(people.INVALID, errors=dict(exc.errors or {}), message=str(exc))
     if isinstance(exc, Forbidden):
@@ -107,6 +115,9 @@ async def submit(app: App, task: Row, answers: dict[str, Any], person: str, role
         done = await ops_tasks.submit(ops_of(app), task["id"], answers, actor(person, role))
     except Refused as exc:
         return _result(exc)
+    if done["status"] == people.RECORDED:  # an approval needing several people: a decision kept
+        return people.Result(people.RECORDED, by=person, run_id=done["run_id"],
+                             progress={k: done[k] for k in ("approvals", "needed", "decisions")})
     return people.Result(people.COMPLETED, by=person, run_id=done["run_id"])
 
 

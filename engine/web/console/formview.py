@@ -8,9 +8,11 @@ of earlier pages in a hidden field (they are validated again, whole, when the fo
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,3 +171,59 @@ def carried(posted: MultiDictProxy[Any]) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+# -- timeouts and approvals needing several people ----------------------------------------------
+
+
+@dataclass
+class Policy:
+    """What a task page says besides its form: when it times out, and for an approval that needs
+    several people, how many and who has decided so far."""
+
+    deadline: dt.datetime | None = None
+    needed: int = 0
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def approvals(self) -> int:
+        """Approvals so far."""
+        return sum(1 for d in self.decisions if d.get("decision") == "approved")
+
+    def as_json(self) -> dict[str, Any]:
+        """The page's JSON twin of it."""
+        return {"deadline": self.deadline.isoformat() if self.deadline else None, "needed": self.needed or None,
+                "decisions": self.decisions}
+
+
+async def policy_of(db: Any, task: Mapping[str, Any], form: Form) -> Policy:
+    """The deadline and the decisions so far of a pending form task (two indexed reads)."""
+    from engine.store import deadlines
+
+    policy = Policy(deadline=(await deadlines.deadlines_of(db, [task["id"]])).get(task["id"]))
+    if isinstance(form, Approval) and form.quorum:
+        policy.needed = form.approvers
+        policy.decisions = (await deadlines.decisions_of(db, [task["id"]])).get(task["id"], [])
+    return policy
+
+
+def recorded_text(result: Any) -> str:
+    """What a person whose decision was kept (the approval needs more) is told."""
+    progress = result.progress or {}
+    return (f"Your decision is recorded: {progress.get('approvals', 0)} of {progress.get('needed', '?')} "
+            "approvals so far. The task stays open until enough people have decided.")
+
+
+def refusal(result: Any) -> tuple[str, str, int] | None:
+    """(title, text, status) of a refusal a timeout or an approval's rules explain, else None."""
+    from engine.people import actions as people
+
+    if result.status == people.ALREADY and result.message == people.TIMED_OUT:
+        when = f" at {result.at:%Y-%m-%d %H:%M} UTC" if result.at else ""
+        return ("Too late", f"This task timed out{when} and flowbot closed it: your answer was not recorded.", 409)
+    if result.status == people.ALREADY and result.message == people.DECIDED:
+        return ("Already decided", "You already decided on this approval: a person's decision counts once.", 409)
+    if result.status == people.FORBIDDEN and result.message == people.SELF_APPROVAL:
+        return ("Not yours to decide", "You started this run, so you cannot decide on its approval: someone else "
+                "must.", 403)
+    return None

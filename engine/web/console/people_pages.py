@@ -167,8 +167,10 @@ async def _open_task(request: web.Request) -> tuple[App, Row, Stage, Form, str, 
         raise web.HTTPFound(f"/console/runs/{task['run_id']}")
     if task["status"] != "pending":
         done = await people.check(app.store, task_id, person, acting.ops_of(app).people, task=task)
-        text = (f"{done.by} completed it at {done.at:%Y-%m-%d %H:%M} UTC." if done.by and done.at
-                else done.message or f"It is {task['status']}.")
+        closed = formview.refusal(done)
+        text = closed[1] if closed else (
+            f"{done.by} completed it at {done.at:%Y-%m-%d %H:%M} UTC." if done.by and done.at
+            else done.message or f"It is {task['status']}.")
         return message(request, "Nothing left to do", text, status=409, back="/console/inbox", kind="info")
     if not await acting.may_open(app, task, person, role):
         return message(request, "Not yours", "This task is assigned to someone else: you may not act on it.",
@@ -183,7 +185,7 @@ async def _open_task(request: web.Request) -> tuple[App, Row, Stage, Form, str, 
 
 def _form_page(request: web.Request, form: Form, current: Page, payload: dict[str, Any], answers: dict[str, Any],
                errors: dict[str, str], *, options_url: str, context_line: str, status: int = 200,
-               task: Row | None = None) -> web.Response:
+               task: Row | None = None, policy: formview.Policy | None = None) -> web.Response:
     approval = isinstance(form, Approval)
     if approval:
         assert isinstance(form, Approval)
@@ -199,11 +201,15 @@ def _form_page(request: web.Request, form: Form, current: Page, payload: dict[st
         "approve_label": getattr(form, "approve_label", ""), "decline_label": getattr(form, "decline_label", ""),
         "options_url": options_url, "context_line": context_line,
         "task_id": task["id"] if task else None,
-        "team": bool(task and (task.get("assignee") or {}).get("team") and not task["assignee"].get("claimed_by")),
+        "team": bool(task and (task.get("assignee") or {}).get("team") and not task["assignee"].get("claimed_by")
+                     and not (isinstance(form, Approval) and form.quorum)),
+        "policy": policy,
     }
     data = {"title": context["title"], "page": current.name, "errors": errors,
             "fields": [{"name": i.name, "kind": i.kind, "label": i.label, "required": i.required, "value": i.value,
                         "error": i.error} for i in items if i.name]}
+    if policy is not None:
+        data["policy"] = policy.as_json()
     return page(request, "form.html", context, data=data, status=status)
 
 
@@ -245,9 +251,10 @@ async def task_form(request: web.Request) -> web.Response:
     opened = await _open_task(request)
     if isinstance(opened, web.Response):
         return opened
-    _app, task, _stage, form, _p, _r = opened
+    app, task, _stage, form, _p, _r = opened
     return _form_page(request, form, form.first_page(), task["payload"], {}, {},
-                      options_url=f"/console/tasks/{task['id']}/options", context_line=_context_line(task), task=task)
+                      options_url=f"/console/tasks/{task['id']}/options", context_line=_context_line(task), task=task,
+                      policy=await formview.policy_of(app.db, task, form))
 
 
 @routes.post("/tasks/{id:\\d+}")
@@ -272,8 +279,8 @@ def _outcome(request: web.Request, form: Form, payload: dict[str, Any], answers:
     if result.ok:
         what = "Approved" if answers.get("decision") == "approved" else (
             "Declined" if answers.get("decision") == "declined" else "Sent")
-        resp = message(request, f"{what}. Thank you.", "Your answer is recorded.", back="/console/inbox",
-                       kind="ok")
+        text = formview.recorded_text(result) if result.status == people.RECORDED else "Your answer is recorded."
+        resp = message(request, f"{what}. Thank you.", text, back="/console/inbox", kind="ok")
         if result.run_id:
             resp.headers["X-Flowbot-Run"] = result.run_id
         return resp
@@ -282,6 +289,9 @@ def _outcome(request: web.Request, form: Form, payload: dict[str, Any], answers:
                      form.first_page())
         return _form_page(request, form, first, payload, answers, result.errors, options_url=options_url,
                           context_line=context_line, status=422)
+    if (explained := formview.refusal(result)) is not None:
+        title, text, status = explained
+        return message(request, title, text, status=status, back="/console/inbox", kind="error")
     if result.status == people.ALREADY:
         return message(request, "Someone was faster", f"{result.by} completed this task first; your answer was "
                        "not recorded.", status=409, back="/console/inbox")
