@@ -28,7 +28,7 @@ from bot.cards import (
     form_text,
     resolved_message_blocks,
 )
-from bot.context import BotContext, UserGroupNotFound, UserNotFound, is_channel
+from bot.context import USER_ID_RE, BotContext, UserGroupNotFound, UserNotFound, is_channel
 from engine.errors import TaskNotFound
 from engine.forms import Approval, Form
 from engine.people import actions as people
@@ -40,7 +40,8 @@ from engine.store.db import Row
 log = logging.getLogger(__name__)
 
 ACTION_CLAIM = "flowbot_claim"
-#: A console sign-in link asked for on the sign-in page, sent by DM (``{"to": email}``).
+#: A console sign-in link asked for on the sign-in page or by ``/flowbot login``, sent by DM
+#: (``{"to": email or Slack user id}``).
 CONSOLE_SIGNIN = "console.signin"
 
 #: Slack errors a retry will not fix.
@@ -119,7 +120,8 @@ def handlers(bctx: BotContext) -> dict[str, OutboxHandler]:
         to = str(row["payload"]["to"])
         async with slack_errors(f"sign-in link to {to}"):
             user = await bctx.resolver.user_id(to)
-            token = await links.create(bctx.app.db, to, bctx.app.store.clock())
+            person = await _signin_person(bctx, to)
+            token = await links.create(bctx.app.db, person, bctx.app.store.clock())
             channel = await open_dm(bctx, user)
             resp = await bctx.client.chat_postMessage(
                 channel=channel, text=messages.console_signin(links.url(bctx.app.settings.base_url(), token)))
@@ -134,6 +136,16 @@ def handlers(bctx: BotContext) -> dict[str, OutboxHandler]:
         "form.claimed": claimed,
         "form.cancelled": cancelled,
     }
+
+
+async def _signin_person(bctx: BotContext, to: str) -> str:
+    """Who a sign-in link signs in: the email itself, or a Slack user's email (``users.info``),
+    since assignees and starters are mostly written as emails; the user id when Slack shows none."""
+    if not USER_ID_RE.match(to):
+        return to
+    resp = await bctx.client.users_info(user=to)
+    email = ((resp.get("user") or {}).get("profile") or {}).get("email")
+    return str(email).strip().lower() if email else to
 
 
 def _at(row: dict[str, Any]) -> dt.datetime:

@@ -76,3 +76,36 @@ async def test_a_sign_in_link_arrives_by_slack_dm(slack_app: StartSlack, fake_sl
             assert resp.status == 303
         async with http.get(h.base_url + "/console/inbox?format=json") as resp:
             assert resp.status == 200
+
+
+async def test_slash_login_acks_check_your_dms_and_dms_a_link_that_signs_in_as_the_users_email(
+        slack_app: StartSlack, fake_slack: FakeSlack) -> None:
+    fake_slack.add_user("ann@example.com", "U0ANN")
+    h = await slack_app(STAGES)
+    h.app.settings = h.app.settings.with_(public_url=h.base_url)
+    resp = await h.command("U0ANN", "login")
+    assert resp.status == 200
+    assert "Check your DMs" in resp.json["text"]
+
+    async def dm() -> bool:
+        return any(c.response.get("ok") for c in fake_slack.calls("chat.postMessage"))
+    await eventually(dm, within=15, what="the sign-in DM")
+    sent = next(c for c in fake_slack.calls("chat.postMessage") if c.response.get("ok"))
+    assert sent.response["channel"] == "DU0ANN"
+    link = re.search(r"<(http://[^|>]+)\|", sent.params["text"])
+    assert link, sent.params["text"]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(link.group(1)) as got:
+            csrf = _csrf(await got.text())
+        async with http.post(link.group(1), data={"_csrf": csrf}, allow_redirects=False) as spent:
+            assert spent.status == 303
+        async with http.get(h.base_url + "/console/inbox?format=json") as inbox:
+            assert inbox.status == 200
+        # Signed in as the email Slack knows for U0ANN (assignees are written as emails).
+        async with http.get(h.base_url + "/console/signin") as page:
+            assert "ann@example.com" in await page.text()
+        # The link worked once.
+        async with http.get(link.group(1)) as got:
+            csrf = _csrf(await got.text())
+        async with http.post(link.group(1), data={"_csrf": csrf}) as again:
+            assert again.status == 410
