@@ -249,19 +249,28 @@ async def deliver_assignment(bctx: BotContext, task_id: int) -> dict[str, Any]:
 async def _mail_outsiders(bctx: BotContext, task_id: int, entries: list[str]) -> list[str]:
     """The assignee entries to DM in Slack; an email of nobody in the workspace gets the task by
     email instead, when email is configured (else it stays, and fails as a Slack error would)."""
+    kept, outside = await split_outsiders(bctx, entries)
+    for entry in outside:
+        await mail.queue_assignment(bctx.app, task_id, entry)
+    return kept
+
+
+async def split_outsiders(bctx: BotContext, entries: list[str]) -> tuple[list[str], list[str]]:
+    """Assignee entries as (those to reach in Slack, emails of nobody in the workspace). With
+    email off nobody is outside: every entry stays, and an unknown one fails as a Slack error."""
     if not bctx.app.settings.mail_enabled:
-        return entries
-    kept = []
+        return entries, []
+    kept, outside = [], []
     for entry in entries:
         if mail.is_email(entry):
             try:
                 async with slack_errors(f"looking up {entry}"):
                     await bctx.resolver.user_id(entry)
             except PermanentFailure:
-                await mail.queue_assignment(bctx.app, task_id, entry)
+                outside.append(entry)
                 continue
         kept.append(entry)
-    return kept
+    return kept, outside
 
 
 async def update_cards(bctx: BotContext, task_id: int, outcome: str, *, kinds: set[str] | None = None,
