@@ -118,6 +118,7 @@ async def helpdesk(console: Console, people: People) -> None:
     await drain(console.app.store)
     sam = await people.page(SAM)  # a member of @it-helpdesk in stages/teams.toml
     await open_task(sam, "Resolve ticket")
+    assert await sam.title() == "Resolve ticket · flowbot"  # the tab says what the page is
     await sam.get_by_role("button", name="Claim it for yourself").click()
     await sam.get_by_role("heading", name="Resolve ticket").wait_for()
     await sam.get_by_label("Fixed").check()
