@@ -183,8 +183,16 @@ async def test_a_task_escalated_to_someone_outside_the_workspace_reaches_them_by
                         mail_from="flowbot@example.com")
     # Only outsiders: the reminder goes by email alone (no card to thread under, nobody to DM).
     task_id = await _followed_run(h, inbox, ["supplier@outside.example"], "boss@outside.example")
+
+    async def assigned() -> bool:
+        return len(inbox.messages) == 1
+    await eventually(assigned, within=15, what="the assignment mail")
     clock.advance(3600)
     assert (await Reminders(h.app).tick()).reminded == [task_id]
+
+    async def reminded() -> bool:
+        return len(inbox.messages) == 2
+    await eventually(reminded, within=15, what="the reminder mail")
     clock.advance(3 * 3600)
     assert (await Reminders(h.app).tick()).escalated == [task_id]
 
