@@ -223,6 +223,8 @@ async def start(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
         started = await run_ops.trigger(ops_of(ctx.app), wf.name, payload, slack_actor(cmd.user_id),
                                         stage=starts[0].name, trigger={"command": COMMAND},
                                         context={STARTED_BY: cmd.user_id})
+    except DatabaseUnavailable:
+        raise  # the person hears to try again (``work``), not that the start failed
     except FlowbotError as exc:
         return Reply(messages.start_failed(escape(wf.title), escape(str(exc))))
     run_id = started["run_id"]
