@@ -1,4 +1,4 @@
-"""The ``/flowbot`` slash command: start, status, tasks, reassign, help.
+"""The ``/flowbot`` slash command: start, status, tasks, reassign, cancel, retry, login, help.
 
 Slack wants an answer within 3 seconds, so the listener acks at once (``help`` and malformed
 commands are answered right in the ack, which needs no I/O) and does the rest after the ack
@@ -39,7 +39,7 @@ COMMAND = messages.COMMAND
 KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Payload key the command sets to the Slack user who started the run (never taken from the text).
 STARTED_BY = "started_by"
-SUBCOMMANDS = ("start", "status", "tasks", "reassign", "cancel", "retry", "help")
+SUBCOMMANDS = ("start", "status", "tasks", "reassign", "cancel", "retry", "login", "help")
 TASKS_SHOWN = 20
 RUNS_SHOWN = 10
 STEPS_SHOWN = 40
@@ -223,6 +223,8 @@ async def start(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
         started = await run_ops.trigger(ops_of(ctx.app), wf.name, payload, slack_actor(cmd.user_id),
                                         stage=starts[0].name, trigger={"command": COMMAND},
                                         context={STARTED_BY: cmd.user_id})
+    except DatabaseUnavailable:
+        raise  # the person hears to try again (``work``), not that the start failed
     except FlowbotError as exc:
         return Reply(messages.start_failed(escape(wf.title), escape(str(exc))))
     run_id = started["run_id"]
@@ -328,9 +330,23 @@ async def retry(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
     return Reply(messages.run_retried(done["run_id"], done["retried"]))
 
 
+async def login(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
+    """``/flowbot login``: queue a one-time console sign-in link for the person, sent by DM (the
+    sign-in page's Slack path: ``bot.delivery``'s ``console.signin`` makes the link when it sends,
+    so no live token waits in the outbox). Written before the ack, so the ack can say it is on
+    its way; one insert, well inside Slack's 3 seconds."""
+    from bot.delivery import CONSOLE_SIGNIN
+
+    app = ctx.app
+    async with app.db.transaction() as tx:
+        await app.store.add_effects(tx, [(CONSOLE_SIGNIN, {"to": cmd.user_id}, None, None)], app.store.clock())
+        await tx.notify()
+    return Reply(messages.LOGIN_SENT)
+
+
 Handler = Callable[[BotContext, Command, list[str]], Awaitable[Reply]]
 HANDLERS: dict[str, Handler] = {"start": start, "status": status, "tasks": tasks, "reassign": reassign,
-                                "cancel": cancel, "retry": retry}
+                                "cancel": cancel, "retry": retry, "login": login}
 
 
 async def handle(ctx: BotContext, cmd: Command) -> Reply:
@@ -352,6 +368,13 @@ def register(bolt: AsyncApp, ctx: BotContext) -> None:
         quick = quick_reply(ctx, str(body.get("text") or ""))
         if quick is not None:
             await ack(**quick.args())
+            return
+        if str(body.get("text") or "").split()[:1] == ["login"]:
+            try:
+                reply = await login(ctx, Command.of(body), [])
+            except DatabaseUnavailable:
+                reply = Reply(messages.try_again())
+            await ack(**reply.args())
             return
         await ack()
         ctx.follow_ups.start(lambda: work(Command.of(body), respond), f"{COMMAND} command", defer=False)

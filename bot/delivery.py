@@ -41,7 +41,8 @@ from engine.store.db import Row
 log = logging.getLogger(__name__)
 
 ACTION_CLAIM = "flowbot_claim"
-#: A console sign-in link asked for on the sign-in page, sent by DM (``{"to": email}``).
+#: A console sign-in link asked for on the sign-in page or by ``/flowbot login``, sent by DM
+#: (``{"to": email or Slack user id}``).
 CONSOLE_SIGNIN = "console.signin"
 
 #: Slack errors a retry will not fix.
@@ -128,7 +129,8 @@ def handlers(bctx: BotContext) -> dict[str, OutboxHandler]:
         to = str(row["payload"]["to"])
         async with slack_errors(f"sign-in link to {to}"):
             user = await bctx.resolver.user_id(to)
-            token = await links.create(bctx.app.db, to, bctx.app.store.clock())
+            person = await _signin_person(bctx, to)
+            token = await links.create(bctx.app.db, person, bctx.app.store.clock())
             channel = await open_dm(bctx, user)
             resp = await bctx.client.chat_postMessage(
                 channel=channel, text=messages.console_signin(links.url(bctx.app.settings.base_url(), token)))
@@ -145,6 +147,16 @@ def handlers(bctx: BotContext) -> dict[str, OutboxHandler]:
         quorum.DECIDED: decided,
         deadlines.TIMED_OUT: timed_out,
     }
+
+
+async def _signin_person(bctx: BotContext, to: str) -> str:
+    """Who a sign-in link signs in: the email itself, or a Slack user's email (``users.info``),
+    since assignees and starters are mostly written as emails; the user id when Slack shows none."""
+    if not USER_ID_RE.match(to):
+        return to
+    resp = await bctx.client.users_info(user=to)
+    email = ((resp.get("user") or {}).get("profile") or {}).get("email")
+    return str(email).strip().lower() if email else to
 
 
 def _at(row: dict[str, Any]) -> dt.datetime:
@@ -332,19 +344,28 @@ async def refresh_decisions(bctx: BotContext, task_id: int) -> dict[str, Any]:
 async def _mail_outsiders(bctx: BotContext, task_id: int, entries: list[str]) -> list[str]:
     """The assignee entries to DM in Slack; an email of nobody in the workspace gets the task by
     email instead, when email is configured (else it stays, and fails as a Slack error would)."""
+    kept, outside = await split_outsiders(bctx, entries)
+    for entry in outside:
+        await mail.queue_assignment(bctx.app, task_id, entry)
+    return kept
+
+
+async def split_outsiders(bctx: BotContext, entries: list[str]) -> tuple[list[str], list[str]]:
+    """Assignee entries as (those to reach in Slack, emails of nobody in the workspace). With
+    email off nobody is outside: every entry stays, and an unknown one fails as a Slack error."""
     if not bctx.app.settings.mail_enabled:
-        return entries
-    kept = []
+        return entries, []
+    kept, outside = [], []
     for entry in entries:
         if mail.is_email(entry):
             try:
                 async with slack_errors(f"looking up {entry}"):
                     await bctx.resolver.user_id(entry)
             except PermanentFailure:
-                await mail.queue_assignment(bctx.app, task_id, entry)
+                outside.append(entry)
                 continue
         kept.append(entry)
-    return kept
+    return kept, outside
 
 
 async def update_cards(bctx: BotContext, task_id: int, outcome: str, *, kinds: set[str] | None = None,

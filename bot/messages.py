@@ -215,6 +215,9 @@ TASKS_TITLE = "Waiting for you"
 NO_TASKS = "Nothing waits for you. :tada:"
 NO_RUNS = "You have no runs yet. Start one with `/flowbot start <workflow>`."
 WORKING = ":hourglass_flowing_sand: On it…"
+#: The ack of ``/flowbot login``.
+LOGIN_SENT = (":key: Check your DMs: flowbot is sending you a one-time sign-in link to the web console "
+              "(it works once and expires in 15 minutes).")
 
 
 def help_text(workflows: list[tuple[str, str]]) -> str:
@@ -227,6 +230,7 @@ def help_text(workflows: list[tuple[str, str]]) -> str:
         "• `/flowbot reassign <task-id> <@someone|email>`: hand one of your tasks to someone else",
         "• `/flowbot cancel <run-id> [reason]`: cancel a run (operators of its workflow)",
         "• `/flowbot retry <run-id>`: run a failed run's failed step again (operators of its workflow)",
+        "• `/flowbot login`: a one-time sign-in link to the web console, by DM",
         "• `/flowbot help`: this message",
     ]
     if workflows:

@@ -1,5 +1,7 @@
 """Follow-ups of waiting form tasks in Slack: reminders threaded under each card, escalations and
-reassignments (old cards resolved, the new assignee DMed), and ``/flowbot reassign``.
+reassignments (old cards resolved, the new assignee DMed), and ``/flowbot reassign``. Assignees
+given as emails of people outside the workspace get their reminder, or the escalated task, by
+email (``engine.people.mail``) when email is configured.
 
 Which tasks are due a reminder or an escalation is the engine's business
 (``engine.people.followups``); this module delivers the effects that pass writes, after commit.
@@ -20,6 +22,7 @@ from bot.context import USER_ID_RE, BotContext, UserNotFound, authorize
 from engine.errors import TaskNotFound
 from engine.ops.access import Action
 from engine.people import actions as people
+from engine.people import mail
 from engine.people.followups import ESCALATED, REMINDER, Reminders, ReminderSettings
 from engine.runtime import outbox
 from engine.store.db import Row
@@ -101,9 +104,13 @@ async def deliver_reminder(bctx: BotContext, row: dict[str, Any]) -> dict[str, A
     sent: list[str] = list((await outbox.progress(db, row["id"])).get("sent") or [])
     targets: list[tuple[str, str, str | None, str]] = [
         (c["recipient"], c["channel"], c["ts"], c["kind"]) for c in cards]
+    # Assignees outside the workspace have no card: they are reminded by email (once per task).
+    inside, outside = await delivery.split_outsiders(bctx, list((task["assignee"] or {}).get("users") or []))
+    for to in outside:
+        await mail.queue_reminder(bctx.app, task_id, to)
     if not targets:
         async with delivery.slack_errors("assignees"):
-            users = await bctx.resolver.user_ids(list((task["assignee"] or {}).get("users") or []))
+            users = await bctx.resolver.user_ids(inside)
         for user in users:
             targets.append((user, await delivery.open_dm(bctx, user), None, "assignment"))
     for recipient, channel, ts, kind in targets:
@@ -114,7 +121,7 @@ async def deliver_reminder(bctx: BotContext, row: dict[str, Any]) -> dict[str, A
                                                blocks=reminder_blocks(text, task_id, kind))
         sent.append(recipient)
         await outbox.note_progress(db, row["id"], {"sent": sent})
-    return {"sent": sent}
+    return {"sent": sent, **({"mailed": outside} if outside else {})}
 
 
 async def deliver_handover(bctx: BotContext, row: dict[str, Any]) -> dict[str, Any]:

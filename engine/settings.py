@@ -76,6 +76,16 @@ def _days(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     return _int(env, name, default or 0)
 
 
+def _people(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A list of people (emails or Slack user ids) separated by commas or spaces; emails lower-cased."""
+    found = []
+    for word in (env.get(name) or "").replace(",", " ").split():
+        if "@" not in word and not (word[:1] in ("U", "W") and word.isalnum() and word.upper() == word):
+            raise ConfigError(f"{name} lists emails or Slack user ids, got {word!r}")
+        found.append(word.lower() if "@" in word else word)
+    return tuple(found)
+
+
 def _log_format(env: Mapping[str, str]) -> str:
     value = (env.get("FLOWBOT_LOG_FORMAT") or "text").strip().lower()
     if value not in ("text", "json"):
@@ -152,6 +162,12 @@ class Settings:
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = None
+    #: The ID-token claim that makes an OIDC sign-in an admin (``FLOWBOT_OIDC_ADMIN_CLAIM``):
+    #: ``name`` (the claim is true) or ``name=value`` (the claim is, or is a list holding, value).
+    oidc_admin_claim: str | None = None
+    #: People who are console admins however they sign in (``FLOWBOT_ADMINS``: emails or Slack
+    #: user ids, separated by commas or spaces).
+    admins: tuple[str, ...] = ()
     #: The console's address as people reach it (links in emails and Slack DMs); defaults to
     #: ``http://<host>:<port>``.
     public_url: str | None = None
@@ -199,6 +215,8 @@ class Settings:
             oidc_issuer=env.get("FLOWBOT_OIDC_ISSUER") or None,
             oidc_client_id=env.get("FLOWBOT_OIDC_CLIENT_ID") or None,
             oidc_client_secret=env.get("FLOWBOT_OIDC_CLIENT_SECRET") or None,
+            oidc_admin_claim=(env.get("FLOWBOT_OIDC_ADMIN_CLAIM") or "").strip() or None,
+            admins=_people(env, "FLOWBOT_ADMINS"),
             public_url=(env.get("FLOWBOT_PUBLIC_URL") or "").rstrip("/") or None,
             secret_key=env.get("FLOWBOT_SECRET_KEY") or None,
         )

@@ -29,6 +29,7 @@ class Action(enum.StrEnum):
     RETRY_RUN = "retry runs"
     RERUN = "rerun runs"
     START = "start runs"
+    FIRE_JOB = "fire jobs"
     SUBMIT = "submit tasks"
     CLAIM = "claim tasks"
     REASSIGN = "reassign tasks"
@@ -54,6 +55,7 @@ RULES: dict[Action, tuple[str, ...]] = {
     Action.RETRY_RUN: (OPERATOR, ADMIN),
     Action.RERUN: (OPERATOR, ADMIN),
     Action.START: (STARTER, OPERATOR, ADMIN),
+    Action.FIRE_JOB: (OPERATOR, ADMIN),
     Action.SUBMIT: (ASSIGNEE, ADMIN),
     Action.CLAIM: (ASSIGNEE, ADMIN),
     Action.REASSIGN: (ASSIGNEE, OPERATOR, ADMIN),

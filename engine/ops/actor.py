@@ -56,6 +56,16 @@ class Actor:
                      on_behalf_of=on_behalf_of)
 
 
+def role_of(person: str, admins: tuple[str, ...] | list[str], granted: str = Role.MEMBER) -> Role:
+    """A person's role where people sign in (the console): admin when something already granted
+    it (a sign-in link made with ``--role admin``, an identity provider's claim) or when they are
+    named in ``FLOWBOT_ADMINS``; a member otherwise."""
+    if granted == Role.ADMIN:
+        return Role.ADMIN
+    key = person.lower() if "@" in person else person
+    return Role.ADMIN if key in admins else Role.MEMBER
+
+
 def local_admin() -> Actor:
     """The person at the local CLI without ``--as``: the local admin, ``local:<os user>``."""
     try:

@@ -1,5 +1,5 @@
-"""Email to people outside Slack: assignment notices with a one-time link to the task's web form,
-and console sign-in links. Delivered through the durable outbox (kinds below) by SMTP
+"""Email to people outside Slack: assignment notices and reminders with a one-time link to the
+task's web form, and console sign-in links. Delivered through the durable outbox (kinds below) by SMTP
 (``aiosmtplib``), so a mail is written with the change that caused it and sent after commit.
 
 ``SMTP_URL`` is ``smtp://[user:password@]host[:port]`` (``smtps://`` for TLS from the start,
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: An assignment for one email address: ``{"task_id", "to"}``.
 ASSIGNMENT = "email.assignment"
+#: A reminder for one email address (an assignee outside the Slack workspace): ``{"task_id", "to"}``.
+REMINDER = "email.reminder"
 #: A console sign-in link for one person: ``{"to"}`` (the link is made when the mail is sent, so
 #: no live token sits in the outbox).
 SIGNIN = "email.signin"
@@ -73,6 +75,8 @@ async def send(smtp: Smtp, sender: str, to: str, subject: str, body: str, *, mes
                               timeout=30)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         raise PermanentFailure(f"mail to {to} refused: {exc}") from None
+    except ValueError as exc:  # not an address SMTP can carry: no retry makes it one
+        raise PermanentFailure(f"mail to {to!r}: {exc}") from None
     except (aiosmtplib.SMTPException, OSError) as exc:
         raise RetryLater(f"mail to {to}: {exc}", delay=30.0) from None
 
@@ -85,13 +89,25 @@ def is_email(entry: Any) -> bool:
 async def queue_assignment(app: App, task_id: int, to: str) -> bool:
     """Queue an assignment mail for ``to`` (a person outside Slack), once per task and address;
     whether a new one was queued."""
+    return await _queue(app, ASSIGNMENT, task_id, to)
+
+
+async def queue_reminder(app: App, task_id: int, to: str) -> bool:
+    """Queue a reminder mail for ``to`` (a person outside Slack while Slack is on), once per task
+    and address (a task is reminded once); whether a new one was queued."""
+    return await _queue(app, REMINDER, task_id, to)
+
+
+async def _queue(app: App, kind: str, task_id: int, to: str) -> bool:
+    # The check and the insert share a transaction; a retried Slack delivery that queued the
+    # mail before it failed finds it and queues nothing more.
     async with app.db.transaction() as tx:
-        found = await tx.fetch_one(console_queries.ASSIGNMENT_MAIL_QUEUED, {"task_id": task_id, "to": to})
+        found = await tx.fetch_one(console_queries.MAIL_QUEUED, {"task_id": task_id, "kind": kind, "to": to})
         if found is not None:
             return False
         task = await tx.fetch_one(queries.GET_TASK, {"id": task_id})
         run_id = str(task["run_id"]) if task else None
-        await app.store.add_effects(tx, [(ASSIGNMENT, {"task_id": task_id, "to": to}, task_id, run_id)],
+        await app.store.add_effects(tx, [(kind, {"task_id": task_id, "to": to}, task_id, run_id)],
                                     app.store.clock())
         await tx.notify()
     return True
@@ -137,6 +153,10 @@ def install(app: App, *, assigned_too: bool) -> None:
         p = row["payload"]
         await mail_assignment(int(p["task_id"]), str(p["to"]), row["id"])
 
+    async def reminder(row: dict[str, Any]) -> None:
+        p = row["payload"]
+        await mail_assignment(int(p["task_id"]), str(p["to"]), row["id"], prefix="Reminder: ")
+
     def current_assignees(prefix: str) -> Any:
         """A handler mailing the task's email assignees as they are now (after an escalation or a
         handover: the new ones), each once per effect."""
@@ -163,17 +183,19 @@ def install(app: App, *, assigned_too: bool) -> None:
                    message_id=f"<flowbot-{row['id']}@{domain}>")
 
     app.add_outbox_handler(ASSIGNMENT, assignment)
+    app.add_outbox_handler(REMINDER, reminder)
     app.add_outbox_handler(SIGNIN, signin)
     if assigned_too:
         # Slack is off: the assignments, reminders, escalations and handovers Slack would DM.
+        from engine.people import followups
         from engine.people.actions import HANDOVER
-        from engine.people.followups import ESCALATED, REMINDER, Reminders, ReminderSettings
 
         app.add_outbox_handler("form.assigned", current_assignees(""))
-        app.add_outbox_handler(REMINDER, current_assignees("Reminder: "))
-        app.add_outbox_handler(ESCALATED, current_assignees(""))
+        app.add_outbox_handler(followups.REMINDER, current_assignees("Reminder: "))
+        app.add_outbox_handler(followups.ESCALATED, current_assignees(""))
         app.add_outbox_handler(HANDOVER, current_assignees(""))
-        app.add_background(Reminders(app, settings=ReminderSettings.from_settings(app.settings)).run)
+        passes = followups.Reminders(app, settings=followups.ReminderSettings.from_settings(app.settings))
+        app.add_background(passes.run)
 
 
 class MailPlugin:

@@ -37,9 +37,9 @@ USE_LINK = text(
 # -- name: delete_expired_links -- links past their life (spent or not).
 DELETE_EXPIRED_LINKS = text("DELETE FROM console_links WHERE expires_at <= CAST(:now AS timestamptz)")
 
-# -- name: assignment_mail_queued -- whether an assignment mail to :to for a task is in the outbox.
-ASSIGNMENT_MAIL_QUEUED = text(
-    "SELECT id FROM outbox WHERE task_id = :task_id AND kind = 'email.assignment' AND payload ->> 'to' = :to"
+# -- name: mail_queued -- whether a mail of :kind (assignment, reminder) to :to about a task is in the outbox.
+MAIL_QUEUED = text(
+    "SELECT id FROM outbox WHERE task_id = :task_id AND kind = :kind AND payload ->> 'to' = :to"
 )
 
 # ---------------------------------------------------------------------------------------------

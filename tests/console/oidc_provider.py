@@ -25,6 +25,8 @@ class Provider:
         self.codes: dict[str, dict[str, Any]] = {}
         self.issuer = ""
         self.tamper_nonce = False
+        #: More claims of the ID tokens it signs (``groups``...).
+        self.claims: dict[str, Any] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -63,6 +65,6 @@ class Provider:
         now = int(time.time())
         claims = {"iss": self.issuer, "sub": "u-1", "aud": self.client_id, "iat": now, "exp": now + 300,
                   "nonce": "forged" if self.tamper_nonce else grant["nonce"], "email": self.email,
-                  "email_verified": True}
+                  "email_verified": True, **self.claims}
         id_token = jwt.encode({"alg": "RS256", "kid": "k1"}, claims, self.key)
         return web.json_response({"access_token": "at", "token_type": "Bearer", "id_token": id_token})

@@ -205,18 +205,25 @@ async def _requests_get_503(http: aiohttp.ClientSession, console: Console) -> No
             assert resp.headers["Retry-After"] == "5"
 
 
-async def test_an_admin_starts_a_run_with_a_payload_and_a_member_may_not(console, http) -> None:
-    csrf = await sign_in(http, console, "admin@example.com", role="admin")
-    url = console.base + "/console/workflows/onboard/runs"
-    async with http.post(url, data={"_csrf": csrf, "stage": "intake", "payload": "[1]"}) as resp:
-        assert resp.status == 422
-    async with http.post(url, data={"_csrf": csrf, "stage": "intake", "payload": '{"name": "Kim", "it": "i@x.io"}'},
-                         allow_redirects=False) as resp:
-        assert resp.status == 303
-        run_id = resp.headers["Location"].rsplit("/", 1)[1]
-    report = await console.app.store.report(run_id)
-    assert report is not None and report["trigger"]["user"] == "admin@example.com"
+async def test_a_person_named_in_flowbot_admins_signs_in_by_link_as_an_admin(console, http) -> None:
+    console.app.settings = console.app.settings.with_(admins=("root@example.com",))
+    await sign_in(http, console, "ROOT@example.com")
+    async with http.get(console.base + "/console/outbox") as resp:
+        assert resp.status == 200
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
-        csrf = await sign_in(other, console, "ann@example.com")
-        async with other.post(url, data={"_csrf": csrf, "stage": "intake", "payload": "{}"}) as resp:
+        await sign_in(other, console, "ann@example.com")
+        async with other.get(console.base + "/console/outbox") as resp:
             assert resp.status == 403
+
+
+def test_flowbot_admins_reads_emails_and_slack_ids_and_refuses_anything_else() -> None:
+    import pytest
+
+    from engine.errors import ConfigError
+    from engine.settings import Settings
+
+    assert Settings.from_env({"FLOWBOT_ADMINS": "Ann@Example.com, U0ROOT  bob@example.com"}).admins == (
+        "ann@example.com", "U0ROOT", "bob@example.com")
+    assert Settings.from_env({}).admins == ()
+    with pytest.raises(ConfigError, match="FLOWBOT_ADMINS"):
+        Settings.from_env({"FLOWBOT_ADMINS": "root"})

@@ -25,6 +25,8 @@ from engine.errors import UnknownStage
 from engine.loader import Registry
 from engine.runtime.runner import call
 from engine.store import queries, waits
+from engine.store.audit import Entry
+from engine.store.audit import write as write_audit
 from engine.store.tasks import Store
 from engine.triggers.jobs.context import JobContext, JobStats
 from engine.triggers.jobs.stream import SendStream
@@ -98,8 +100,10 @@ class FireResult:
 
 
 async def fire(store: Store, job: Job, fire_time: dt.datetime, *, manual: bool = False,
-               owner: str | None = None, max_payload_bytes: int = 256 * 1024) -> FireResult:
-    """Run ``job`` for ``fire_time`` unless another process already did (then status "lost")."""
+               owner: str | None = None, max_payload_bytes: int = 256 * 1024,
+               audit: Entry | None = None) -> FireResult:
+    """Run ``job`` for ``fire_time`` unless another process already did (then status "lost").
+    ``audit`` (a person firing it by hand) is recorded with the fire row, in its transaction."""
     owner = owner or default_owner()
     fire_time = fire_time.astimezone(dt.UTC)
     async with store.db.transaction() as tx:
@@ -112,6 +116,9 @@ async def fire(store: Store, job: Job, fire_time: dt.datetime, *, manual: bool =
                      extra={"action": "job_lost", "job": job.key})
             return FireResult(job.key, fire_time, "lost")
         result = FireResult(job.key, fire_time, "fired", fire_id=int(fire_id))
+        if audit is not None:
+            await write_audit(tx, [audit.on(workflow=job.stage.workflow.name, job=job.key, fire_id=int(fire_id))],
+                              store.clock())
         lock = asyncio.Lock()
         ctx = JobContext(job_key=job.key, fire_time=fire_time, manual=manual, stats=JobStats(tx, lock),
                          previous_fire_time=job.schedule.latest_fire_time(fire_time - dt.timedelta(microseconds=1)),

@@ -1,7 +1,7 @@
 """What people and operators do from the console's pages: cancel, retry and rerun a run; claim,
 reassign and retry a task; retry or discard an outbox effect (each through the engine operation,
 ``engine.ops``, which checks who may do it and writes the audit record with the change); start
-a run with a payload and fire a job now (admins).
+a run with a payload (its starters, operators, admins) and fire a job now (operators, admins).
 
 Each is a POST carrying the session's CSRF token; a refusal changes nothing and says why (404,
 403, 409, 422).
@@ -14,69 +14,63 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.context import check_payload
-from engine.errors import FlowbotError, Invalid, Refused, UnknownWorkflow
+from engine.errors import FlowbotError, Invalid, NotStartable, PayloadTooLarge, Refused
 from engine.ops import outbox as ops_outbox
 from engine.ops import runs as ops_runs
 from engine.ops import tasks as ops_tasks
-from engine.triggers.jobs.firing import find_job, fire
+from engine.triggers.jobs.manual import described, fire_now
 from engine.web.console.acting import actor_of, ops_for
-from engine.web.console.ops_pages import admin_only
-from engine.web.console.people_pages import app_of, signed_in
+from engine.web.console.people_pages import signed_in
 from engine.web.console.render import message, wants_json
-from engine.web.console.session import viewer_of
 
 routes = web.RouteTableDef()
 
 @routes.post("/workflows/{name}/runs")
-async def start_with_payload(request: web.Request) -> web.Response:
-    """Start a run at a script or form start stage with a JSON payload (admins)."""
-    app = app_of(request)
+async def start_with_payload(request: web.Request) -> web.StreamResponse:
+    """Start a run with a JSON payload (``engine.ops.runs.trigger``, as the API and the CLI do: its
+    starters, operators and admins may)."""
     signed_in(request)
-    refused = admin_only(request)
-    if refused:
-        return refused
-    try:
-        wf = app.registry.get(request.match_info["name"])
-    except UnknownWorkflow as exc:
-        return message(request, "No such workflow", str(exc), status=404, kind="error")
+    name = request.match_info["name"]
+    back = f"/console/workflows/{name}"
     posted = await request.post()
-    stages = {s.name: s for s in wf.start_stages()}
-    stage = stages.get(str(posted.get("stage") or ""))
-    if stage is None:
-        return message(request, "No such start stage", "Pick one of the workflow's start stages.", status=422,
-                       kind="error", back=f"/console/workflows/{wf.name}")
     try:
-        payload = check_payload(json.loads(str(posted.get("payload") or "{}")),
-                                limit=app.settings.max_payload_bytes, where="payload")
-    except (json.JSONDecodeError, FlowbotError) as exc:
+        payload = json.loads(str(posted.get("payload") or "{}"))
+    except json.JSONDecodeError as exc:
         return message(request, "Not started", f"The payload must be a JSON object: {exc}", status=422,
-                       kind="error", back=f"/console/workflows/{wf.name}")
-    viewer = viewer_of(request)
-    run_id, _ = await app.store.start_run(stage, payload, trigger={"kind": "web", "user": viewer.person,
-                                                                   "stage": stage.name})
-    raise web.HTTPSeeOther(f"/console/runs/{run_id}")
+                       kind="error", back=back)
+    try:
+        result = await ops_runs.trigger(ops_for(request), name, payload, actor_of(request),
+                                        stage=str(posted.get("stage") or "") or None)
+    except Refused as exc:
+        return _refused(request, exc, back)
+    except FlowbotError as exc:  # a stage no manual run starts at; a payload too large
+        return message(request, "Not started", str(exc), status=exc_status(exc), kind="error", back=back)
+    return _done(request, f"/console/runs/{result['run_id']}", result)
 
 
 @routes.post("/workflows/{name}/jobs/{stage}/fire")
-async def fire_job(request: web.Request) -> web.Response:
-    """Fire a job now, as its schedule would (admins)."""
-    app = app_of(request)
+async def fire_job(request: web.Request) -> web.StreamResponse:
+    """Fire a job now, as its schedule would (``engine.triggers.jobs.manual``: its workflow's
+    operators and admins may)."""
     signed_in(request)
-    refused = admin_only(request)
-    if refused:
-        return refused
+    name = request.match_info["name"]
     try:
-        job = find_job(app.registry, f"{request.match_info['name']}/{request.match_info['stage']}")
-    except FlowbotError as exc:
-        return message(request, "No such job", str(exc), status=404, kind="error")
-    result = await fire(app.store, job, app.store.clock(), manual=True,
-                        max_payload_bytes=app.settings.max_payload_bytes)
-    text = (f"{job.key}: {result.status}, {result.runs_created} run(s) started"
-            + (f"; {result.error}" if result.error else ""))
+        result = await fire_now(ops_for(request), f"{name}/{request.match_info['stage']}", actor_of(request))
+    except Refused as exc:
+        return _refused(request, exc, f"/console/workflows/{name}")
+    if wants_json(request):
+        return web.json_response(described(result), status=200 if result.status == "fired" else 409)
+    text = (f"{result.job}: {result.status}, {result.runs_created} run(s) started"
+            + (f"; {result.error.splitlines()[0]}" if result.error else ""))
     return message(request, "Job fired" if result.status == "fired" else "Job did not fire", text,
-                   status=200 if result.status == "fired" else 409,
-                   back=f"/console/workflows/{job.stage.workflow.name}")
+                   status=200 if result.status == "fired" else 409, back=f"/console/workflows/{name}")
+
+
+def exc_status(exc: FlowbotError) -> int:
+    """The HTTP status of a refused start that is not an operation's refusal."""
+    if isinstance(exc, NotStartable):
+        return 409
+    return 413 if isinstance(exc, PayloadTooLarge) else 422
 
 
 def _done(request: web.Request, to: str, result: dict[str, Any]) -> web.StreamResponse:

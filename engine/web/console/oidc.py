@@ -3,8 +3,9 @@
 The authorization code flow with PKCE (Authlib's): the provider's discovery document says where to
 send the person and where to trade the code; the ID token is checked with joserfc, Authlib's JOSE
 library (signature against the provider's JWKS, issuer, audience, expiry, nonce). The person is
-the token's email. State, nonce and the PKCE verifier travel in a short-lived signed cookie, never
-in the server's memory, so any web process can finish a sign-in another one began.
+the token's email; they are an admin when a claim says so (``FLOWBOT_OIDC_ADMIN_CLAIM``) or when
+``FLOWBOT_ADMINS`` names them, a member otherwise. State, nonce and the PKCE verifier travel in a
+short-lived signed cookie, never in the server's memory, so any web process can finish a sign-in another one began.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from engine.ops.actor import Role, role_of
 from engine.web.console.people_pages import app_of, safe_next
 from engine.web.console.render import message
 from engine.web.console.session import SIGNER_KEY, is_https, sign_in, viewer_of
@@ -105,10 +107,27 @@ async def callback(request: web.Request) -> web.StreamResponse:
     email = claims.get("email")
     if not isinstance(email, str) or "@" not in email or claims.get("email_verified") is False:
         return _refuse(request, "The identity provider gave no verified email.", 403)
-    sign_in(viewer_of(request), email.strip().lower(), "member")
+    granted = Role.ADMIN if admin_by_claim(claims, settings.oidc_admin_claim) else Role.MEMBER
+    sign_in(viewer_of(request), email.strip().lower(), role_of(email.strip(), settings.admins, granted).value)
     response = web.HTTPSeeOther(str(flow["next"]))
     response.del_cookie(COOKIE, path="/console/oidc")
     raise response
+
+
+def admin_by_claim(claims: dict[str, Any], spec: str | None) -> bool:
+    """Whether the ID token's claims make the person an admin by ``FLOWBOT_OIDC_ADMIN_CLAIM``:
+    ``name`` (the claim is true) or ``name=value`` (the claim equals value, or is a list holding
+    it, as ``groups`` claims are)."""
+    if not spec:
+        return False
+    name, has_value, value = spec.partition("=")
+    claim = claims.get(name.strip())
+    if not has_value:
+        return claim is True or (isinstance(claim, str) and claim.lower() == "true")
+    value = value.strip()
+    if isinstance(claim, list):
+        return value in [str(c) for c in claim]
+    return claim is not None and str(claim) == value
 
 
 async def _trade(doc: dict[str, Any], code: str, redirect_uri: str, verifier: str, client_id: str,

@@ -266,10 +266,19 @@ async def workflow_page(request: web.Request) -> web.Response:
     from engine import graph as graph_export
 
     data = {**graph_export.export(wf), "hooks": hooks, "jobs": jobs, "figures": figures}
-    starts = [s.name for s in wf.start_stages() if s.kind in (StageKind.SCRIPT, StageKind.FORM)]
+    # What the viewer may do here is the engine's access rule, as every edge applies it.
+    ops, who = ops_of(app), acting.actor(*signed_in(request))
+    may_start = await decide(who, Action.START, Resource(workflow=wf), ops.people) is not None
+    may_fire = await decide(who, Action.FIRE_JOB, Resource(workflow=wf), ops.people) is not None
+    # A payload starts a script or an assigned form; a start form is filled in by its starter.
+    starts = [s.name for s in wf.start_stages()
+              if s.kind is StageKind.SCRIPT or (s.kind is StageKind.FORM and s.assignee is not None)]
+    start_forms = [s.name for s in wf.start_stages() if s.kind is StageKind.FORM and s.assignee is None]
     return page(request, "workflow.html", {"nav": "workflows", "wf": wf, "hooks": hooks, "jobs": jobs,
-                                           "figures": figures, "graph": graph_markup(graph), "starts": starts},
-                data=data)
+                                           "figures": figures, "graph": graph_markup(graph), "starts": starts,
+                                           "start_forms": start_forms, "may_start": may_start,
+                                           "may_fire": may_fire},
+                data={**data, "may_start": may_start, "may_fire": may_fire})
 
 
 def graph_markup(svg: str | None) -> Any:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from engine.errors import FlowbotError, UnknownStage, UnknownWorkflow
 from engine.forms import Approval, ChoiceField, Form, Page
+from engine.ops.actor import role_of
 from engine.people import actions as people
 from engine.people import links, mail
 from engine.runtime.app import App
@@ -114,7 +115,7 @@ async def link_spend(request: web.Request) -> web.Response:
     if spent is None:
         return message(request, "This link does not work", "It was used already, has expired, or was mistyped. "
                        "Ask for a new one on the sign-in page.", status=410, kind="error", back="/console/signin")
-    sign_in(viewer_of(request), spent.person, spent.role)
+    sign_in(viewer_of(request), spent.person, role_of(spent.person, app.settings.admins, spent.role).value)
     target = f"/console/tasks/{spent.task_id}" if spent.task_id else "/console/inbox"
     raise web.HTTPSeeOther(target)
 
