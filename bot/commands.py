@@ -168,7 +168,8 @@ def startable(wf: Workflow) -> bool:
 async def may_start(ctx: BotContext, wf: Workflow, user_id: str) -> bool:
     """Whether ``user_id`` may start ``wf``: the engine's access rule (its ``starters``, or
     everyone when it names none; its operators)."""
-    return await ops_of(ctx.app).require_or_none(slack_actor(user_id), Action.START, workflow=wf.name) is not None
+    actor = await slack_actor(ctx, user_id)
+    return await ops_of(ctx.app).require_or_none(actor, Action.START, workflow=wf.name) is not None
 
 
 async def may_see_run(ctx: BotContext, report: dict[str, Any], user_id: str) -> bool:
@@ -178,7 +179,7 @@ async def may_see_run(ctx: BotContext, report: dict[str, Any], user_id: str) -> 
     run = await ctx.store.get_run(report["id"])
     resource = Resource(workflow=ops.workflow(report["workflow"]), run=run,
                         assignees=[s["assignee"] for s in report["steps"] if s.get("assignee")])
-    if await decide(slack_actor(user_id), Action.READ_RUN, resource, ops.people) is not None:
+    if await decide(await slack_actor(ctx, user_id), Action.READ_RUN, resource, ops.people) is not None:
         return True
     return await store.took_part(ctx.app.db, report["id"], user_id)
 
@@ -220,7 +221,7 @@ async def start(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
         reason = "it has no start stage" if not starts else "it has several start stages"
         return Reply(messages.not_startable(escape(wf.title), reason))
     try:
-        started = await run_ops.trigger(ops_of(ctx.app), wf.name, payload, slack_actor(cmd.user_id),
+        started = await run_ops.trigger(ops_of(ctx.app), wf.name, payload, await slack_actor(ctx, cmd.user_id),
                                         stage=starts[0].name, trigger={"command": COMMAND},
                                         context={STARTED_BY: cmd.user_id})
     except DatabaseUnavailable:
@@ -313,7 +314,8 @@ async def cancel(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
     if not args:
         return Reply(messages.usage(f"{COMMAND} cancel <run-id> [reason]"))
     try:
-        done = await run_ops.cancel(ops_of(ctx.app), args[0], slack_actor(cmd.user_id), " ".join(args[1:]) or None)
+        actor = await slack_actor(ctx, cmd.user_id)
+        done = await run_ops.cancel(ops_of(ctx.app), args[0], actor, " ".join(args[1:]) or None)
     except Refused as exc:
         return Reply(messages.refused(escape(str(exc))))
     return Reply(messages.run_cancelled(done["run_id"], done["tasks_cancelled"]))
@@ -324,7 +326,7 @@ async def retry(ctx: BotContext, cmd: Command, args: list[str]) -> Reply:
     if len(args) != 1:
         return Reply(messages.usage(f"{COMMAND} retry <run-id>"))
     try:
-        done = await run_ops.retry(ops_of(ctx.app), args[0], slack_actor(cmd.user_id))
+        done = await run_ops.retry(ops_of(ctx.app), args[0], await slack_actor(ctx, cmd.user_id))
     except Refused as exc:
         return Reply(messages.refused(escape(str(exc))))
     return Reply(messages.run_retried(done["run_id"], done["retried"]))

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ from bot.identity import BotIdentity
 from engine import metrics
 from engine.ops import tasks as task_ops
 from engine.ops.access import Action
-from engine.ops.actor import Actor, Edge, Role
+from engine.ops.actor import Actor, Edge, Role, role_of
 from engine.ops.base import ops_of
 from engine.people import actions as people
 from engine.settings import Settings
@@ -175,17 +176,26 @@ class BotContext:
         return self.app.store
 
 
-def slack_actor(user_id: str) -> Actor:
-    """A Slack user as the engine's operations see them: a member, whose rights come from the
-    workflows (starters, operators, viewers) and their tasks."""
-    return Actor(user_id, Role.MEMBER, Edge.SLACK)
+async def slack_actor(ctx: BotContext, user_id: str) -> Actor:
+    """A Slack user as the engine's operations see them: an admin when ``FLOWBOT_ADMINS`` names
+    them (by user id, or by the email Slack knows them by), else a member, whose rights come
+    from the workflows (starters, operators, viewers) and their tasks."""
+    role = role_of(user_id, ctx.settings.admins)
+    for entry in ctx.settings.admins:
+        if role is Role.ADMIN:
+            break
+        if "@" in entry:  # an email: the workspace's user of that email (cached after the first look-up)
+            with contextlib.suppress(UserNotFound):
+                if await ctx.resolver.user_id(entry) == user_id:
+                    role = Role.ADMIN
+    return Actor(user_id, role, Edge.SLACK)
 
 
 async def authorize(ctx: BotContext, task_id: int, user_id: str, action: Action, *,
                     task: Row | None = None) -> tuple[people.Result, AuditEntry | None]:
     """The engine's access rule for a Slack user's action on a form task (``engine.ops.tasks``):
     COMPLETED (with the audit record to write) or why not."""
-    return await task_ops.authorize(ops_of(ctx.app), task_id, slack_actor(user_id), action, task=task)
+    return await task_ops.authorize(ops_of(ctx.app), task_id, await slack_actor(ctx, user_id), action, task=task)
 
 
 def make_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:

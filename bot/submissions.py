@@ -197,7 +197,7 @@ async def submission(ctx: BotContext, user_id: str, view: dict[str, Any]) -> dic
         assert isinstance(own_form, Approval)
         answers = own_form.answers(DECLINED, answers.get("comment"))
     limit = ctx.settings.max_payload_bytes
-    actor = slack_actor(user_id)
+    actor = await slack_actor(ctx, user_id)
     if task is None:
         grant = await ops_of(ctx.app).require_or_none(actor, Action.START, workflow=stage.workflow.name)
         if grant is None:

@@ -190,3 +190,20 @@ async def test_slack_buttons_apply_the_engines_access_rule_and_audit_who_acted_a
 
 async def _more(fake: FakeSlack, method: str, than: int) -> bool:
     return len(fake.calls(method)) > than
+
+
+async def test_a_slack_user_named_in_flowbot_admins_acts_as_an_admin(slack_app: StartSlack, people: FakeSlack) -> None:
+    """FLOWBOT_ADMINS gives Slack users the admin role too (named by email: the workspace's user
+    of that email): Eve may cancel any run and approve on someone's behalf; Ann may not."""
+    h = await slack_app(STAGES, admins=("eve@example.com",))
+    _, task_id, ts = await waiting_run(h)
+    await h.click("U0ANN", "flowbot_approve", str(task_id), channel="DU0BOB", message_ts=ts)
+    await h.click("U0EVE", "flowbot_approve", str(task_id), channel="DU0BOB", message_ts=ts)
+    await h.settle()
+    entry = await scalar(h.app.store, "SELECT to_jsonb(a) FROM audit a WHERE task_id = :t", t=task_id)
+    assert (entry["actor"], entry["action"], entry["acting_as"], entry["on_behalf_of"]) == (
+        "U0EVE", "approve", "admin", "bob@example.com")
+    other, _, _ = await waiting_run(h)
+    await h.command("U0EVE", f"cancel {other[:8]}", response_url=h.fake.url + "respond")
+    assert "is cancelled" in await answer(people, 1)
+    assert (await h.app.store.report(other))["audit"][-1]["acting_as"] == "admin"
