@@ -102,7 +102,8 @@ def test_a_timeout_task_type_no_transition_takes_is_an_error(tmp_path) -> None:
         """,
         "w/a.py": "def run(task, ctx):\n    pass\n",
         "w/done.py": "def run(task, ctx):\n    pass\n",
-        "w/review.py": "from engine.forms import Approval\nform = Approval('R')\ndef run(task, answers, ctx):\n    pass\n",
+        "w/review.py": "from engine.forms import Approval\nform = Approval('R')\n"
+                       "def run(task, answers, ctx):\n    pass\n",
     })
     with pytest.raises(WorkflowLoadError) as info:
         load_workflows(root)
