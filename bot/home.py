@@ -22,6 +22,7 @@ from engine.errors import FlowbotError
 from engine.people.actions import load_form
 from engine.runtime.outbox import OutboxHandler
 from engine.runtime.runner import task_of
+from engine.store import deadlines
 from engine.store.db import Row
 
 if TYPE_CHECKING:
@@ -99,9 +100,12 @@ async def task_title(ctx: BotContext, row: Mapping[str, Any]) -> str:
 async def task_blocks(ctx: BotContext, rows: Sequence[Row], shown: int) -> list[dict[str, Any]]:
     """One section per task, with an Open button; a context line for the ones cut."""
     blocks: list[dict[str, Any]] = []
+    due = await deadlines.deadlines_of(ctx.app.db, [row["id"] for row in rows[:shown]])
     for row in rows[:shown]:
         title = escape(await task_title(ctx, row))
         text = messages.task_line(title, escape(workflow_title(ctx, row["workflow"])), row["created_at"])
+        if row["id"] in due:  # a form that times out: when
+            text += "\n" + messages.answer_by(due[row["id"]])
         block = section(text)
         block["accessory"] = button(messages.REMINDER_OPEN, open_action_id(row["id"]), task_ref(row["id"]),
                                     style="primary")

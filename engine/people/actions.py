@@ -394,12 +394,13 @@ def _assignee_problem(assignee: Any) -> str | None:
 def check_form_stage(stage: Stage) -> list[str]:
     """Problems of a form stage's module-level ``Form`` (Slack's limits, duplicates, bad options),
     for the workflow loader; a ``form(task)`` function is checked when it renders."""
-    if stage.kind is not StageKind.FORM or getattr(stage, "module", None) is None:
+    if stage.kind is not StageKind.FORM:
         return []
-    spec = getattr(stage.module, "form", None)
+    problems = _timeout_routes(stage)
+    spec = getattr(stage.module, "form", None) if getattr(stage, "module", None) is not None else None
     if not isinstance(spec, Form):
-        return []
-    problems = [f'form "{stage.name}": {problem}' for problem in spec.check()]
+        return problems
+    problems += [f'form "{stage.name}": {problem}' for problem in spec.check()]
     if isinstance(spec, Approval) and spec.quorum and isinstance(spec.approvers, int):
         rule = stage.assignee
         if isinstance(rule, str) and "{" not in rule:
@@ -409,6 +410,20 @@ def check_form_stage(stage: Stage) -> list[str]:
                 and len(rule) < spec.approvers:
             problems.append(f'form "{stage.name}": approvers={spec.approvers} but the assignee lists only '
                             f"{len(rule)} people")
+    return problems
+
+
+def _timeout_routes(stage: Stage) -> list[str]:
+    """A timeout's task type that no transition from the form takes is a mistake of the
+    declaration (it would only ever be recorded as unrouted)."""
+    from engine.store.deadlines import steps_of
+
+    problems = []
+    for step in steps_of(stage):
+        kind = step.outcome
+        if isinstance(kind, str) and not any(t.matches(kind) for t in stage.outgoing):
+            problems.append(f'form "{stage.name}": on_timeout="{kind}" is taken by no transition from it '
+                            f'(add workflow.transition({stage.name.replace("-", "_")}, ..., on="{kind}"))')
     return problems
 
 

@@ -102,3 +102,22 @@ async def test_an_answer_after_the_timeout_is_told_the_timeout_closed_it(shop, h
     assert await waits.expire(shop.app.store) == 1
     status, text = await decide(http, shop, task_id, csrf)
     assert status == 409 and "timed out" in text and "flowbot closed it" in text
+
+
+async def test_in_a_real_browser_an_approver_sees_who_decided_and_that_their_decision_is_kept(shop, page) -> None:
+    run_id = await shop.trigger("buy", {"to": "two", "amount": 900}, stage="ask")
+    task_id = await shop.pending_form(run_id)
+    link = await shop.link("max@example.com", task_id=task_id)
+    await page.goto(link)
+    await page.get_by_role("button", name="Continue").click()
+    await page.wait_for_url(f"**/console/tasks/{task_id}")
+    await page.get_by_role("heading", name="Needs 2 approvals (0 so far)").wait_for()
+    assert "Answer by" in await page.locator("#deadline").inner_text()
+    await page.get_by_role("button", name="Approve").click()
+    await page.get_by_role("heading", name="Approved. Thank you.").wait_for()
+    assert "1 of 2 approvals so far" in await page.locator("main").inner_text()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as sam:
+        await sign_in(sam, shop, "sam@example.com")
+        async with sam.get(f"{shop.base}/console/tasks/{task_id}") as resp:
+            text = await resp.text()
+    assert "Needs 2 approvals (1 so far)" in text and "max@example.com approved" in text

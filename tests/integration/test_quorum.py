@@ -199,3 +199,28 @@ async def test_more_deciders_than_needed_at_once_complete_it_once(store) -> None
         ctx = await context(store, run_id)
         assert len(ctx["answers"]["decisions"]) == 2
         assert await scalar(store, "SELECT count(*) FROM task_decisions WHERE task_id = :t", t=task_id) == 2
+
+
+async def test_the_deciding_approval_and_the_timeout_in_the_same_instant_have_one_winner(store) -> None:
+    import random
+
+    outcomes = []
+    for i in range(20):
+        run_id, task_id = await start(store, "two")
+        await decide(store, task_id, "a@x.io")
+        store.clock.advance(86400)
+
+        async def later(work, delay: float):
+            await asyncio.sleep(delay)
+            return await work
+
+        jitter = [random.uniform(0, 0.01) * (i % 2), random.uniform(0, 0.01) * (1 - i % 2)]
+        result, expired = await asyncio.gather(later(decide(store, task_id, "b@x.io"), jitter[0]),
+                                               later(waits.expire(store), jitter[1]))
+        assert (result.status == people.COMPLETED) + expired == 1, (i, result.status, expired)
+        ctx = await context(store, run_id)
+        assert ctx["outcome"] == ("approved" if expired == 0 else "declined")
+        decided = await scalar(store, "SELECT count(*) FROM task_decisions WHERE task_id = :t", t=task_id)
+        assert decided == (2 if expired == 0 else 1)  # a losing decision is not kept
+        outcomes.append(expired)
+    assert len(outcomes) == 20

@@ -104,6 +104,13 @@ async def test_a_timed_out_card_says_so_and_a_late_click_is_told_the_timeout_clo
     assert_valid_blocks(card["blocks"])
     assert "Answer by <!date^" in str(card["blocks"])
     task_id = task_of_card(card)
+    await h.event({"type": "app_home_opened", "user": "U0BOB", "channel": "DU0BOB", "tab": "home"})
+
+    async def home() -> Any:
+        views = [c.params for c in fake_slack.calls("views.publish") if c.params.get("user_id") == "U0BOB"]
+        return views[-1] if views and "Answer by" in str(views[-1]) else None
+
+    await eventually(home, what="bob's Home with the deadline")
     clock.advance(48 * 3600)
     await waits.expire(h.app.store)
     [update] = await updates_of(fake_slack, "DU0BOB")

@@ -85,3 +85,27 @@ def d(decision: str) -> dict[str, str]:
 def test_the_quorum_rule(decline, decisions, eligible, expected) -> None:
     form = Approval("R", approvers=2, decline=decline)
     assert verdict(form, [d(x) for x in decisions], eligible) == expected
+
+
+def test_a_timeout_task_type_no_transition_takes_is_an_error(tmp_path) -> None:
+    import engine.people.actions  # noqa: F401  (plugs the form checks into the loader)
+
+    root = write_stages(tmp_path / "late", {
+        "w/workflow.py": """
+            from engine import Workflow
+            workflow = Workflow("w")
+            a = workflow.script("a")
+            review = workflow.form("review", assignee="a@x.io", timeout="1h", on_timeout="expired")  # <-
+            done = workflow.script("done")
+            workflow.transition(a, review)
+            workflow.transition(review, done, on="approved")
+        """,
+        "w/a.py": "def run(task, ctx):\n    pass\n",
+        "w/done.py": "def run(task, ctx):\n    pass\n",
+        "w/review.py": "from engine.forms import Approval\nform = Approval('R')\n"
+                       "def run(task, answers, ctx):\n    pass\n",
+    })
+    with pytest.raises(WorkflowLoadError) as info:
+        load_workflows(root)
+    [error] = info.value.errors
+    assert 'on_timeout="expired" is taken by no transition' in error.message and error.line == 4
