@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.runtime import report
 from engine.store import queries
-from engine.triggers.jobs.firing import FireResult, Job, find_job, fire, jobs_of
+from engine.triggers.jobs.firing import FireResult, Job, jobs_of
 
 
 def add_commands(sub: Any) -> None:
@@ -72,9 +72,12 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     async with open_app(settings, load_plugins_=False, pool_size=2) as app:
         if args.action == "run":
-            job = find_job(app.registry, args.name)
-            result = await fire(app.store, job, app.store.clock(), manual=True,
-                                max_payload_bytes=settings.max_payload_bytes)
+            from engine.ops.actor import local_admin
+            from engine.ops.base import ops_of
+            from engine.triggers.jobs.manual import fire_now
+
+            # A job fired by hand is an action of the local admin, in the audit trail.
+            result = await fire_now(ops_of(app), args.name, local_admin())
             return _print_result(result, as_json=args.json)
         jobs = jobs_of(app.registry)
         last = {r["job"]: r for r in await app.db.fetch_all(queries.LAST_JOB_FIRES)}

@@ -253,6 +253,10 @@ async def test_flowbot_jobs_run_fires_a_job_now_through_the_same_path(
     assert {p["payload"]["fire_time"] for p in payloads} == {fire["fire_time"].isoformat()}
     listed = flowbot("jobs", env=env)
     assert f"fired {fire['fire_time'].isoformat()}" in listed.stdout
+    # Fired by hand: an action of the local admin, in the audit trail.
+    [entry] = await rows(db, "SELECT actor, action, edge, acting_as FROM audit")
+    assert entry["actor"].startswith("local:") and (entry["action"], entry["edge"], entry["acting_as"]) == (
+        "job.fire", "cli", "admin")
 
 
 async def test_flowbot_jobs_run_with_an_unknown_name_says_which_jobs_exist_and_creates_nothing(
