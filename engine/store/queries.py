@@ -37,6 +37,12 @@ INSERT_RUNS = text(
     """
 )
 
+# -- name: mark_test_runs -- these runs are test runs (`flowbot trigger --test`, a test run's children).
+MARK_TEST_RUNS = text("UPDATE runs SET test = true WHERE id = ANY(CAST(:ids AS uuid[])) AND NOT test")
+
+# -- name: test_runs_among -- which of these runs are test runs.
+TEST_RUNS_AMONG = text("SELECT id FROM runs WHERE id = ANY(CAST(:ids AS uuid[])) AND test")
+
 # -- name: lock_runs -- serialise changes to the same runs (run status is derived from tasks).
 LOCK_RUNS = text(
     "SELECT id, status FROM runs WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE"
