@@ -890,16 +890,16 @@ LAST_JOB_FIRES = text(
     """
 )
 
-# -- name: runs_by_workflow_status -- runs created in a window, counted by workflow and status.
+# -- name: runs_by_workflow_status -- runs created in a window (test runs left out), by workflow and status.
 RUNS_BY_WORKFLOW_STATUS = text(
     """
     SELECT workflow, status, count(*) AS n FROM runs
-    WHERE created_at >= CAST(:since AS timestamptz) AND created_at < CAST(:until AS timestamptz)
+    WHERE created_at >= CAST(:since AS timestamptz) AND created_at < CAST(:until AS timestamptz) AND NOT test
     GROUP BY workflow, status ORDER BY workflow, status
     """
 )
 
-# -- name: slowest_steps -- stages whose tasks finished in a window, slowest (longest run) first.
+# -- name: slowest_steps -- stages whose tasks finished in a window (not of test runs), slowest first.
 SLOWEST_STEPS = text(
     """
     SELECT workflow, stage, count(*) AS n,
@@ -908,6 +908,7 @@ SLOWEST_STEPS = text(
     FROM tasks
     WHERE finished_at >= CAST(:since AS timestamptz) AND finished_at < CAST(:until AS timestamptz)
       AND started_at IS NOT NULL AND status = 'completed'
+      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = tasks.run_id AND r.test)
     GROUP BY workflow, stage
     ORDER BY max_seconds DESC, workflow, stage
     LIMIT :limit

@@ -87,6 +87,8 @@ def describe_steps(report: dict[str, Any]) -> str:
 def _who(assignee: Any) -> str:
     if not assignee:
         return "nobody"
+    if assignee.get("claimed_by"):
+        return f"{assignee['claimed_by']} (claimed for {assignee.get('team')})"
     if assignee.get("team"):
         return str(assignee["team"])
     return ", ".join(str(u) for u in assignee.get("users") or []) or "nobody"
@@ -109,7 +111,11 @@ class Task:
     def _actor(self, as_: str | None) -> Actor:
         if as_ is None:
             users = self.assignee.get("users") or []
-            if self.assignee.get("team") or len(users) != 1:
+            if self.assignee.get("claimed_by"):
+                users = [self.assignee["claimed_by"]]
+            elif self.assignee.get("team"):
+                users = []
+            if len(users) != 1:
                 raise FlowTestError(f"task {self.id} at {self.stage!r} waits on {_who(self.assignee)}: "
                                     "say who acts with as_=\"someone@example.com\"")
             as_ = str(users[0])

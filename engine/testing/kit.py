@@ -32,6 +32,7 @@ from engine.loader import check_triggerable, find_stage
 from engine.ops import tasks as task_ops
 from engine.ops.actor import Actor, Edge, Role
 from engine.ops.base import Ops, ops_of
+from engine.ops.directory import load_teams
 from engine.runtime.app import App
 from engine.settings import Settings
 from engine.store import queries, waits
@@ -262,6 +263,9 @@ async def open_flow(database_url: str, stages: Path, home: Path, *, start: dt.da
     hook_secrets: dict[str, str] = {}
     try:
         async with KitSlack() as slack, aiohttp.ClientSession() as session:
+            # The teams of the teams file are Slack user groups too: their members get the DMs.
+            for handle, members in load_teams(Path(stages)).items():
+                slack.set_usergroup(handle.lstrip("@"), [slack.user_id(m) for m in members])
             config = kit_settings(database_url, Path(stages), Path(home), slack, mail, **settings)
             with _restored_env(hook_secrets):
                 async with running(config, clock) as engine:
