@@ -1058,6 +1058,59 @@ PURGE_RUNS = text(
     """
 )
 
+# -- name: purge_test_runs -- one batch: up to :limit test runs created before :before (open or
+# -- finished; a test run's children are test runs too), with what purge_runs deletes with a run.
+PURGE_TEST_RUNS = text(
+    """
+    WITH victims AS (
+        -- Arrays, not row sets: every delete below is an index lookup by id (= ANY), never a scan.
+        SELECT coalesce(array_agg(id), '{}') AS ids FROM (
+            SELECT id FROM runs
+            WHERE test AND created_at <= CAST(:before AS timestamptz)
+            ORDER BY created_at
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        ) AS v
+    ), doomed AS (
+        SELECT coalesce(array_agg(id), '{}') AS ids FROM tasks
+        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
+    ), events AS (
+        DELETE FROM task_events WHERE task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
+    ), effects AS (
+        DELETE FROM outbox
+        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
+           OR task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[]))
+        RETURNING 1
+    ), trail AS (
+        DELETE FROM audit WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
+    ), gone_tasks AS (
+        DELETE FROM tasks WHERE id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
+    ), gone_runs AS (
+        DELETE FROM runs WHERE id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone_runs) AS runs, (SELECT count(*) FROM gone_tasks) AS tasks,
+           (SELECT count(*) FROM events) AS task_events, (SELECT count(*) FROM effects) AS outbox,
+           (SELECT count(*) FROM trail) AS audit
+    """
+)
+
+# -- name: count_test_runs -- what `flowbot runs purge --test` would delete.
+COUNT_TEST_RUNS = text(
+    """
+    WITH victims AS (
+        SELECT id FROM runs WHERE test AND created_at <= CAST(:before AS timestamptz)
+    ), doomed AS (
+        SELECT id FROM tasks WHERE run_id IN (SELECT id FROM victims)
+    )
+    SELECT (SELECT count(*) FROM victims) AS runs,
+           (SELECT count(*) FROM doomed) AS tasks,
+           (SELECT count(*) FROM task_events WHERE task_id IN (SELECT id FROM doomed)) AS task_events,
+           (SELECT count(*) FROM outbox WHERE run_id IN (SELECT id FROM victims) OR task_id IN (SELECT id FROM doomed))
+               AS outbox,
+           (SELECT count(*) FROM audit WHERE run_id IN (SELECT id FROM victims)) AS audit
+    """
+)
+
 # -- name: purge_orphan_outbox -- one batch: effects of no run (and no task) delivered or failed
 # -- before :before, oldest first (ix_outbox_run_id finds the NULLs); stops at the first newer one.
 PURGE_ORPHAN_OUTBOX = text(
