@@ -104,7 +104,8 @@ async def test_test_runs_are_left_out_of_a_workflows_success_rate(flow: Flow) ->
 def test_flowbot_trigger_test_marks_the_run_and_runs_purge_test_removes_only_test_runs(
         database_url: str, tmp_path: Path) -> None:
     env = cli_env(database_url, write_stages(tmp_path / "stages", STAGES), FLOWBOT_HOME=str(tmp_path / "home"))
-    test_id = json.loads(flowbot("trigger", "line", "--test", "--payload", '{"n": 1}', "--json", env=env).stdout)["run_id"]
+    started = flowbot("trigger", "line", "--test", "--payload", '{"n": 1}', "--json", env=env)
+    test_id = json.loads(started.stdout)["run_id"]
     real_id = json.loads(flowbot("trigger", "line", "--payload", '{"n": 2}', "--json", env=env).stdout)["run_id"]
     listing = flowbot("runs", env=env).stdout
     [test_line] = [line for line in listing.splitlines() if test_id in line]
