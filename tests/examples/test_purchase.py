@@ -44,6 +44,7 @@ async def test_an_approved_purchase_is_ordered_and_completes_when_the_supplier_p
 
 async def test_a_payment_for_another_order_leaves_the_run_waiting(flow: Flow) -> None:
     run, order_id = await approved_order(flow)
+    assert order_id != "PO-999999"
     assert (await flow.hook("purchase/payments", json={"order_id": "PO-999999", "amount": 5})).status == 200
     report = await run.report()
     assert report.step("payment")["status"] == "pending" and "paid" not in report.context
