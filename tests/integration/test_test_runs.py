@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from support import cli_env, flowbot, scalar, write_stages
 
+from engine.people import links
 from engine.store import console_queries
 from engine.store.retention import Policy, Purger
 from engine.testing import Flow
@@ -123,3 +125,26 @@ def test_flowbot_trigger_test_marks_the_run_and_runs_purge_test_removes_only_tes
     assert "purged 1 runs, 1 tasks, 0 task events, 0 outbox rows, 1 audit records (test runs)" in done.stdout
     after = flowbot("runs", env=env).stdout
     assert test_id not in after and real_id in after
+
+
+async def test_the_consoles_run_page_marks_a_test_run(flow: Flow) -> None:
+    test_run = await flow.trigger("line", {"n": 1})
+    status, real = await _api(flow, "POST", "/workflows/line/runs", {"payload": {"n": 2}})
+    assert status == 201
+    await flow.settle()
+    token = await links.create(flow.app.db, "admin@example.com", flow.clock.now, role="admin")
+    # unsafe=True: keep the console's cookies although it is reached by IP address.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        link = links.url(flow.url, token)
+        async with session.get(link) as page:  # the link's page, then its button (as a browser)
+            csrf = re.search(r'name="_csrf" value="([^"]+)"', await page.text())
+        assert csrf is not None
+        async with session.post(link, data={"_csrf": csrf.group(1)}, allow_redirects=False) as signed_in:
+            assert signed_in.status == 303, await signed_in.text()
+        pages = {}
+        for run_id in (test_run.id, real["run_id"]):
+            async with session.get(f"{flow.url}/console/runs/{run_id}") as resp:
+                assert resp.status == 200
+                pages[run_id] = await resp.text()
+    assert '<span class="badge test"' in pages[test_run.id]
+    assert '<span class="badge test"' not in pages[real["run_id"]]
