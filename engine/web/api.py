@@ -130,7 +130,7 @@ def build(app: App) -> web.Application:
         unknown = sorted(set(body) - set(START_KEYS))
         if unknown:
             raise PayloadError(f"unknown key(s) {', '.join(map(repr, unknown))} in the body: "
-                               f"it may have {' and '.join(map(repr, START_KEYS))}")
+                               f"it may have {', '.join(map(repr, START_KEYS[:-1]))} and {START_KEYS[-1]!r}")
         test = body.get("test", False)
         if not isinstance(test, bool):
             raise PayloadError(f'"test" must be true or false, got {test!r}')
