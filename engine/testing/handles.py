@@ -24,7 +24,7 @@ class Flow(Protocol):
 
     async def settle(self, within: float = 30.0) -> None: ...
 
-#: Run statuses ``Run.wait`` returns on: the run ended, or it waits on a person.
+#: Run statuses ``Run.wait`` returns on: the run ended, or it waits (on a person, an event or the clock).
 SETTLED = ("completed", "failed", "cancelled", "waiting")
 
 
@@ -172,16 +172,15 @@ class Run:
         return Report(data)
 
     async def wait(self, *, within: float = 30.0) -> Report:
-        """The report once the run has finished or waits on a person. A run that can go no further
-        without the test (it waits for an event, a timer, a retry's time) is a ``FlowTestError``
-        saying what it waits for."""
+        """The report once the run has finished or waits (on a person, an event or the clock). A run
+        still running with nothing to do until the clock moves (a failed stage's retry is not due
+        yet) is a ``FlowTestError`` saying where it stands."""
         await self.flow.settle(within=within)
         report = await self._report()
         if report.status in SETTLED:
             return report
         raise FlowTestError(f"run {self.id} ({self.workflow}) is {report.status} and has nothing to do until "
-                            f"the test acts (flow.clock.advance, flow.emit, flow.hook...); its steps: "
-                            f"{describe_steps(report)}")
+                            f"the clock moves (flow.clock.advance); its steps: {describe_steps(report)}")
 
     async def tasks(self, stage: str) -> list[Task]:
         """The form tasks waiting on a person at ``stage`` (several when the stage ran more than once)."""
