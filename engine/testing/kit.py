@@ -26,9 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from engine.context import check_payload
 from engine.errors import FlowbotError
-from engine.loader import check_triggerable, find_stage
+from engine.ops import runs as run_ops
 from engine.ops import tasks as task_ops
 from engine.ops.actor import Actor, Edge, Role
 from engine.ops.base import Ops, ops_of
@@ -50,6 +49,8 @@ BOT_TOKEN = "xoxb-flowbot-test"
 SIGNING_SECRET = "flowbot-test-signing-secret"
 #: The person runs are started as when the test does not say.
 TESTER = "tester@example.com"
+#: Who starts the runs of ``flow.trigger`` (as the local admin starts those of `flowbot trigger`).
+TEST_ADMIN = Actor("flowbot:test", Role.ADMIN, Edge.API)
 
 
 class FlowClock:
@@ -144,19 +145,12 @@ class Flow:
         """Start a test run of ``workflow`` at its start stage (or ``stage``) with ``payload``, as
         ``flowbot trigger --test`` does; the engine settles before it returns."""
         try:
-            where = find_stage(self.app.registry, workflow, stage)
-            check_triggerable(where)
-            body = check_payload(payload or {}, limit=self.app.settings.max_payload_bytes, where="payload")
+            started = await run_ops.trigger(self.ops, workflow, payload or {}, TEST_ADMIN, stage=stage,
+                                            trigger={"kind": "test"}, test=True)
         except FlowbotError as exc:
             raise FlowTestError(str(exc)) from None
-
-        async def mark(tx: Any, run_id: str) -> None:
-            await tx.execute(queries.MARK_TEST_RUNS, {"ids": [run_id]})
-
-        run_id, _ = await self.app.store.start_run(where, body, trigger={"kind": "test", "stage": where.name},
-                                                   within=mark)
         await self.settle()
-        return Run(self, run_id, where.workflow.name)
+        return Run(self, started["run_id"], started["workflow"])
 
     async def start(self, workflow: str, answers: dict[str, Any], *, as_: str = TESTER) -> Run:
         """Submit ``workflow``'s start form with ``answers`` as ``as_`` (``/flowbot start`` in Slack)."""
