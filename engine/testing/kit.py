@@ -34,7 +34,7 @@ from engine.ops.base import Ops, ops_of
 from engine.ops.directory import load_teams
 from engine.runtime.app import App
 from engine.settings import Settings
-from engine.store import queries, waits
+from engine.store import ops_queries, queries, waits
 from engine.testing.clock import TestClock
 from engine.testing.handles import FlowTestError, Report, Run
 from engine.testing.mail import MailCatcher
@@ -170,8 +170,8 @@ class Flow:
     async def runs(self, workflow: str | None = None) -> list[Run]:
         """Runs (of ``workflow``), oldest first."""
         await self.settle()
-        rows = await self.app.db.fetch_all(queries.LIST_RUNS, {
-            "workflow": workflow, "status": None, "limit": 10_000})
+        rows = await self.app.db.fetch_all(ops_queries.LIST_RUNS_VISIBLE, {
+            "workflow": workflow, "status": None, "limit": 10_000, "all": True, "workflows": [], "people": []})
         return [Run(self, str(r["id"]), r["workflow"]) for r in reversed(rows)]
 
     # --- what arrives from outside ------------------------------------------------------------
