@@ -1,10 +1,10 @@
-"""Declined: tell the requester why."""
+"""Declined (by a decline, or by nobody approving in time): tell the requester why."""
 
 from engine import Context, Task
 
 
 def run(task: Task, ctx: Context) -> None:
-    ctx.run["declined_because"] = task.get("comment")
+    reason = task.get("comment") or ("nobody approved it in time" if task.get("timed_out") else "no reason given")
+    ctx.run["declined_because"] = reason
     if task.get("requester"):
-        ctx.slack.dm(task["requester"], f":x: Your purchase of {task['item']} was declined: "
-                                        f"{task.get('comment') or 'no reason given'}")
+        ctx.slack.dm(task["requester"], f":x: Your purchase of {task['item']} was declined: {reason}")

@@ -1,31 +1,35 @@
-"""Purchase request: approved by purchasing, ordered, paid by the supplier's webhook; every night
-the supplier's invoices are fanned out to the invoice-processing workflow.
+"""Purchase request: approved by two people of purchasing, ordered, paid by the supplier's webhook;
+every night the supplier's invoices are fanned out to the invoice-processing workflow.
 
     /flowbot start purchase                     the request form (item, supplier, amount)
     POST /hooks/purchase/payments               the supplier's payment webhook
         (Authorization: Bearer $SUPPLIER_WEBHOOK_TOKEN)  {"order_id": "PO-000042", "amount": 1200}
 
-The request goes to the @purchasing team; an approval nobody gives within two days goes to the
-CFO. An approved request is ordered and then waits, by order id, for the supplier's payment
-webhook: a payment that arrives before the wait begins still counts, and a payment that has not
-arrived after two weeks is chased. At 02:00 each night (Berlin time) the supplier's new invoices
-each start a run of invoice-processing.
+The request goes to the @purchasing team: two of its members must approve it (not the person who
+asked), any decline declines it. Without two approvals within two business days (Berlin time) it
+goes to the finance leads, who have one more business day; then it is declined. An approved
+request is ordered and then waits, by order id, for the supplier's payment webhook: a payment
+that arrives before the wait begins still counts, and a payment that has not arrived after two
+weeks is chased. At 02:00 each night the supplier's new invoices each start a run of
+invoice-processing.
 """
 
-from engine import BearerAuth, Team, Workflow
+from engine import BearerAuth, Escalate, Team, Workflow
 
 workflow = Workflow(
     "purchase",
     title="Purchase request",
-    description="Purchases approved by the purchasing team, ordered, and paid by the supplier's webhook.",
+    description="Purchases approved by two people of purchasing, ordered, and paid by the supplier's webhook.",
+    timezone="Europe/Berlin",                                      # business days and the nightly job
 )
 
 request = workflow.form("request")                                 # start form: /flowbot start purchase
-approve = workflow.form(
+approve = workflow.form(                                           # two approvals: see approve.py
     "approve",
     assignee=Team("@purchasing"),
-    escalate_after=2 * 24 * 3600,                                  # nobody decided in two days: the CFO
-    escalate_to="cfo@example.com",
+    timeout="2 business days",
+    on_timeout=Escalate(to=["cfo@example.com", "finance-director@example.com"],
+                        timeout="1 business day", on_timeout="declined"),
 )
 order = workflow.script("order")
 payment = workflow.wait("payment", event="payment.received", key="{order_id}",
