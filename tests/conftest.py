@@ -2,28 +2,24 @@
 
 One embedded server per test session; a template database migrated once; each test that asks for
 ``database_url`` gets its own copy (``CREATE DATABASE ... TEMPLATE``), so tests never see each
-other's rows. Set ``FLOWBOT_TEST_DATABASE_URL`` to use another server (it must allow CREATE
+other's rows. The code is the test kit's (``engine.testing.postgres``), which workflow authors get
+with flowbot. Set ``FLOWBOT_TEST_DATABASE_URL`` to use another server (it must allow CREATE
 DATABASE).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from engine.loader import Registry, load_workflows
-from engine.store import migrate
 from engine.store.db import Database
-from engine.store.embedded import EmbeddedPostgres, sqlalchemy_url
 from engine.store.tasks import Store
+from engine.testing.postgres import TestPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -35,82 +31,34 @@ from support import write_stages  # noqa: E402  (tests import it from here too)
 #: for the tests under tests/pooler.
 pytest_plugins = ["tests.slack", "tests.pgbouncer"]
 
-TEMPLATE = "flowbot_template"
-
-
-def _raw(url: str, database: str = "postgres") -> str:
-    """The asyncpg (libpq-style) URL for ``database`` on the server at ``url``."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(sqlalchemy_url(url)).set(database=database)
-    return u.render_as_string(hide_password=False).replace("postgresql+asyncpg://", "postgresql://")
+# The session's Postgres server is the test kit's ``flowbot_postgres`` fixture (the pytest plugin
+# installed with flowbot, engine/testing/plugin.py): the kit's ``flow`` and these fixtures share it.
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server(flowbot_postgres: TestPostgres) -> str:
     """The URL of a running Postgres server for the whole session."""
-    external = os.environ.get("FLOWBOT_TEST_DATABASE_URL")
-    if external:
-        yield external
-        return
-    # A short path: unix socket paths are limited to ~100 characters.
-    pgdata = Path(f"/tmp/flowbot-test-{os.getpid()}") / "pg"
-    server = EmbeddedPostgres(pgdata)
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-        import shutil
-
-        shutil.rmtree(pgdata.parent, ignore_errors=True)
+    assert flowbot_postgres.url is not None
+    return flowbot_postgres.url
 
 
 @pytest.fixture(scope="session")
-def template_db(pg_server: str) -> str:
+def template_db(flowbot_postgres: TestPostgres) -> str:
     """A database migrated to head once; every test database is cloned from it."""
-
-    async def build() -> None:
-        conn = await asyncpg.connect(_raw(pg_server))
-        try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
-            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
-        finally:
-            await conn.close()
-        await migrate.upgrade(_raw(pg_server, TEMPLATE))
-
-    asyncio.run(build())
-    return TEMPLATE
-
-
-@contextlib.asynccontextmanager
-async def _scratch_database(pg_server: str, prefix: str, template: str | None = None) -> AsyncIterator[str]:
-    """A database created for one test (from ``template`` if given) and dropped after it."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(_raw(pg_server))
-    try:
-        await conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
-    finally:
-        await conn.close()
-    yield sqlalchemy_url(_raw(pg_server, name))
-    conn = await asyncpg.connect(_raw(pg_server))
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
+    return flowbot_postgres.template()
 
 
 @pytest.fixture
-async def database_url(pg_server: str, template_db: str) -> AsyncIterator[str]:
+async def database_url(flowbot_postgres: TestPostgres, template_db: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test (dropped afterwards); a SQLAlchemy URL."""
-    async with _scratch_database(pg_server, "t", template_db) as url:
+    async with flowbot_postgres.database("t", template=template_db) as url:
         yield url
 
 
 @pytest.fixture
-async def empty_database_url(pg_server: str) -> AsyncIterator[str]:
+async def empty_database_url(flowbot_postgres: TestPostgres) -> AsyncIterator[str]:
     """A fresh database with no schema at all (migration tests)."""
-    async with _scratch_database(pg_server, "e") as url:
+    async with flowbot_postgres.database("e", template=None) as url:
         yield url
 
 

@@ -114,7 +114,8 @@ async def cmd_trigger(args: argparse.Namespace) -> int:
 
         app.registry.get(args.workflow)  # an unknown one names the directory searched
         # A run started by hand is an action of the local admin, in the audit trail.
-        started = await runs.trigger(ops_of(app), args.workflow, payload, local_admin(), stage=args.stage)
+        started = await runs.trigger(ops_of(app), args.workflow, payload, local_admin(), stage=args.stage,
+                                     test=args.test)
         run_id = started["run_id"]
         if not args.wait:
             print(json.dumps({"run_id": run_id}) if args.json else run_id)
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the run to finish (or wait on a person)")
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--test", action="store_true",
+                   help="a test run: marked as such, left out of success rates, removed by `flowbot runs purge --test`")
     p.set_defaults(func=cmd_trigger)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)

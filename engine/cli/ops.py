@@ -101,6 +101,10 @@ async def cmd_runs(args: argparse.Namespace) -> int:
     """``flowbot runs [list|show|cancel|retry|rerun] ...``."""
     action, ref = args.action, args.run_id
     check_status(args.status, RUN_STATUSES, "run")
+    if action == "purge":
+        from engine.cli.purge import purge_test_runs
+
+        return await purge_test_runs(args)
     if action == "list":
         rows = await perform(args, lambda ops, a: run_ops.list_runs(
             ops, a, workflow=args.workflow, status=args.status, limit=args.limit), "GET", "/runs",
@@ -108,7 +112,9 @@ async def cmd_runs(args: argparse.Namespace) -> int:
         if args.json:
             print(dumps(rows))
         else:
-            print(report.table(rows, ["id", "workflow", "status", "created_at", "finished_at"]))
+            # A test run says so in the status column: "completed (test)".
+            shown = [{**r, "status": f"{r['status']} (test)" if r.get("test") else r["status"]} for r in rows]
+            print(report.table(shown, ["id", "workflow", "status", "created_at", "finished_at"]))
         return 0
     if not ref:
         return usage(f"flowbot runs {action} RUN_ID")
@@ -315,13 +321,17 @@ def add_as(p: argparse.ArgumentParser) -> None:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``flowbot runs``."""
-    p.add_argument("action", nargs="?", choices=["list", "show", "cancel", "retry", "rerun"], default="list")
+    p.add_argument("action", nargs="?", choices=["list", "show", "cancel", "retry", "rerun", "purge"], default="list")
     p.add_argument("run_id", nargs="?", help="a run id, or a unique prefix of one")
     p.add_argument("--status", help=f"one of {', '.join(RUN_STATUSES)}")
     p.add_argument("--workflow")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--reason", help="why a run is cancelled")
     p.add_argument("--payload", help="a rerun's payload (JSON; default: the original's)")
+    p.add_argument("--test", action="store_true", help="`runs purge --test`: delete every test run")
+    p.add_argument("--dry-run", action="store_true", help="`runs purge --test`: print what would go")
+    p.add_argument("--batch", type=int, help="`runs purge --test`: runs per transaction (default 500)")
+    p.add_argument("--full-speed", action="store_true", help="`runs purge --test`: no rest between batches")
     p.add_argument("--json", action="store_true")
     add_as(p)
 
@@ -343,7 +353,7 @@ def add_task_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_commands(subparsers: Any) -> None:
     """Add `flowbot runs`, `tasks`, `start`, `outbox`, `tokens` and `audit`."""
-    p = subparsers.add_parser("runs", help="list runs; `runs show|cancel|retry|rerun RUN`")
+    p = subparsers.add_parser("runs", help="list runs; `runs show|cancel|retry|rerun RUN`; `runs purge --test`")
     add_run_arguments(p)
     p.set_defaults(func=cmd_runs)
     p = subparsers.add_parser("tasks", help="list tasks; `tasks submit|approve|decline|claim|reassign|retry TASK`")

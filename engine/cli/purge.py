@@ -36,6 +36,38 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_purge)
 
 
+#: What a test run takes with it when it is purged.
+TEST_RUN_KINDS = ("runs", "tasks", "task_events", "outbox", "audit")
+
+
+async def purge_test_runs(args: argparse.Namespace) -> int:
+    """`flowbot runs purge --test [--dry-run]`: delete every test run (``flowbot trigger --test``,
+    the API's ``"test": true``, their children), open or finished, in retention's batches."""
+    from engine.cli.main import settings_from
+    from engine.runtime.lifecycle import open_app
+
+    if not args.test:
+        raise FlowbotError("`flowbot runs purge` removes test runs only: add --test "
+                           "(finished runs by age: `flowbot purge --older-than D`)")
+    settings = settings_from(args)
+    batch = args.batch or settings.purge_batch
+    if batch < 1:
+        raise FlowbotError(f"--batch must be at least 1, got {batch}")
+    async with open_app(settings, load_plugins_=False, pool_size=2) as app:
+        purger = Purger(app.db, Policy.from_settings(settings), batch=batch,
+                        duty=1.0 if args.full_speed else DEFAULT_DUTY, clock=app.store.clock)
+        if args.dry_run:
+            print(f"flowbot: would purge {(await purger.count_tests()).describe(TEST_RUN_KINDS)} "
+                  "(test runs; dry run, nothing deleted)")
+            return 0
+        t0 = time.monotonic()
+        done = await purger.purge_tests()
+        if done is None:
+            raise FlowbotError("another flowbot process is purging right now; nothing done (try again later)")
+        print(f"flowbot: purged {done.describe(TEST_RUN_KINDS)} (test runs) in {time.monotonic() - t0:.1f} s")
+    return 0
+
+
 async def cmd_purge(args: argparse.Namespace) -> int:
     from engine.cli.main import settings_from
     from engine.runtime.lifecycle import open_app

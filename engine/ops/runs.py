@@ -24,12 +24,14 @@ OPEN = ("running", "waiting")
 
 
 async def trigger(ops: Ops, workflow: str, payload: Any, actor: Actor, *, stage: str | None = None,
-                  trigger: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
+                  trigger: dict[str, Any] | None = None, context: dict[str, Any] | None = None,
+                  test: bool = False) -> dict[str, Any]:
     """Start a run of ``workflow`` with ``payload`` at ``stage`` (or its only start stage) as
     ``actor`` (its starters, operators and admins may), the way ``flowbot trigger``,
     ``POST /api/workflows/<name>/runs`` and a Slack command start one: the run, its first task
     and the audit record in one transaction. ``trigger`` adds to what the run records of how it
-    began; ``context`` is its first run context. Returns the run and first task ids."""
+    began; ``context`` is its first run context; ``test`` makes it a test run (``flowbot trigger
+    --test``, the API's ``"test": true``). Returns the run and first task ids."""
     try:
         first = find_stage(ops.store.registry, workflow, stage)
     except (UnknownWorkflow, UnknownStage) as exc:
@@ -46,6 +48,8 @@ async def trigger(ops: Ops, workflow: str, payload: Any, actor: Actor, *, stage:
     async def record(tx: Tx, run_id: str) -> None:
         await write_audit(tx, [actor.record("start", grant.relation).on(workflow=name, run_id=run_id,
                                                                         stage=first.name)], ops.store.clock())
+        if test:  # a test run: shown as such, out of success rates, gone with `runs purge --test`
+            await tx.execute(queries.MARK_TEST_RUNS, {"ids": [run_id]})
 
     run_id, task_id = await ops.store.start_run(first, payload, trigger=began, context=context, within=record)
     return {"run_id": run_id, "task_id": task_id, "workflow": name}

@@ -50,6 +50,8 @@ def render(data: Mapping[str, Any]) -> str:
                                            if data.get("finished_at") else ""),
         f"  trigger   {json.dumps(data.get('trigger') or {})}",
     ]
+    if data.get("test"):
+        lines.insert(1, "  test run  (left out of success rates; `flowbot runs purge --test` removes it)")
     if data.get("workflow_version") or data.get("versions"):
         lines.append(f"  version   {data.get('workflow_version') or '(not recorded)'}")
     if data.get("mixed_versions"):

@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from engine.context import Send
+from engine.store import queries
 from engine.store.db import Tx
 from engine.store.fanout import FreshRuns
 from engine.store.ports import StoreView
@@ -33,9 +34,11 @@ def batch(store: StoreView, source: Stage, start: Stage, *, trigger: dict[str, o
 async def start(store: StoreView, tx: Tx, finished: Sequence[Finished], now: dt.datetime) -> list[str]:
     """Start the runs the finished tasks' stages asked for, in ``tx``; their ids."""
     run_ids: list[str] = []
+    by_parent: dict[str, list[str]] = {}
     for f in finished:
         if not f.routes.children:
             continue
+        parent_ids = by_parent.setdefault(str(f.task["run_id"]), [])
         source = store.stage_of(f.task)
         batches: dict[str, FreshRuns] = {}
         for target, child in f.routes.children:
@@ -45,5 +48,13 @@ async def start(store: StoreView, tx: Tx, finished: Sequence[Finished], now: dt.
                                                 parent=str(f.task["run_id"]))
             b.add(Send("start", raw=child.raw))
         for b in batches.values():
-            run_ids += (await store.write_fresh(tx, b)).run_ids
+            started = (await store.write_fresh(tx, b)).run_ids
+            parent_ids += started
+            run_ids += started
+    if by_parent:
+        # The children of a test run are test runs too (purged with it, out of success rates).
+        tests = await tx.fetch_all(queries.TEST_RUNS_AMONG, {"ids": list(by_parent)})
+        children = [c for t in tests for c in by_parent[str(t["id"])]]
+        if children:
+            await tx.execute(queries.MARK_TEST_RUNS, {"ids": children})
     return run_ids

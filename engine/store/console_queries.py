@@ -214,7 +214,7 @@ CONSOLE_OUTBOX = text(
 )
 
 # -- name: workflow_figures -- a workflow's finished runs since :since: count by status and the
-# -- median duration of the completed ones.
+# -- median duration of the completed ones (test runs left out: they would skew the success rate).
 WORKFLOW_FIGURES = text(
     """
     SELECT count(*) FILTER (WHERE status = 'completed') AS completed,
@@ -223,6 +223,6 @@ WORKFLOW_FIGURES = text(
            count(*) FILTER (WHERE status IN ('running', 'waiting')) AS open,
            percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at))
                FILTER (WHERE status = 'completed') AS median_seconds
-    FROM runs WHERE workflow = :workflow AND created_at >= CAST(:since AS timestamptz)
+    FROM runs WHERE workflow = :workflow AND created_at >= CAST(:since AS timestamptz) AND NOT test
     """
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Text,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -79,10 +81,15 @@ class Run(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     #: The run this one reran (``flowbot runs rerun``): both reports show the link.
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    #: A test run (``flowbot trigger --test``, the API's ``"test": true``, the test kit; children of
+    #: a test run too): shown as such, left out of success rates, removed by ``runs purge --test``.
+    test: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
 
     __table_args__ = (
         CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
         Index("ix_runs_rerun_of", "rerun_of", postgresql_where=text("rerun_of IS NOT NULL")),
+        # `flowbot runs purge --test` finds test runs without reading the others.
+        Index("ix_runs_test", "created_at", postgresql_where=text("test")),
         # A run's children, for reports; the open ones for wait_for_children (small: finished
         # children leave it).
         Index("ix_runs_parent", "parent_run_id", "created_at",

@@ -206,7 +206,7 @@ RUN_IDS_BY_PREFIX = text(
 # -- started by them (newest first).
 LIST_RUNS_VISIBLE = text(
     """
-    SELECT id, workflow, status, trigger, error, created_at, updated_at, finished_at, rerun_of
+    SELECT id, workflow, status, trigger, error, created_at, updated_at, finished_at, rerun_of, test
     FROM runs
     WHERE (CAST(:workflow AS text) IS NULL OR workflow = :workflow)
       AND (CAST(:status AS text) IS NULL OR status = :status)

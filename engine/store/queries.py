@@ -37,6 +37,12 @@ INSERT_RUNS = text(
     """
 )
 
+# -- name: mark_test_runs -- these runs are test runs (`flowbot trigger --test`, a test run's children).
+MARK_TEST_RUNS = text("UPDATE runs SET test = true WHERE id = ANY(CAST(:ids AS uuid[])) AND NOT test")
+
+# -- name: test_runs_among -- which of these runs are test runs.
+TEST_RUNS_AMONG = text("SELECT id FROM runs WHERE id = ANY(CAST(:ids AS uuid[])) AND test")
+
 # -- name: lock_runs -- serialise changes to the same runs (run status is derived from tasks).
 LOCK_RUNS = text(
     "SELECT id, status FROM runs WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR UPDATE"
@@ -884,16 +890,16 @@ LAST_JOB_FIRES = text(
     """
 )
 
-# -- name: runs_by_workflow_status -- runs created in a window, counted by workflow and status.
+# -- name: runs_by_workflow_status -- runs created in a window (test runs left out), by workflow and status.
 RUNS_BY_WORKFLOW_STATUS = text(
     """
     SELECT workflow, status, count(*) AS n FROM runs
-    WHERE created_at >= CAST(:since AS timestamptz) AND created_at < CAST(:until AS timestamptz)
+    WHERE created_at >= CAST(:since AS timestamptz) AND created_at < CAST(:until AS timestamptz) AND NOT test
     GROUP BY workflow, status ORDER BY workflow, status
     """
 )
 
-# -- name: slowest_steps -- stages whose tasks finished in a window, slowest (longest run) first.
+# -- name: slowest_steps -- stages whose tasks finished in a window (not of test runs), slowest first.
 SLOWEST_STEPS = text(
     """
     SELECT workflow, stage, count(*) AS n,
@@ -902,6 +908,7 @@ SLOWEST_STEPS = text(
     FROM tasks
     WHERE finished_at >= CAST(:since AS timestamptz) AND finished_at < CAST(:until AS timestamptz)
       AND started_at IS NOT NULL AND status = 'completed'
+      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = tasks.run_id AND r.test)
     GROUP BY workflow, stage
     ORDER BY max_seconds DESC, workflow, stage
     LIMIT :limit
@@ -1048,6 +1055,59 @@ PURGE_RUNS = text(
     SELECT (SELECT count(*) FROM gone_runs) AS runs, (SELECT count(*) FROM gone_tasks) AS tasks,
            (SELECT count(*) FROM events) AS task_events, (SELECT count(*) FROM effects) AS outbox,
            (SELECT count(*) FROM trail) AS audit
+    """
+)
+
+# -- name: purge_test_runs -- one batch: up to :limit test runs created before :before (open or
+# -- finished; a test run's children are test runs too), with what purge_runs deletes with a run.
+PURGE_TEST_RUNS = text(
+    """
+    WITH victims AS (
+        -- Arrays, not row sets: every delete below is an index lookup by id (= ANY), never a scan.
+        SELECT coalesce(array_agg(id), '{}') AS ids FROM (
+            SELECT id FROM runs
+            WHERE test AND created_at <= CAST(:before AS timestamptz)
+            ORDER BY created_at
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        ) AS v
+    ), doomed AS (
+        SELECT coalesce(array_agg(id), '{}') AS ids FROM tasks
+        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
+    ), events AS (
+        DELETE FROM task_events WHERE task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
+    ), effects AS (
+        DELETE FROM outbox
+        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
+           OR task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[]))
+        RETURNING 1
+    ), trail AS (
+        DELETE FROM audit WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
+    ), gone_tasks AS (
+        DELETE FROM tasks WHERE id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
+    ), gone_runs AS (
+        DELETE FROM runs WHERE id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone_runs) AS runs, (SELECT count(*) FROM gone_tasks) AS tasks,
+           (SELECT count(*) FROM events) AS task_events, (SELECT count(*) FROM effects) AS outbox,
+           (SELECT count(*) FROM trail) AS audit
+    """
+)
+
+# -- name: count_test_runs -- what `flowbot runs purge --test` would delete.
+COUNT_TEST_RUNS = text(
+    """
+    WITH victims AS (
+        SELECT id FROM runs WHERE test AND created_at <= CAST(:before AS timestamptz)
+    ), doomed AS (
+        SELECT id FROM tasks WHERE run_id IN (SELECT id FROM victims)
+    )
+    SELECT (SELECT count(*) FROM victims) AS runs,
+           (SELECT count(*) FROM doomed) AS tasks,
+           (SELECT count(*) FROM task_events WHERE task_id IN (SELECT id FROM doomed)) AS task_events,
+           (SELECT count(*) FROM outbox WHERE run_id IN (SELECT id FROM victims) OR task_id IN (SELECT id FROM doomed))
+               AS outbox,
+           (SELECT count(*) FROM audit WHERE run_id IN (SELECT id FROM victims)) AS audit
     """
 )
 

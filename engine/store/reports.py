@@ -37,6 +37,7 @@ async def report(store: StoreView, run_id: str) -> dict[str, Any] | None:
         "versions": ([own] if own else []) + [v for v in ran_on if v != own],
         "mixed_versions": len(set(ran_on) | ({own} if own else set())) > 1,
         "status": run["status"],
+        "test": bool(run.get("test")),
         "trigger": run["trigger"],
         "context": run["context"],
         "error": run["error"],

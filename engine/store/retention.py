@@ -93,11 +93,11 @@ class Purged:
         """Rows of every kind."""
         return sum(getattr(self, f.name) for f in fields(self))
 
-    def describe(self) -> str:
-        """``3 runs, 12 tasks, ...`` for people."""
+    def describe(self, kinds: tuple[str, ...] | None = None) -> str:
+        """``3 runs, 12 tasks, ...`` for people (only ``kinds``, when given)."""
         names = {"outbox": "outbox rows", "audit": "audit records"}
         return ", ".join(f"{getattr(self, f.name)} {names.get(f.name, f.name.replace('_', ' '))}"
-                         for f in fields(self))
+                         for f in fields(self) if kinds is None or f.name in kinds)
 
 
 class Purger:
@@ -148,6 +148,23 @@ class Purger:
                 await self._batches(queries.PURGE_JOB_FIRES, jobs, done, stop, counted="job_fires")
             if events is not None:
                 await self._batches(queries.PURGE_EVENTS, events, done, stop, counted="events")
+        return done
+
+    async def count_tests(self) -> Purged:
+        """What ``purge_tests`` would delete now (nothing is deleted)."""
+        row = await self.db.fetch_one(queries.COUNT_TEST_RUNS, {"before": self.clock()})
+        assert row is not None
+        return Purged(**{k: int(v) for k, v in row.items()})
+
+    async def purge_tests(self, stop: asyncio.Event | None = None) -> Purged | None:
+        """Delete every test run created until now, open or finished (``flowbot runs purge --test``),
+        with its tasks, task events, effects and audit records, in the same batches as a pass;
+        None when another process is purging (nothing done)."""
+        done = Purged()
+        async with self.db.session_lock(queries.TRY_LOCK_RETENTION, queries.UNLOCK_RETENTION) as taken:
+            if not taken:
+                return None
+            await self._batches(queries.PURGE_TEST_RUNS, self.clock(), done, stop, counted="runs")
         return done
 
     async def _batches(self, query: TextClause, before: dt.datetime, done: Purged, stop: asyncio.Event | None,

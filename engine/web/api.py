@@ -86,7 +86,7 @@ def _dump(value: Any) -> str:
 
 
 #: The keys a body of ``POST /api/workflows/<name>/runs`` may have.
-START_KEYS = ("payload", "stage")
+START_KEYS = ("payload", "stage", "test")
 
 
 def _status(raw: str | None, valid: tuple[str, ...], what: str) -> str | None:
@@ -125,12 +125,17 @@ def build(app: App) -> web.Application:
             return _not_found(str(exc))
         body = await _json_body(request)
         if not isinstance(body, dict):
-            raise PayloadError("body must be a JSON object: {\"payload\": {...}, \"stage\": optional}")
+            raise PayloadError("body must be a JSON object: {\"payload\": {...}, \"stage\": optional, "
+                               "\"test\": optional}")
         unknown = sorted(set(body) - set(START_KEYS))
         if unknown:
             raise PayloadError(f"unknown key(s) {', '.join(map(repr, unknown))} in the body: "
-                               f"it may have {' and '.join(map(repr, START_KEYS))}")
-        started = await run_ops.trigger(ops, name, body.get("payload", {}), request[ACTOR], stage=body.get("stage"))
+                               f"it may have {', '.join(map(repr, START_KEYS[:-1]))} and {START_KEYS[-1]!r}")
+        test = body.get("test", False)
+        if not isinstance(test, bool):
+            raise PayloadError(f'"test" must be true or false, got {test!r}')
+        started = await run_ops.trigger(ops, name, body.get("payload", {}), request[ACTOR], stage=body.get("stage"),
+                                        test=test)
         run_id, task_id = started["run_id"], started["task_id"]
         return web.json_response({"run_id": run_id, "task_id": task_id}, status=201)
 

@@ -57,7 +57,8 @@ SCHEMAS: dict[str, Any] = {
     "RunSummary": {"type": "object", "required": ["id", "workflow", "status", "created_at"],
                    "properties": {"id": STRING, "workflow": STRING, "status": _ref("RunStatus"), "trigger": OBJECT,
                                   "error": _nullable("string"), "created_at": STRING, "updated_at": STRING,
-                                  "finished_at": _nullable("string"), "rerun_of": _nullable("string")}},
+                                  "finished_at": _nullable("string"), "rerun_of": _nullable("string"),
+                                  "test": {"type": "boolean"}}},
     "RunStatus": {"type": "string", "enum": ["running", "waiting", "completed", "failed", "cancelled"]},
     "TaskStatus": {"type": "string", "enum": ["pending", "locked", "completed", "failed", "cancelled"]},
     "Assignee": _nullable("object", properties={"users": {"type": "array", "items": STRING}, "team": STRING,
@@ -80,7 +81,8 @@ SCHEMAS: dict[str, Any] = {
                "required": ["id", "workflow", "status", "context", "steps", "unrouted", "audit", "reruns",
                             "rerun_of"],
                "properties": {"id": STRING, "workflow": STRING, "status": _ref("RunStatus"), "trigger": OBJECT,
-                              "context": OBJECT, "error": _nullable("string"), "created_at": STRING,
+                              "test": {"type": "boolean"}, "context": OBJECT, "error": _nullable("string"),
+                              "created_at": STRING,
                               "finished_at": _nullable("string"), "steps": {"type": "array", "items": _ref("Step")},
                               "unrouted": {"type": "array"}, "waiting_joins": {"type": "array"},
                               "rerun_of": _nullable("string"), "reruns": {"type": "array", "items": STRING},
@@ -193,7 +195,7 @@ PATHS: dict[str, Any] = {
     "/workflows/{name}": {"get": _op("One workflow's graph", _ok(_ref("Graph")), params=[WORKFLOW])},
     "/workflows/{name}/runs": {"post": _op(
         "Start a run (at its start stage, or `stage`)", _ok(_ref("Started"), "201", "started"), params=[WORKFLOW],
-        body=_body({"payload": OBJECT, "stage": STRING}))},
+        body=_body({"payload": OBJECT, "stage": STRING, "test": {"type": "boolean"}}))},
     "/workflows/{name}/start": {"post": _op(
         "Submit the workflow's start form", _ok(_ref("Started"), "201", "started"), params=[WORKFLOW],
         body=_body({"answers": OBJECT, "payload": OBJECT}))},

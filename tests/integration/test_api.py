@@ -344,7 +344,7 @@ async def test_an_unknown_start_stage_is_404(api) -> None:
 async def test_an_unknown_key_in_the_body_is_400_and_starts_nothing(api) -> None:
     status, body = await api.call("POST", "/api/workflows/shop/runs", json={"paylod": {"n": 1}})
     assert status == 400
-    assert body["error"] == "unknown key(s) 'paylod' in the body: it may have 'payload' and 'stage'"
+    assert body["error"] == "unknown key(s) 'paylod' in the body: it may have 'payload', 'stage' and 'test'"
     assert await api.counts() == (0, 0)
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: ``engine`` itself (the authoring API stage authors use) is the bottom; its ``__init__`` is the
 #: public façade and re-exports from the layers, so it is not a layer member.
 LAYERS = ["engine", "engine.store", "engine.runtime", "engine.people", "engine.ops", "engine.triggers", "engine.web",
-          "engine.cli"]
+          "engine.cli", "engine.testing"]
 
 
 def _modules() -> dict[str, Path]:

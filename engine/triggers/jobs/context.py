@@ -27,14 +27,14 @@ class JobStats:
         self._lock = lock or asyncio.Lock()
 
     async def runs_by_workflow_status(self, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
-        """Runs created in [since, until): ``[{"workflow", "status", "n"}]``."""
+        """Runs created in [since, until) (test runs left out): ``[{"workflow", "status", "n"}]``."""
         async with self._lock:
             rows = await self._tx.fetch_all(queries.RUNS_BY_WORKFLOW_STATUS, {"since": since, "until": until})
         return [{"workflow": r["workflow"], "status": r["status"], "n": int(r["n"])} for r in rows]
 
     async def slowest_steps(self, since: dt.datetime, until: dt.datetime,
                             limit: int = 5) -> list[dict[str, Any]]:
-        """Stages whose tasks completed in [since, until), slowest first:
+        """Stages whose tasks completed in [since, until) (not in test runs), slowest first:
         ``[{"workflow", "stage", "n", "avg_seconds", "max_seconds"}]``."""
         async with self._lock:
             rows = await self._tx.fetch_all(queries.SLOWEST_STEPS,
