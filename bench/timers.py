@@ -20,7 +20,7 @@ A timed task is an ordinary pending task whose ``available_at`` is in the future
 reads the partial index on (available_at, id) from its start, stopping at the first one not yet
 due: the timed tasks lie past the ready ones in that index and are never visited. The script also
 prints the claim's plan with the timed tasks present, and the time of the workers' next-timer
-query (``queries.NEXT_TIMER``).
+query (``wait_queries.NEXT_TIMER``).
 """
 
 from __future__ import annotations

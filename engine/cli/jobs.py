@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from engine.runtime import report
-from engine.store import queries
+from engine.store import trigger_queries
 from engine.triggers.jobs.firing import FireResult, Job, jobs_of
 
 
@@ -80,7 +80,7 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
             result = await fire_now(ops_of(app), args.name, local_admin())
             return _print_result(result, as_json=args.json)
         jobs = jobs_of(app.registry)
-        last = {r["job"]: r for r in await app.db.fetch_all(queries.LAST_JOB_FIRES)}
+        last = {r["job"]: r for r in await app.db.fetch_all(trigger_queries.LAST_JOB_FIRES)}
         rows = job_rows(jobs, last, app.store.clock())
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -28,7 +28,7 @@ from engine.context import Context, Effect
 from engine.forms import Approval
 from engine.forms.approval import APPROVED, DECLINED
 from engine.runtime.runner import call, task_of
-from engine.store import deadlines, queries, waits
+from engine.store import deadlines, queries, wait_queries, waits
 from engine.store.audit import Entry as AuditEntry
 from engine.store.audit import write as write_audit
 from engine.store.db import Row
@@ -216,7 +216,7 @@ async def _complete(store: Store, finished: Finished, mine: dict[str, Any], befo
             raise _Lost()
         if finished.audit is not None:
             await write_audit(tx, [finished.audit], now)
-        await tx.execute(queries.END_WAITS, {"ids": [task["id"]]})
+        await tx.execute(wait_queries.END_WAITS, {"ids": [task["id"]]})
         await store.apply(tx, [finished], now, CommitResult())
         await store.refresh_runs(tx, [str(task["run_id"])], now)
     return True

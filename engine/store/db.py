@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from engine import metrics
 from engine.errors import ConfigError, DatabaseError, DatabaseUnavailable, SchemaNotReady
-from engine.store import dburl, pgcopy, queries
+from engine.store import dburl, pgcopy, queries, trigger_queries
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class Tx:
             await sp.start()
         return Savepoint(sp)
 
-    async def copy_binary(self, target: queries.CopyTarget, rows: bytes | bytearray) -> None:
+    async def copy_binary(self, target: trigger_queries.CopyTarget, rows: bytes | bytearray) -> None:
         """Bulk-load ``rows`` (binary COPY rows, ``engine.store.pgcopy``) into ``target``, inside this
         transaction."""
 

@@ -25,7 +25,7 @@ from engine.context import Effect, Send, Task
 from engine.deadlines import FORM_TIMEOUT_EVENT, TIMEOUT_ACTOR, Escalate, Step, deadline_key, level_of
 from engine.errors import FlowbotError
 from engine.routing import NewTask
-from engine.store import queries
+from engine.store import queries, wait_queries
 from engine.store.audit import Entry
 from engine.store.audit import write as write_audit
 from engine.store.db import Row, Tx
@@ -53,7 +53,7 @@ async def begin(tx: Tx, tasks: Sequence[NewTask], created: Sequence[Row], now: d
             rows.append((row, steps[0].after.after(now, t.stage.workflow.timezone)))
     if not rows:
         return
-    await tx.execute(queries.INSERT_WAITS, {
+    await tx.execute(wait_queries.INSERT_WAITS, {
         "task_ids": [r["id"] for r, _ in rows], "run_ids": [r["run_id"] for r, _ in rows],
         "events": [FORM_TIMEOUT_EVENT] * len(rows), "keys": [deadline_key(r["id"], 0) for r, _ in rows],
         "deadlines": [d for _, d in rows], "now": now,
@@ -146,7 +146,7 @@ async def hand_over(store: StoreView, tx: Tx, items: Sequence[Handover], now: dt
     for item in items:
         task = await tx.fetch_one(queries.LOCK_TASK, {"id": item.task["id"]})
         if task is None or task["status"] != "pending":
-            await tx.execute(queries.END_WAITS, {"ids": [item.task["id"]]})
+            await tx.execute(wait_queries.END_WAITS, {"ids": [item.task["id"]]})
             continue
         reason = f"no answer after {item.step.after}: escalated to {describe(item.to)}"
         await escalate(store, tx, task, item.to, now, actor=TIMEOUT_ACTOR, reason=reason,
@@ -157,7 +157,7 @@ async def hand_over(store: StoreView, tx: Tx, items: Sequence[Handover], now: dt
                 "id": task["id"], "key": deadline_key(task["id"], item.level + 1),
                 "deadline": following[0].after.after(now, item.stage.workflow.timezone)})
         else:
-            await tx.execute(queries.END_WAITS, {"ids": [task["id"]]})
+            await tx.execute(wait_queries.END_WAITS, {"ids": [task["id"]]})
         done += 1
     return done
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.context import Send
 from engine.routing import Arrival, NewTask, new_task, unrouted
-from engine.store import pgcopy, queries
+from engine.store import pgcopy, trigger_queries
 from engine.store.db import json_text
 from engine.store.ids import Uuid7Counter
 from engine.workflow import Stage, StageKind
@@ -45,8 +45,8 @@ class FreshRuns:
     actor: str
     lease_seconds: int
     run_ids: list[str] = field(default_factory=list)
-    runs: bytearray = field(default_factory=bytearray)  # COPY rows (queries.COPY_RUNS)
-    tasks: bytearray = field(default_factory=bytearray)  # COPY rows (queries.COPY_TASKS)
+    runs: bytearray = field(default_factory=bytearray)  # COPY rows (trigger_queries.COPY_RUNS)
+    tasks: bytearray = field(default_factory=bytearray)  # COPY rows (trigger_queries.COPY_TASKS)
     script_tasks: int = 0
     forms: list[NewTask] = field(default_factory=list)
     arrivals: list[tuple[str, Arrival]] = field(default_factory=list)
@@ -134,7 +134,7 @@ class FreshRuns:
         for target in candidates:
             fixed = None
             if target.kind is StageKind.SCRIPT and target.join != "all":
-                # queries.COPY_TASKS: run_id, workflow, stage, kind, type, payload, status,
+                # trigger_queries.COPY_TASKS: run_id, workflow, stage, kind, type, payload, status,
                 # max_attempts, lease_seconds, assignee, available_at, created_at, created_by
                 head = b"".join((pgcopy.text(target.workflow.name), pgcopy.text(target.name),
                                  pgcopy.text(target.kind.value), pgcopy.text(type)))
@@ -146,7 +146,7 @@ class FreshRuns:
         return out
 
 
-_RUN_ROW = pgcopy.row_start(len(queries.COPY_RUNS.columns))
-_TASK_ROW = pgcopy.row_start(len(queries.COPY_TASKS.columns))
+_RUN_ROW = pgcopy.row_start(len(trigger_queries.COPY_RUNS.columns))
+_TASK_ROW = pgcopy.row_start(len(trigger_queries.COPY_TASKS.columns))
 #: Where available_at starts in a task row's tail (after status, max_attempts, lease, assignee).
 _DUE_AT = len(pgcopy.text("pending")) + 2 * len(pgcopy.int4(0)) + len(pgcopy.NULL)

@@ -8,7 +8,7 @@ import datetime as dt
 from typing import Any
 
 from engine.deadlines import FORM_TIMEOUT_EVENT
-from engine.store import ops_queries, queries
+from engine.store import ops_queries, queries, wait_queries
 from engine.store.db import Row
 from engine.store.ports import StoreView
 
@@ -21,8 +21,8 @@ async def report(store: StoreView, run_id: str) -> dict[str, Any] | None:
     async with store.db.transaction() as tx:
         steps = await tx.fetch_all(queries.RUN_STEPS, {"id": run["id"]})
         joins = await tx.fetch_all(queries.PENDING_JOINS, {"id": run["id"]})
-        kids = await tx.fetch_all(queries.CHILDREN_OF, {"id": run["id"], "limit": 100})
-        counts = await tx.fetch_all(queries.CHILDREN_COUNTS, {"id": run["id"]}) if kids else []
+        kids = await tx.fetch_all(wait_queries.CHILDREN_OF, {"id": run["id"], "limit": 100})
+        counts = await tx.fetch_all(wait_queries.CHILDREN_COUNTS, {"id": run["id"]}) if kids else []
         reruns = await tx.fetch_all(ops_queries.RERUNS_OF, {"id": run["id"]})
         trail = await tx.fetch_all(ops_queries.RUN_AUDIT, {"id": run["id"]})
     now = store.clock()

@@ -34,7 +34,7 @@ from sqlalchemy import TextClause
 
 from engine import metrics
 from engine.settings import Settings
-from engine.store import queries
+from engine.store import retention_queries as q
 from engine.store.db import Database
 from engine.store.tasks import Clock, utcnow
 
@@ -126,7 +126,7 @@ class Purger:
     async def count(self) -> Purged:
         """What a pass would delete now (nothing is deleted)."""
         runs, hooks, jobs, events = self.cutoffs()
-        row = await self.db.fetch_one(queries.COUNT_PURGEABLE, {"runs_before": runs, "hooks_before": hooks,
+        row = await self.db.fetch_one(q.COUNT_PURGEABLE, {"runs_before": runs, "hooks_before": hooks,
                                                                 "jobs_before": jobs, "events_before": events})
         assert row is not None
         return Purged(**{k: int(v) for k, v in row.items()})
@@ -136,23 +136,23 @@ class Purger:
         batches (what was deleted stays deleted)."""
         runs, hooks, jobs, events = self.cutoffs()
         done = Purged()
-        async with self.db.session_lock(queries.TRY_LOCK_RETENTION, queries.UNLOCK_RETENTION) as taken:
+        async with self.db.session_lock(q.TRY_LOCK_RETENTION, q.UNLOCK_RETENTION) as taken:
             if not taken:
                 return None
             if runs is not None:
-                await self._batches(queries.PURGE_RUNS, runs, done, stop, counted="runs")
-                await self._batches(queries.PURGE_ORPHAN_OUTBOX, runs, done, stop, counted="outbox")
+                await self._batches(q.PURGE_RUNS, runs, done, stop, counted="runs")
+                await self._batches(q.PURGE_ORPHAN_OUTBOX, runs, done, stop, counted="outbox")
             if hooks is not None:
-                await self._batches(queries.PURGE_HOOK_DELIVERIES, hooks, done, stop, counted="hook_deliveries")
+                await self._batches(q.PURGE_HOOK_DELIVERIES, hooks, done, stop, counted="hook_deliveries")
             if jobs is not None:
-                await self._batches(queries.PURGE_JOB_FIRES, jobs, done, stop, counted="job_fires")
+                await self._batches(q.PURGE_JOB_FIRES, jobs, done, stop, counted="job_fires")
             if events is not None:
-                await self._batches(queries.PURGE_EVENTS, events, done, stop, counted="events")
+                await self._batches(q.PURGE_EVENTS, events, done, stop, counted="events")
         return done
 
     async def count_tests(self) -> Purged:
         """What ``purge_tests`` would delete now (nothing is deleted)."""
-        row = await self.db.fetch_one(queries.COUNT_TEST_RUNS, {"before": self.clock()})
+        row = await self.db.fetch_one(q.COUNT_TEST_RUNS, {"before": self.clock()})
         assert row is not None
         return Purged(**{k: int(v) for k, v in row.items()})
 
@@ -161,10 +161,10 @@ class Purger:
         with its tasks, task events, effects and audit records, in the same batches as a pass;
         None when another process is purging (nothing done)."""
         done = Purged()
-        async with self.db.session_lock(queries.TRY_LOCK_RETENTION, queries.UNLOCK_RETENTION) as taken:
+        async with self.db.session_lock(q.TRY_LOCK_RETENTION, q.UNLOCK_RETENTION) as taken:
             if not taken:
                 return None
-            await self._batches(queries.PURGE_TEST_RUNS, self.clock(), done, stop, counted="runs")
+            await self._batches(q.PURGE_TEST_RUNS, self.clock(), done, stop, counted="runs")
         return done
 
     async def _batches(self, query: TextClause, before: dt.datetime, done: Purged, stop: asyncio.Event | None,

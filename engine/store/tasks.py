@@ -18,7 +18,7 @@ from engine.context import Outcome, Send
 from engine.errors import RunNotFound
 from engine.loader import Registry
 from engine.routing import Arrival, NewTask, Routes, merge_arrivals, new_task, resolve_children, route
-from engine.store import children, deadlines, ops_queries, queries, reports, waits
+from engine.store import children, deadlines, ops_queries, queries, reports, trigger_queries, wait_queries, waits
 from engine.store.audit import write as write_audit
 from engine.store.db import NOTIFY_CHANNEL, OUTBOX_CHANNEL, Database, Row, Tx, jsonb_array
 from engine.store.fanout import FreshRuns
@@ -138,9 +138,9 @@ class Store:
         started = Started(run_ids=batch.run_ids, unrouted=batch.unrouted)
         if not batch.runs:
             return started
-        await tx.copy_binary(queries.COPY_RUNS, batch.runs)
+        await tx.copy_binary(trigger_queries.COPY_RUNS, batch.runs)
         if batch.script_tasks:
-            await tx.copy_binary(queries.COPY_TASKS, batch.tasks)
+            await tx.copy_binary(trigger_queries.COPY_TASKS, batch.tasks)
             await tx.notify()
         created = await self._insert_tasks(tx, batch.forms, batch.now, batch.actor)
         if batch.arrivals:
@@ -156,7 +156,7 @@ class Store:
             uuids = [uuid.UUID(i) for i in ids]
         except ValueError as exc:
             raise RunNotFound(f"{stage.key}: a send names run {exc}, which is not a run id") from None
-        rows = await tx.fetch_all(queries.RUNS_WORKFLOWS, {"ids": uuids})
+        rows = await tx.fetch_all(trigger_queries.RUNS_WORKFLOWS, {"ids": uuids})
         found = {str(r["id"]): r["workflow"] for r in rows}
         for run_id in ids:
             if run_id not in found:
@@ -358,7 +358,7 @@ class Store:
                 if from_status == "pending" and ok:
                     # A person answered: a form deadline has nothing left to do (the timer pass
                     # would forget it anyway, after waking a worker for nothing).
-                    await tx.execute(queries.END_WAITS, {"ids": sorted(ok)})
+                    await tx.execute(wait_queries.END_WAITS, {"ids": sorted(ok)})
                 await self.apply(tx, [f for f in finished if f.task["id"] in ok], now, result)
             # A run that just got a new due script task is running (the insert saw to it): deriving its
             # status again would change nothing (and is most of the work of a big batch).

@@ -33,7 +33,7 @@ from engine.context import EventSend, Outcome, Send
 from engine.deadlines import FORM_TIMEOUT_EVENT
 from engine.errors import FlowbotError
 from engine.routing import NewTask, route
-from engine.store import deadlines, queries
+from engine.store import deadlines, queries, wait_queries
 from engine.store.audit import write as write_audit
 from engine.store.db import Row, Tx
 from engine.store.ports import StoreView
@@ -67,7 +67,7 @@ def keys_of(finished: Sequence[Finished]) -> list[str]:
 async def lock(tx: Tx, keys: Sequence[str]) -> None:
     """Hold the locks of these (event, key) pairs until the transaction ends."""
     if keys:
-        await tx.fetch_value(queries.LOCK_EVENT_KEYS, {"keys": list(keys)})
+        await tx.fetch_value(wait_queries.LOCK_EVENT_KEYS, {"keys": list(keys)})
 
 
 # -- beginning ------------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ async def begin(store: StoreView, tx: Tx, tasks: Sequence[NewTask], created: Seq
         rows.append((row, t.stage.options["event"], t.wait_key or str(row["run_id"]),
                      timeout.after(now, t.stage.workflow.timezone) if timeout else None))
     await lock(tx, [lock_key(event, key) for _, event, key, _ in rows])
-    await tx.execute(queries.INSERT_WAITS, {
+    await tx.execute(wait_queries.INSERT_WAITS, {
         "task_ids": [r["id"] for r, *_ in rows], "run_ids": [r["run_id"] for r, *_ in rows],
         "events": [e for _, e, _, _ in rows], "keys": [k for _, _, k, _ in rows],
         "deadlines": [d for *_, d in rows], "now": now,
@@ -92,7 +92,7 @@ async def begin(store: StoreView, tx: Tx, tasks: Sequence[NewTask], created: Seq
     done: list[Completion] = []
     plain = [(r, e, k) for r, e, k, _ in rows if e != CHILDREN_EVENT]
     if plain:
-        early = await tx.fetch_all(queries.EARLY_EVENTS, {
+        early = await tx.fetch_all(wait_queries.EARLY_EVENTS, {
             "task_ids": [r["id"] for r, _, _ in plain], "run_ids": [r["run_id"] for r, _, _ in plain],
             "stages": [r["stage"] for r, _, _ in plain], "events": [e for _, e, _ in plain],
             "keys": [k for _, _, k in plain], "since": now - dt.timedelta(seconds=store.event_lookback),
@@ -102,7 +102,7 @@ async def begin(store: StoreView, tx: Tx, tasks: Sequence[NewTask], created: Seq
             if (found := by_task.get(row["id"])) is not None:
                 done.append(_arrived(row, event, key, found["id"], found["payload"]))
     for row, event, _key, _ in rows:
-        if event == CHILDREN_EVENT and not await tx.fetch_value(queries.OPEN_CHILDREN, {"id": row["run_id"]}):
+        if event == CHILDREN_EVENT and not await tx.fetch_value(wait_queries.OPEN_CHILDREN, {"id": row["run_id"]}):
             done.append(await _children_done(tx, row))
     if done:
         await complete(store, tx, done, now)
@@ -115,8 +115,8 @@ def _arrived(row: Row, event: str, key: str, event_id: int, payload: dict[str, A
 
 
 async def _children_done(tx: Tx, row: Row) -> Completion:
-    kids = await tx.fetch_all(queries.CHILDREN_OF, {"id": row["run_id"], "limit": MAX_CHILDREN_LISTED})
-    counts = {r["status"]: int(r["n"]) for r in await tx.fetch_all(queries.CHILDREN_COUNTS, {"id": row["run_id"]})}
+    kids = await tx.fetch_all(wait_queries.CHILDREN_OF, {"id": row["run_id"], "limit": MAX_CHILDREN_LISTED})
+    counts = {r["status"]: int(r["n"]) for r in await tx.fetch_all(wait_queries.CHILDREN_COUNTS, {"id": row["run_id"]})}
     payload = {**row["payload"], "children": [
         {"run_id": str(k["id"]), "workflow": k["workflow"], "status": k["status"], "error": k["error"],
          "context": k["context"]} for k in kids], "children_counts": counts}
@@ -161,7 +161,7 @@ async def complete(store: StoreView, tx: Tx, items: Sequence[Completion], now: d
     if failing:
         for actor in sorted({i.actor for i in failing}):
             group = [i for i in failing if i.actor == actor]
-            moved = await tx.fetch_all(queries.FAIL_WAITS, {
+            moved = await tx.fetch_all(wait_queries.FAIL_WAITS, {
                 "ids": [i.task["id"] for i in group], "errors": [i.message for i in group], "actor": actor,
                 "now": now})
             failed_ids = {r["id"] for r in moved}
@@ -171,7 +171,7 @@ async def complete(store: StoreView, tx: Tx, items: Sequence[Completion], now: d
             await store.add_effects(tx, [(e.kind, e.payload, i.task["id"], str(i.task["run_id"]))
                                          for i in kept for e in i.effects], now)
             await store.fail_runs(tx, moved, now)
-    await tx.execute(queries.END_WAITS, {"ids": [i.task["id"] for i in items]})
+    await tx.execute(wait_queries.END_WAITS, {"ids": [i.task["id"] for i in items]})
     await store.refresh_runs(tx, run_ids, now)
     return ended
 
@@ -200,14 +200,14 @@ async def publish(store: StoreView, tx: Tx, events: Sequence[tuple[EventSend, st
     if not events:
         return []
     await lock(tx, [lock_key(e.name, e.key) for e, _ in events])
-    rows = await tx.fetch_all(queries.INSERT_EVENTS, {
+    rows = await tx.fetch_all(wait_queries.INSERT_EVENTS, {
         "names": [e.name for e, _ in events], "keys": [e.key for e, _ in events],
         "payloads": [e.raw for e, _ in events], "sources": [source for _, source in events], "now": now,
     })
     first: dict[tuple[str, str], Row] = {}
     for r in rows:
         first.setdefault((r["name"], r["key"]), r)
-    open_waits = await tx.fetch_all(queries.OPEN_WAITS_FOR, {
+    open_waits = await tx.fetch_all(wait_queries.OPEN_WAITS_FOR, {
         "names": [n for n, _ in first], "keys": [k for _, k in first]})
     items = []
     for w in open_waits:
@@ -239,7 +239,7 @@ async def send_event(store: StoreView, name: str, key: str, payload: dict[str, A
 async def next_timer(store: StoreView) -> dt.datetime | None:
     """When the next timed task or wait deadline falls due (None: none pending)."""
     async with store.db.transaction() as tx:
-        due: dt.datetime | None = await tx.fetch_value(queries.NEXT_TIMER, {"now": store.clock()})
+        due: dt.datetime | None = await tx.fetch_value(wait_queries.NEXT_TIMER, {"now": store.clock()})
     return due
 
 
@@ -255,26 +255,26 @@ async def timer_pass(store: StoreView, *, limit: int = 100) -> tuple[int, dt.dat
     wake-up): one transaction when nothing is due."""
     now = store.clock()
     async with store.db.transaction() as tx:
-        due = await tx.fetch_all(queries.DUE_WAITS, {"now": now, "limit": limit})
-        children = await tx.fetch_all(queries.FINISHED_CHILDREN_WAITS, {"event": CHILDREN_EVENT, "limit": limit})
-        upcoming: dt.datetime | None = await tx.fetch_value(queries.NEXT_TIMER, {"now": now})
+        due = await tx.fetch_all(wait_queries.DUE_WAITS, {"now": now, "limit": limit})
+        children = await tx.fetch_all(wait_queries.FINISHED_CHILDREN_WAITS, {"event": CHILDREN_EVENT, "limit": limit})
+        upcoming: dt.datetime | None = await tx.fetch_value(wait_queries.NEXT_TIMER, {"now": now})
     ended = 0
     if due:
         async with store.db.transaction() as tx:
             await lock(tx, [lock_key(r["event"], r["key"]) for r in due])
-            rows = await tx.fetch_all(queries.LOCK_DUE_WAITS, {"ids": [r["task_id"] for r in due], "now": now})
+            rows = await tx.fetch_all(wait_queries.LOCK_DUE_WAITS, {"ids": [r["task_id"] for r in due], "now": now})
             forms = [r for r in rows if r["event"] == FORM_TIMEOUT_EVENT]
             ended += await _finish(store, tx, [r for r in rows if r["event"] != FORM_TIMEOUT_EVENT], now, _timed_out)
             ended += await _form_timeouts(store, tx, forms, now)
     if children:
         async with store.db.transaction() as tx:
             await lock(tx, [lock_key(r["event"], r["key"]) for r in children])
-            rows = await tx.fetch_all(queries.LOCK_WAITS, {"ids": [r["task_id"] for r in children]})
+            rows = await tx.fetch_all(wait_queries.LOCK_WAITS, {"ids": [r["task_id"] for r in children]})
             rows = [r for r in rows if r["workflow"] in store.registry.workflows
-                    and not await tx.fetch_value(queries.OPEN_CHILDREN, {"id": r["run_id"]})]
+                    and not await tx.fetch_value(wait_queries.OPEN_CHILDREN, {"id": r["run_id"]})]
             items = [await _children_done(tx, r) for r in rows if _live(r)]
             ended += len(await complete(store, tx, items, now))
-            await tx.execute(queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
+            await tx.execute(wait_queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
     if ended:  # the waits that ended (and what they sent) move the next timer
         upcoming = await next_timer(store)
     return ended, upcoming
@@ -287,7 +287,7 @@ async def _form_timeouts(store: StoreView, tx: Tx, rows: Sequence[Row], now: dt.
     if not rows:
         return 0
     live = [r for r in rows if _live(r) and r["workflow"] in store.registry.workflows]
-    await tx.execute(queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
+    await tx.execute(wait_queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
     found = await deadlines.decisions_of(tx, [r["id"] for r in live])
     items, handovers = deadlines.plan(store, live, found)
     ended = len(await complete(store, tx, items, now))
@@ -322,5 +322,5 @@ async def _finish(store: StoreView, tx: Tx, rows: Sequence[Row], now: dt.datetim
         except FlowbotError as exc:  # its workflow or stage is gone from this deployment
             items.append(Completion(row, None, "timeout", f"wait cannot end: {exc}"))
     ended = await complete(store, tx, items, now)
-    await tx.execute(queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
+    await tx.execute(wait_queries.END_WAITS, {"ids": [r["id"] for r in rows if not _live(r)]})
     return len(ended)

@@ -16,7 +16,7 @@ from engine.loader import load_workflows
 from engine.runtime.lifecycle import open_app
 from engine.runtime.retention import retention_part
 from engine.settings import Settings
-from engine.store import ops_queries, queries
+from engine.store import ops_queries, trigger_queries
 from engine.store.db import Database
 from engine.store.retention import Policy, Purged, Purger
 from engine.store.tasks import Store
@@ -105,12 +105,12 @@ class World:
         db = self.store.db
         async with db.transaction() as tx:
             for days, key in [(30, "old-1"), (8, "old-2"), (6, "new-1"), (0, "new-2")]:
-                await tx.execute(queries.INSERT_HOOK_DELIVERY, {
+                await tx.execute(trigger_queries.INSERT_HOOK_DELIVERY, {
                     "hook": "chain/in", "delivery_id": key, "method": "POST", "status": 200, "headers": {},
                     "body": b"", "run_ids": [], "unrouted": [], "log": [],
                     "now": self.real_now - dt.timedelta(days=days)})
             for job, days in [("chain/a", 100), ("chain/a", 95), ("chain/a", 1), ("chain/b", 200)]:
-                await tx.execute(queries.SKIP_JOB_FIRE, {
+                await tx.execute(trigger_queries.SKIP_JOB_FIRE, {
                     "job": job, "fire_time": self.real_now - dt.timedelta(days=days), "reason": "test",
                     "owner": "test", "now": self.real_now})
 

@@ -3,7 +3,7 @@
 Two paths with the same effect. The common case (every send starts a fresh run whose first tasks
 are plain script tasks, no Slack effects) goes through the ``Committer``: group commit. The
 deliveries that arrive while earlier ones are being committed are gathered and committed together
-by ONE statement in its own implicit transaction (``queries.DELIVER_HOOKS``): one round trip and
+by ONE statement in its own implicit transaction (``trigger_queries.DELIVER_HOOKS``): one round trip and
 one commit (one WAL flush) per batch, not per request, and no added wait when the server is idle
 (a lone delivery is sent at once). Each request is answered only after the statement that holds
 it committed. Anything else (a send into a named run, a form or join target, ``ctx.slack``) goes
@@ -25,7 +25,7 @@ from typing import Any
 from engine import routing
 from engine.context import Outcome, Send
 from engine.routing import resolve_children
-from engine.store import children, queries, waits
+from engine.store import children, queries, trigger_queries, waits
 from engine.store.db import NOTIFY_CHANNEL, Database, json_text
 from engine.store.groupcommit import GroupCommit
 from engine.store.tasks import Store
@@ -134,7 +134,7 @@ class Item:
 
 
 def batch_params(items: list[Item]) -> dict[str, Any]:
-    """The parameters of ``queries.DELIVER_HOOKS`` for ``items`` (numbered by position)."""
+    """The parameters of ``trigger_queries.DELIVER_HOOKS`` for ``items`` (numbered by position)."""
     p: dict[str, list[Any]] = {k: [] for k in (
         "items", "hooks", "delivery_ids", "methods", "statuses", "headers", "bodies", "run_ids_json",
         "unrouted", "logs", "nows", "run_items", "run_ids", "workflows", "versions", "triggers", "contexts", "actors",
@@ -188,7 +188,7 @@ class Committer(GroupCommit[Item]):
         self.waker = waker
 
     async def _execute(self, items: list[Item]) -> set[int]:
-        row = await self.db.fetch_one(queries.DELIVER_HOOKS, batch_params(items))
+        row = await self.db.fetch_one(trigger_queries.DELIVER_HOOKS, batch_params(items))
         kept = set(row["kept"]) if row is not None else set()
         if any(items[n].run_ids for n in kept):
             self.waker.wake()
@@ -227,7 +227,7 @@ async def _transaction(store: Store, stage: Stage, request: HookRequest, outcome
         if outcome.effects:
             await store.add_effects(tx, [(e.kind, e.payload, None, None) for e in outcome.effects], now)
         status, headers, body = rendered or ok_response(started.run_ids)
-        row = await tx.fetch_one(queries.INSERT_HOOK_DELIVERY, {
+        row = await tx.fetch_one(trigger_queries.INSERT_HOOK_DELIVERY, {
             "hook": stage.key, "delivery_id": request.delivery_id, "method": request.method,
             "status": status, "headers": headers, "body": body, "run_ids": started.run_ids,
             "unrouted": started.unrouted, "log": outcome.log, "now": now,

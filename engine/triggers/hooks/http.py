@@ -25,7 +25,7 @@ from engine.context import Context
 from engine.errors import DatabaseUnavailable, FlowbotError, PayloadError, PayloadTooLarge
 from engine.runtime.app import App
 from engine.runtime.runner import call
-from engine.store import queries
+from engine.store import trigger_queries
 from engine.store.db import Row
 from engine.triggers.hooks.auth import HookAuthError
 from engine.triggers.hooks.deliver import Committer, Rendered, Waker, deliver
@@ -141,7 +141,7 @@ class HookServer:
             return error(400, str(exc))
         if delivery_id is not None:
             async with self.db_slots:
-                earlier = await self.app.db.fetch_one(queries.FIND_HOOK_DELIVERY,
+                earlier = await self.app.db.fetch_one(trigger_queries.FIND_HOOK_DELIVERY,
                                                       {"hook": stage.key, "delivery_id": delivery_id})
             if earlier is not None:
                 return _replay(earlier)
@@ -182,7 +182,7 @@ class HookServer:
             return error(422, str(exc))
         if delivered.rendered is None:
             assert request.delivery_id is not None
-            twin = await self.app.db.fetch_one(queries.FIND_HOOK_DELIVERY,
+            twin = await self.app.db.fetch_one(trigger_queries.FIND_HOOK_DELIVERY,
                                                {"hook": stage.key, "delivery_id": request.delivery_id})
             assert twin is not None, "a conflicting delivery is visible once its insert returned"
             return _replay(twin)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.context import Context, Send
 from engine.routing import resolve_children
-from engine.store import queries
+from engine.store import trigger_queries
 from engine.store.db import Tx
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class JobStats:
     async def runs_by_workflow_status(self, since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
         """Runs created in [since, until) (test runs left out): ``[{"workflow", "status", "n"}]``."""
         async with self._lock:
-            rows = await self._tx.fetch_all(queries.RUNS_BY_WORKFLOW_STATUS, {"since": since, "until": until})
+            rows = await self._tx.fetch_all(trigger_queries.RUNS_BY_WORKFLOW_STATUS, {"since": since, "until": until})
         return [{"workflow": r["workflow"], "status": r["status"], "n": int(r["n"])} for r in rows]
 
     async def slowest_steps(self, since: dt.datetime, until: dt.datetime,
@@ -37,7 +37,7 @@ class JobStats:
         """Stages whose tasks completed in [since, until) (not in test runs), slowest first:
         ``[{"workflow", "stage", "n", "avg_seconds", "max_seconds"}]``."""
         async with self._lock:
-            rows = await self._tx.fetch_all(queries.SLOWEST_STEPS,
+            rows = await self._tx.fetch_all(trigger_queries.SLOWEST_STEPS,
                                             {"since": since, "until": until, "limit": limit})
         return [{"workflow": r["workflow"], "stage": r["stage"], "n": int(r["n"]),
                  "avg_seconds": float(r["avg_seconds"] or 0), "max_seconds": float(r["max_seconds"] or 0)}

@@ -24,7 +24,7 @@ from engine import metrics
 from engine.errors import UnknownStage
 from engine.loader import Registry
 from engine.runtime.runner import call
-from engine.store import queries, waits
+from engine.store import trigger_queries, waits
 from engine.store.audit import Entry
 from engine.store.audit import write as write_audit
 from engine.store.tasks import Store
@@ -108,7 +108,7 @@ async def fire(store: Store, job: Job, fire_time: dt.datetime, *, manual: bool =
     fire_time = fire_time.astimezone(dt.UTC)
     async with store.db.transaction() as tx:
         fire_id = await tx.fetch_value(
-            queries.CLAIM_JOB_FIRE,
+            trigger_queries.CLAIM_JOB_FIRE,
             {"job": job.key, "fire_time": fire_time, "manual": manual, "owner": owner, "now": store.clock()},
         )
         if fire_id is None:
@@ -155,7 +155,7 @@ async def fire(store: Store, job: Job, fire_time: dt.datetime, *, manual: bool =
         finally:
             await stream.abort()  # cancelled: a job thread still sending is told to stop
         await tx.execute(
-            queries.FINISH_JOB_FIRE,
+            trigger_queries.FINISH_JOB_FIRE,
             {"id": result.fire_id, "status": result.status, "error": result.error, "now": store.clock(),
              "runs_created": result.runs_created, "log": ctx.outcome.log, "unrouted": result.unrouted},
         )
@@ -172,7 +172,7 @@ async def skip(store: Store, job: Job, fire_time: dt.datetime, reason: str, *,
     fire_time = fire_time.astimezone(dt.UTC)
     async with store.db.transaction() as tx:
         fire_id = await tx.fetch_value(
-            queries.SKIP_JOB_FIRE,
+            trigger_queries.SKIP_JOB_FIRE,
             {"job": job.key, "fire_time": fire_time, "reason": reason, "owner": owner or default_owner(),
              "now": store.clock()},
         )

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from engine.store import queries
+from engine.store import trigger_queries
 from engine.store.tasks import Clock, Store
 from engine.triggers.jobs.firing import FireResult, Job, default_owner, fire, jobs_of, skip
 
@@ -122,9 +122,9 @@ class Scheduler:
         if latest is None:
             return None
         async with self.store.db.transaction() as tx:
-            if await tx.fetch_one(queries.JOB_FIRE_AT, {"job": job.key, "fire_time": latest}) is not None:
+            if await tx.fetch_one(trigger_queries.JOB_FIRE_AT, {"job": job.key, "fire_time": latest}) is not None:
                 return None
-            known = await tx.fetch_value(queries.JOB_KNOWN_BEFORE, {"job": job.key, "before": latest})
+            known = await tx.fetch_value(trigger_queries.JOB_KNOWN_BEFORE, {"job": job.key, "before": latest})
         if not known:
             return None  # a new job: its past fire times were never its to run
         return await self._handle(job, latest, now)

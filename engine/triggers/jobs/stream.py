@@ -23,7 +23,7 @@ from typing import Any
 
 from engine.context import Send
 from engine.errors import FlowbotError
-from engine.store import children, queries
+from engine.store import children, trigger_queries
 from engine.store.db import Tx
 from engine.store.fanout import FreshRuns
 from engine.store.tasks import Started, Store
@@ -97,7 +97,7 @@ class SendStream:
             await self._write(rest)
             stale = [run_id for batch in self._written for run_id in batch.started_with_other_context(context)]
             if stale:
-                await self._tx.execute(queries.SET_RUN_CONTEXTS,
+                await self._tx.execute(trigger_queries.SET_RUN_CONTEXTS,
                                        {"ids": stale, "context": context, "now": self._now})
             if named:
                 self.started.merge(await self._store.start_runs(self._tx, self._stage, named, trigger=self._trigger,

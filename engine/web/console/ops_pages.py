@@ -22,7 +22,7 @@ from engine.ops.access import Action, Resource, decide
 from engine.ops.base import ops_of
 from engine.runtime.app import App
 from engine.store import console_queries as q
-from engine.store import queries
+from engine.store import trigger_queries
 from engine.web.console import acting, board, graphsvg
 from engine.web.console.live import CLOSED, Hub
 from engine.web.console.people_pages import app_of, signed_in
@@ -257,7 +257,7 @@ async def workflow_page(request: web.Request) -> web.Response:
              for s in wf.stages.values() if s.kind is StageKind.HOOK]
     jobs = []
     job_stages = [s for s in wf.stages.values() if s.kind is StageKind.JOB]
-    last = {r["job"]: r for r in await app.db.fetch_all(queries.LAST_JOB_FIRES)} if job_stages else {}
+    last = {r["job"]: r for r in await app.db.fetch_all(trigger_queries.LAST_JOB_FIRES)} if job_stages else {}
     for s in job_stages:
         jobs.append({"name": s.name, "schedule": s.schedule, "timezone": s.timezone,
                      "next": _next_fire(s), "last": last.get(s.key)})
