@@ -18,6 +18,31 @@ TRY_LOCK_RETENTION = text("SELECT pg_try_advisory_lock(hashtext('flowbot.retenti
 # -- name: unlock_retention -- the pass is over.
 UNLOCK_RETENTION = text("SELECT pg_advisory_unlock(hashtext('flowbot.retention'))")
 
+#: What goes with a batch of runs (the ``victims`` CTE, an array of run ids): their tasks, the
+#: tasks' events, their outbox rows and audit records; the counts of each.
+_DELETE_VICTIMS = """
+    ), doomed AS (
+        SELECT coalesce(array_agg(id), '{}') AS ids FROM tasks
+        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
+    ), events AS (
+        DELETE FROM task_events WHERE task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
+    ), effects AS (
+        DELETE FROM outbox
+        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
+           OR task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[]))
+        RETURNING 1
+    ), trail AS (
+        DELETE FROM audit WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
+    ), gone_tasks AS (
+        DELETE FROM tasks WHERE id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
+    ), gone_runs AS (
+        DELETE FROM runs WHERE id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone_runs) AS runs, (SELECT count(*) FROM gone_tasks) AS tasks,
+           (SELECT count(*) FROM events) AS task_events, (SELECT count(*) FROM effects) AS outbox,
+           (SELECT count(*) FROM trail) AS audit
+    """
+
 # -- name: purge_runs -- one batch: up to :limit runs finished before :before, oldest first, deleted
 # -- with their tasks, task events, outbox rows and audit records (join arrivals, form sessions and Slack cards go
 # -- by cascade). Runs another transaction holds (a worker committing to it) are skipped, never
@@ -33,28 +58,8 @@ PURGE_RUNS = text(
             ORDER BY finished_at
             LIMIT :limit
             FOR UPDATE SKIP LOCKED
-        ) AS v
-    ), doomed AS (
-        SELECT coalesce(array_agg(id), '{}') AS ids FROM tasks
-        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
-    ), events AS (
-        DELETE FROM task_events WHERE task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
-    ), effects AS (
-        DELETE FROM outbox
-        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
-           OR task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[]))
-        RETURNING 1
-    ), trail AS (
-        DELETE FROM audit WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
-    ), gone_tasks AS (
-        DELETE FROM tasks WHERE id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
-    ), gone_runs AS (
-        DELETE FROM runs WHERE id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM gone_runs) AS runs, (SELECT count(*) FROM gone_tasks) AS tasks,
-           (SELECT count(*) FROM events) AS task_events, (SELECT count(*) FROM effects) AS outbox,
-           (SELECT count(*) FROM trail) AS audit
-    """
+        ) AS v"""
+    + _DELETE_VICTIMS
 )
 
 # -- name: purge_test_runs -- one batch: up to :limit test runs created before :before (open or
@@ -69,28 +74,8 @@ PURGE_TEST_RUNS = text(
             ORDER BY created_at
             LIMIT :limit
             FOR UPDATE SKIP LOCKED
-        ) AS v
-    ), doomed AS (
-        SELECT coalesce(array_agg(id), '{}') AS ids FROM tasks
-        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
-    ), events AS (
-        DELETE FROM task_events WHERE task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
-    ), effects AS (
-        DELETE FROM outbox
-        WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[]))
-           OR task_id = ANY(CAST((SELECT ids FROM doomed) AS bigint[]))
-        RETURNING 1
-    ), trail AS (
-        DELETE FROM audit WHERE run_id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
-    ), gone_tasks AS (
-        DELETE FROM tasks WHERE id = ANY(CAST((SELECT ids FROM doomed) AS bigint[])) RETURNING 1
-    ), gone_runs AS (
-        DELETE FROM runs WHERE id = ANY(CAST((SELECT ids FROM victims) AS uuid[])) RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM gone_runs) AS runs, (SELECT count(*) FROM gone_tasks) AS tasks,
-           (SELECT count(*) FROM events) AS task_events, (SELECT count(*) FROM effects) AS outbox,
-           (SELECT count(*) FROM trail) AS audit
-    """
+        ) AS v"""
+    + _DELETE_VICTIMS
 )
 
 # -- name: count_test_runs -- what `flowbot runs purge --test` would delete.
