@@ -25,7 +25,7 @@ from engine.context import check_payload
 from engine.errors import DatabaseUnavailable, FlowbotError, Refused, UnknownWorkflow
 from engine.forms import FormError
 from engine.ops import runs as run_ops
-from engine.ops.access import Action, Resource, decide
+from engine.ops.access import Action
 from engine.ops.base import ops_of
 from engine.people import actions as people
 from engine.workflow import StageKind, Workflow
@@ -175,11 +175,11 @@ async def may_start(ctx: BotContext, wf: Workflow, user_id: str) -> bool:
 async def may_see_run(ctx: BotContext, report: dict[str, Any], user_id: str) -> bool:
     """Whether ``user_id`` may see a run's report in Slack: the engine's access rule (they started
     it or are asked in it; its workflow's operators and viewers), or they answered one of its forms."""
-    ops = ops_of(ctx.app)
     run = await ctx.store.get_run(report["id"])
-    resource = Resource(workflow=ops.workflow(report["workflow"]), run=run,
-                        assignees=[s["assignee"] for s in report["steps"] if s.get("assignee")])
-    if await decide(await slack_actor(ctx, user_id), Action.READ_RUN, resource, ops.people) is not None:
+    grant = await ops_of(ctx.app).require_or_none(
+        await slack_actor(ctx, user_id), Action.READ_RUN, workflow=report["workflow"], run=run,
+        assignees=[s["assignee"] for s in report["steps"] if s.get("assignee")])
+    if grant is not None:
         return True
     return await store.took_part(ctx.app.db, report["id"], user_id)
 

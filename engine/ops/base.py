@@ -38,17 +38,23 @@ class Ops:
             raise Conflict(f"stage {workflow}/{name} is not deployed any more")
         return wf.stages[name]
 
+    def resource(self, *, workflow: str | None = None, run: Row | None = None, task: Row | None = None,
+                 assignees: list[dict[str, Any]] | None = None) -> Resource:
+        """The resource these name (a workflow by name: None when it is no longer deployed)."""
+        return Resource(workflow=self.workflow(workflow) if workflow else None, run=run, task=task,
+                        assignees=assignees or [])
+
     async def require(self, actor: Actor, action: Action, *, workflow: str | None = None, run: Row | None = None,
                       task: Row | None = None, assignees: list[dict[str, Any]] | None = None) -> Grant:
         """``access.require`` on the resource these name."""
-        resource = Resource(workflow=self.workflow(workflow) if workflow else None, run=run, task=task,
-                            assignees=assignees or [])
+        resource = self.resource(workflow=workflow, run=run, task=task, assignees=assignees)
         return await require(actor, action, resource, self.people)
 
     async def require_or_none(self, actor: Actor, action: Action, *, workflow: str | None = None,
-                              task: Row | None = None) -> Grant | None:
+                              run: Row | None = None, task: Row | None = None,
+                              assignees: list[dict[str, Any]] | None = None) -> Grant | None:
         """``require`` answering None instead of raising (for edges that explain a refusal their way)."""
-        resource = Resource(workflow=self.workflow(workflow) if workflow else None, task=task)
+        resource = self.resource(workflow=workflow, run=run, task=task, assignees=assignees)
         return await decide(actor, action, resource, self.people)
 
 
