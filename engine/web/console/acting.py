@@ -71,9 +71,8 @@ def names_of(person: str) -> list[str]:
 
 async def may_open(app: App, task: Row, person: str, role: str) -> bool:
     """Whether the viewer may open and submit ``task`` (its assignees, a team member, an admin)."""
-    ops = ops_of(app)
-    resource = Resource(workflow=ops.workflow(task["workflow"]), task=task)
-    return await decide(actor(person, role), Action.SUBMIT, resource, ops.people) is not None
+    grant = await ops_of(app).require_or_none(actor(person, role), Action.SUBMIT, workflow=task["workflow"], task=task)
+    return grant is not None
 
 
 def start_stages(app: App) -> list[Stage]:

@@ -154,8 +154,8 @@ async def _allowed(app: App, report: dict[str, Any], person: str, role: str) -> 
     ops = ops_of(app)
     who = acting.actor(person, role)
     run = await app.store.get_run(report["id"])
-    resource = Resource(workflow=ops.workflow(report["workflow"]), run=run,
-                        assignees=[s["assignee"] for s in report["steps"] if s.get("assignee")])
+    resource = ops.resource(workflow=report["workflow"], run=run,
+                            assignees=[s["assignee"] for s in report["steps"] if s.get("assignee")])
     if await decide(who, Action.READ_RUN, resource, ops.people) is None:
         return False, []
     actions = []
